@@ -1,0 +1,56 @@
+// Device discovery, memory and copies for the CUDA backend.
+#include <cstdio>
+#include <string>
+
+#include "check.cuh"
+#include "unclip/backend/cuda.hpp"
+
+namespace unclip::cuda {
+
+int device_count() noexcept {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();  // no driver or no device: clear the sticky error, report none
+        return 0;
+    }
+    return count;
+}
+
+bool compiled_with_cuda() noexcept { return true; }
+
+std::string device_description() {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+        cudaGetLastError();
+        return std::string("no CUDA device: ") + cudaGetErrorString(status);
+    }
+    if (count == 0) return "no CUDA device";
+    int device = 0;
+    UNCLIP_CUDA_CHECK(cudaGetDevice(&device));
+    cudaDeviceProp prop{};
+    UNCLIP_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    char text[512];
+    std::snprintf(text, sizeof text, "%s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+                  static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
+    return text;
+}
+
+void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    UNCLIP_CUDA_CHECK(cudaMalloc(&p, bytes));
+    return p;
+}
+
+void deallocate(void* device_pointer) noexcept {
+    if (device_pointer) cudaFree(device_pointer);
+}
+
+void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+    const cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
+                             : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
+                                                                : cudaMemcpyDeviceToDevice;
+    UNCLIP_CUDA_CHECK(cudaMemcpy(dst, src, bytes, k));
+}
+
+}  // namespace unclip::cuda

@@ -1,0 +1,79 @@
+#pragma once
+// CPU backend primitives over plain pointers (float storage, row-major / NCHW, contiguous unless a
+// leading dimension is given). Definitions live in src/backend/ and use Eigen, which never
+// reaches an installed header. Every primitive splits its work into pieces whose size depends on
+// the shapes only, so results are bit-identical whatever the thread count.
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "unclip/detail/export.hpp"
+#include "unclip/scratch.hpp"
+
+namespace unclip {
+
+namespace detail {
+class ThreadPool;
+}
+
+struct CpuBackend {
+    // Per-caller execution state: the worker threads. A Context is used by one thread at a time;
+    // several threads may run the same (const) modules, each with its own Context and Scratch.
+    class UNCLIP_CXX_API Context {
+    public:
+        // threads <= 0: one per hardware thread.
+        explicit Context(int threads = 0);
+        ~Context();
+        Context(Context&&) noexcept;
+        Context& operator=(Context&&) noexcept;
+        int threads() const noexcept;
+        // Calls fn(begin, end) over consecutive ranges covering [0, n), `grain` indices or more
+        // each, on the pool's threads and the caller's. Exceptions from fn reach the caller.
+        void parallel_for(std::int64_t n, std::int64_t grain,
+                          const std::function<void(std::int64_t, std::int64_t)>& fn) const;
+
+    private:
+        std::unique_ptr<detail::ThreadPool> pool_;
+    };
+
+    // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C; op transposes when trans_* is set
+    // (A is then stored [k,m]). Row-major with leading dimensions lda/ldb/ldc. beta == 0 ignores
+    // what C held (NaN included).
+    UNCLIP_CXX_API static void gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+                                    std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
+                                    std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+
+    struct Conv2dArgs {
+        const float* x = nullptr;       // [B, C_in, H, W]
+        const float* weight = nullptr;  // [C_out, C_in, kernel_h, kernel_w]
+        const float* bias = nullptr;    // [C_out] or nullptr
+        float* y = nullptr;             // [B, C_out, H_out, W_out]
+        std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;
+        int kernel_h = 1, kernel_w = 1, stride = 1, pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+        bool accumulate = false;  // y += conv(x) instead of y = conv(x)
+        std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
+        std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
+    };
+    UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
+    // im2col over bands of output rows, each band one GEMM; 1x1 stride-1 convolutions skip im2col.
+    UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
+
+    // y = GroupNorm(x) * gamma + beta over [B, C, spatial], then SiLU if `silu`. Statistics in
+    // double. x and y may alias.
+    UNCLIP_CXX_API static void group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
+                                          float* y, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                                          int groups, float eps, bool silu);
+
+    // y[i] = silu(x[i]); x and y may alias.
+    UNCLIP_CXX_API static void silu(const Context& ctx, const float* x, float* y, std::int64_t n);
+    // y[b, c, s] += v[b, c] over [B, C, spatial].
+    UNCLIP_CXX_API static void add_channel_bias(const Context& ctx, float* y, const float* v, std::int64_t batch,
+                                                std::int64_t channels, std::int64_t spatial);
+    // y[r, c] += bias[c] over [rows, cols].
+    UNCLIP_CXX_API static void add_row_bias(const Context& ctx, float* y, const float* bias, std::int64_t rows,
+                                            std::int64_t cols);
+    // y[i] += x[i].
+    UNCLIP_CXX_API static void add(const Context& ctx, const float* x, float* y, std::int64_t n);
+};
+
+}  // namespace unclip

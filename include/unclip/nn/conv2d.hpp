@@ -1,0 +1,89 @@
+#pragma once
+#include <optional>
+#include <string>
+
+#include "unclip/backend/cpu.hpp"
+#include "unclip/nn/weights.hpp"
+
+namespace unclip::nn {
+
+struct Conv2dConfig {
+    std::int64_t in_channels = 0, out_channels = 0;
+    int kernel = 3, stride = 1, padding = 1;  // square kernel, symmetric zero padding
+    bool bias = true;
+};
+
+template <class T>
+struct Conv2dWeights {
+    CView<T> weight;               // [out_channels, in_channels, kernel, kernel]
+    std::optional<CView<T>> bias;  // [out_channels]
+};
+
+template <class T>
+Conv2dWeights<T> load_conv2d(const WeightMap& map, const std::string& prefix, const Conv2dConfig& cfg) {
+    Conv2dWeights<T> w;
+    w.weight = map.require<T>(prefix + "weight", {cfg.out_channels, cfg.in_channels, cfg.kernel, cfg.kernel});
+    if (cfg.bias) w.bias = map.require<T>(prefix + "bias", {cfg.out_channels});
+    return w;
+}
+
+template <class Backend, class T>
+class Conv2d {
+public:
+    Conv2d(const Conv2dConfig& cfg, const Conv2dWeights<T>& w) : cfg_(cfg), w_(w) {
+        detail::check_positive("Conv2d", "in_channels", cfg.in_channels);
+        detail::check_positive("Conv2d", "out_channels", cfg.out_channels);
+        detail::check_positive("Conv2d", "kernel", cfg.kernel);
+        detail::check_positive("Conv2d", "stride", cfg.stride);
+        if (cfg.padding < 0) throw Error(Status::invalid_argument, "Conv2d: padding must not be negative");
+        detail::check_shape("Conv2d", "weight", w.weight.shape,
+                            {cfg.out_channels, cfg.in_channels, cfg.kernel, cfg.kernel});
+        if (cfg.bias != w.bias.has_value())
+            throw Error(Status::bad_model, cfg.bias ? "Conv2d: bias missing" : "Conv2d: unexpected bias");
+        if (w.bias) detail::check_shape("Conv2d", "bias", w.bias->shape, {cfg.out_channels});
+    }
+    const Conv2dConfig& config() const noexcept { return cfg_; }
+
+    Shape output_shape(const Shape& x) const {
+        const auto args = make_args(x);
+        return {x[0], cfg_.out_channels, args.out_height(), args.out_width()};
+    }
+    std::size_t scratch_bytes(const Shape& x) const { return Backend::conv2d_scratch_bytes(make_args(x)); }
+
+    // x: [B, in_channels, H, W] -> y: output_shape(x). `accumulate`: y += conv(x).
+    void forward(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch,
+                 bool accumulate = false) const {
+        auto args = make_args(x.shape);
+        detail::check_shape("Conv2d", "output", y.shape, output_shape(x.shape));
+        args.x = x.data;
+        args.y = y.data;
+        args.accumulate = accumulate;
+        Backend::conv2d(ctx, args, scratch);
+    }
+
+private:
+    typename Backend::Conv2dArgs make_args(const Shape& x) const {
+        if (x.rank() != 4 || x[1] != cfg_.in_channels)
+            throw Error(Status::invalid_argument, "Conv2d: input " + x.str() + " is not [B, " +
+                                                      std::to_string(cfg_.in_channels) + ", H, W]");
+        typename Backend::Conv2dArgs a;
+        a.weight = w_.weight.data;
+        a.bias = w_.bias ? w_.bias->data : nullptr;
+        a.batch = x[0];
+        a.in_channels = x[1];
+        a.height = x[2];
+        a.width = x[3];
+        a.out_channels = cfg_.out_channels;
+        a.kernel_h = a.kernel_w = cfg_.kernel;
+        a.stride = cfg_.stride;
+        a.pad_top = a.pad_left = a.pad_bottom = a.pad_right = cfg_.padding;
+        if (a.height + 2 * cfg_.padding < cfg_.kernel || a.width + 2 * cfg_.padding < cfg_.kernel)
+            throw Error(Status::invalid_argument, "Conv2d: input " + x.str() + " is smaller than the kernel");
+        return a;
+    }
+
+    Conv2dConfig cfg_;
+    Conv2dWeights<T> w_;
+};
+
+}  // namespace unclip::nn

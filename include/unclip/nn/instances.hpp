@@ -1,0 +1,15 @@
+#pragma once
+// The module instantiations that libunclip provides; including this header avoids compiling them
+// again in user code.
+#include "unclip/backend/cpu.hpp"
+#include "unclip/nn/conv2d.hpp"
+#include "unclip/nn/group_norm.hpp"
+#include "unclip/nn/linear.hpp"
+#include "unclip/nn/resblock.hpp"
+
+namespace unclip::nn {
+extern template class Linear<CpuBackend, float>;
+extern template class Conv2d<CpuBackend, float>;
+extern template class GroupNorm<CpuBackend, float>;
+extern template class ResBlock<CpuBackend, float>;
+}  // namespace unclip::nn

@@ -1,0 +1,124 @@
+#pragma once
+// The UNet residual block (LDM openaimodel.py ResBlock; diffusers ResnetBlock2D):
+//   h = conv1(SiLU(GN(x))) + Linear(SiLU(emb))[:, :, None, None]
+//   y = skip(x) + conv2(SiLU(GN(h)))      skip = identity, or a 1x1 conv when channels change
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "unclip/nn/conv2d.hpp"
+#include "unclip/nn/group_norm.hpp"
+#include "unclip/nn/linear.hpp"
+
+namespace unclip::nn {
+
+struct ResBlockConfig {
+    std::int64_t in_channels = 0, out_channels = 0, emb_channels = 1280;
+    int groups = 32;
+    float eps = 1e-5f;
+};
+
+// Views into the mapped checkpoint or the device weight buffer; nothing here is owned.
+template <class T>
+struct ResBlockWeights {
+    GroupNormWeights<T> in_norm;           // in_layers.0
+    Conv2dWeights<T> in_conv;              // in_layers.2
+    LinearWeights<T> emb_proj;             // emb_layers.1
+    GroupNormWeights<T> out_norm;          // out_layers.0
+    Conv2dWeights<T> out_conv;             // out_layers.3
+    std::optional<Conv2dWeights<T>> skip;  // skip_connection, iff in_channels != out_channels
+};
+
+namespace detail {
+inline GroupNormConfig resblock_norm(const ResBlockConfig& c, std::int64_t channels) {
+    return {channels, c.groups, c.eps};
+}
+inline Conv2dConfig resblock_conv(std::int64_t in, std::int64_t out) { return {in, out, 3, 1, 1, true}; }
+inline Conv2dConfig resblock_skip(const ResBlockConfig& c) { return {c.in_channels, c.out_channels, 1, 1, 0, true}; }
+inline LinearConfig resblock_emb(const ResBlockConfig& c) { return {c.emb_channels, c.out_channels, true}; }
+}  // namespace detail
+
+// Keys as in the LDM checkpoint, under `prefix` (e.g. "model.diffusion_model.input_blocks.1.0.").
+template <class T>
+ResBlockWeights<T> load_resblock(const WeightMap& map, const std::string& prefix, const ResBlockConfig& cfg) {
+    ResBlockWeights<T> w;
+    w.in_norm = load_group_norm<T>(map, prefix + "in_layers.0.", detail::resblock_norm(cfg, cfg.in_channels));
+    w.in_conv = load_conv2d<T>(map, prefix + "in_layers.2.", detail::resblock_conv(cfg.in_channels, cfg.out_channels));
+    w.emb_proj = load_linear<T>(map, prefix + "emb_layers.1.", detail::resblock_emb(cfg));
+    w.out_norm = load_group_norm<T>(map, prefix + "out_layers.0.", detail::resblock_norm(cfg, cfg.out_channels));
+    w.out_conv =
+        load_conv2d<T>(map, prefix + "out_layers.3.", detail::resblock_conv(cfg.out_channels, cfg.out_channels));
+    if (cfg.in_channels != cfg.out_channels)
+        w.skip = load_conv2d<T>(map, prefix + "skip_connection.", detail::resblock_skip(cfg));
+    return w;
+}
+
+template <class Backend, class T>
+class ResBlock {
+public:
+    // Throws Error(Status::bad_model) naming the weight whose shape disagrees with cfg.
+    ResBlock(const ResBlockConfig& cfg, const ResBlockWeights<T>& w)
+        : cfg_(cfg),
+          in_norm_(detail::resblock_norm(cfg, cfg.in_channels), w.in_norm),
+          in_conv_(detail::resblock_conv(cfg.in_channels, cfg.out_channels), w.in_conv),
+          emb_proj_(detail::resblock_emb(cfg), w.emb_proj),
+          out_norm_(detail::resblock_norm(cfg, cfg.out_channels), w.out_norm),
+          out_conv_(detail::resblock_conv(cfg.out_channels, cfg.out_channels), w.out_conv) {
+        const bool needs_skip = cfg.in_channels != cfg.out_channels;
+        if (needs_skip != w.skip.has_value())
+            throw Error(Status::bad_model, needs_skip ? "ResBlock: skip_connection missing (channels change)"
+                                                      : "ResBlock: unexpected skip_connection (channels equal)");
+        if (w.skip) skip_.emplace(detail::resblock_skip(cfg), *w.skip);
+    }
+    const ResBlockConfig& config() const noexcept { return cfg_; }
+
+    // Bytes of Scratch that forward() needs for input shape x (the caller provides them).
+    std::size_t scratch_bytes(const Shape& x) const {
+        const Shape out_shape{x[0], cfg_.out_channels, x[2], x[3]};
+        const auto n_out = static_cast<std::size_t>(out_shape.numel());
+        const std::size_t convs = std::max({in_conv_.scratch_bytes(x), out_conv_.scratch_bytes(out_shape),
+                                            skip_ ? skip_->scratch_bytes(x) : std::size_t{0}});
+        return Scratch::bytes_for<T>(static_cast<std::size_t>(x.numel())) + 2 * Scratch::bytes_for<T>(n_out) +
+               Scratch::bytes_for<T>(static_cast<std::size_t>(x[0] * (cfg_.emb_channels + cfg_.out_channels))) + convs;
+    }
+
+    // x: [B, in_channels, h, w], emb: [B, emb_channels] -> y: [B, out_channels, h, w].
+    // const: one block may serve several threads, each with its own context and scratch.
+    void forward(const typename Backend::Context& ctx, CView<T> x, CView<T> emb, View<T> y, Scratch& scratch) const {
+        if (x.shape.rank() != 4 || x.shape[1] != cfg_.in_channels)
+            throw Error(Status::invalid_argument, "ResBlock: input " + x.shape.str() + " is not [B, " +
+                                                      std::to_string(cfg_.in_channels) + ", h, w]");
+        const std::int64_t batch = x.shape[0], spatial = x.shape[2] * x.shape[3];
+        detail::check_shape("ResBlock", "emb", emb.shape, {batch, cfg_.emb_channels});
+        const Shape out_shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]};
+        detail::check_shape("ResBlock", "output", y.shape, out_shape);
+
+        Scratch::Frame frame(scratch);
+        View<T> normed_in{scratch.take<T>(static_cast<std::size_t>(x.numel())), x.shape};
+        View<T> h{scratch.take<T>(static_cast<std::size_t>(out_shape.numel())), out_shape};
+        View<T> normed_h{scratch.take<T>(static_cast<std::size_t>(out_shape.numel())), out_shape};
+        T* emb_act = scratch.take<T>(static_cast<std::size_t>(batch * (cfg_.emb_channels + cfg_.out_channels)));
+        T* emb_out = emb_act + batch * cfg_.emb_channels;
+
+        in_norm_.forward(ctx, x.data, normed_in.data, batch, spatial, true);
+        in_conv_.forward(ctx, normed_in, h, scratch);
+        Backend::silu(ctx, emb.data, emb_act, batch * cfg_.emb_channels);
+        emb_proj_.forward(ctx, emb_act, batch, emb_out);
+        Backend::add_channel_bias(ctx, h.data, emb_out, batch, cfg_.out_channels, spatial);
+        out_norm_.forward(ctx, h.data, normed_h.data, batch, spatial, true);
+        if (skip_) skip_->forward(ctx, x, y, scratch);
+        else std::copy(x.data, x.data + x.numel(), y.data);
+        out_conv_.forward(ctx, normed_h, y, scratch, /*accumulate=*/true);
+    }
+
+private:
+    ResBlockConfig cfg_;
+    GroupNorm<Backend, T> in_norm_;
+    Conv2d<Backend, T> in_conv_;
+    Linear<Backend, T> emb_proj_;
+    GroupNorm<Backend, T> out_norm_;
+    Conv2d<Backend, T> out_conv_;
+    std::optional<Conv2d<Backend, T>> skip_;
+};
+
+}  // namespace unclip::nn

@@ -1,0 +1,104 @@
+// Convolution as GEMM: for each image and each band of output rows, unfold the receptive fields
+// into a [C_in*kh*kw, band] column buffer (im2col) and multiply by the weight matrix
+// [C_out, C_in*kh*kw]. Bands bound the column buffer to about kColumnBufferFloats whatever the
+// image size (a full 96x96 im2col at 960 input channels would take 318 MB).
+#include <algorithm>
+#include <cstring>
+
+#include "unclip/backend/cpu.hpp"
+
+namespace unclip {
+namespace {
+constexpr std::int64_t kColumnBufferFloats = std::int64_t{1} << 21;  // 8 MiB
+
+bool is_pointwise(const CpuBackend::Conv2dArgs& a) {
+    return a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
+           a.pad_bottom == 0 && a.pad_right == 0;
+}
+
+std::int64_t band_rows(const CpuBackend::Conv2dArgs& a) {
+    const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
+    const std::int64_t rows = kColumnBufferFloats / std::max<std::int64_t>(1, k * a.out_width());
+    return std::clamp<std::int64_t>(rows, 1, a.out_height());
+}
+
+// cols[(c*kh + ky)*kw + kx][(oy - oy0)*W_out + ox] = x[c][oy*stride - pad_top + ky][ox*stride - pad_left + kx]
+void im2col(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, const float* x, std::int64_t oy0,
+            std::int64_t oy1, float* cols) {
+    const std::int64_t wo = a.out_width(), band = (oy1 - oy0) * wo;
+    const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
+    ctx.parallel_for(k, 16, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const std::int64_t kx = r % a.kernel_w, ky = (r / a.kernel_w) % a.kernel_h, c = r / (a.kernel_w * a.kernel_h);
+            const float* plane = x + c * a.height * a.width;
+            float* out = cols + r * band;
+            for (std::int64_t oy = oy0; oy < oy1; ++oy, out += wo) {
+                const std::int64_t iy = oy * a.stride - a.pad_top + ky;
+                if (iy < 0 || iy >= a.height) {
+                    std::fill(out, out + wo, 0.0f);
+                    continue;
+                }
+                const float* row = plane + iy * a.width;
+                if (a.stride == 1) {
+                    // ix = ox - pad_left + kx: valid for ox in [lo, hi)
+                    const std::int64_t shift = kx - a.pad_left;
+                    const std::int64_t lo = std::clamp<std::int64_t>(-shift, 0, wo);
+                    const std::int64_t hi = std::clamp<std::int64_t>(a.width - shift, lo, wo);
+                    std::fill(out, out + lo, 0.0f);
+                    std::memcpy(out + lo, row + lo + shift, static_cast<std::size_t>(hi - lo) * sizeof(float));
+                    std::fill(out + hi, out + wo, 0.0f);
+                } else {
+                    for (std::int64_t ox = 0; ox < wo; ++ox) {
+                        const std::int64_t ix = ox * a.stride - a.pad_left + kx;
+                        out[ox] = ix >= 0 && ix < a.width ? row[ix] : 0.0f;
+                    }
+                }
+            }
+        }
+    });
+}
+}  // namespace
+
+std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
+    if (is_pointwise(a)) return 0;
+    const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
+    return Scratch::bytes_for<float>(static_cast<std::size_t>(k * band_rows(a) * a.out_width()));
+}
+
+void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratch) {
+    const std::int64_t ho = a.out_height(), wo = a.out_width(), plane_out = ho * wo;
+    const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
+    const float beta = a.accumulate ? 1.0f : 0.0f;
+    Scratch::Frame frame(scratch);
+    const bool pointwise = is_pointwise(a);
+    const std::int64_t rows_per_band = band_rows(a);
+    float* cols = pointwise ? nullptr : scratch.take<float>(static_cast<std::size_t>(k * rows_per_band * wo));
+
+    for (std::int64_t b = 0; b < a.batch; ++b) {
+        const float* x = a.x + b * a.in_channels * a.height * a.width;
+        float* y = a.y + b * a.out_channels * plane_out;
+        for (std::int64_t oy0 = 0; oy0 < ho; oy0 += rows_per_band) {
+            const std::int64_t oy1 = std::min(ho, oy0 + rows_per_band), band = (oy1 - oy0) * wo;
+            const float* rhs = x + oy0 * wo;  // pointwise: the input itself is the column matrix
+            std::int64_t ldb = plane_out;
+            if (!pointwise) {
+                im2col(ctx, a, x, oy0, oy1, cols);
+                rhs = cols;
+                ldb = band;
+            }
+            float* out = y + oy0 * wo;
+            gemm(ctx, false, false, a.out_channels, band, k, 1.0f, a.weight, k, rhs, ldb, beta, out, plane_out);
+            if (a.bias) {
+                ctx.parallel_for(a.out_channels, 16, [&](std::int64_t c0, std::int64_t c1) {
+                    for (std::int64_t c = c0; c < c1; ++c) {
+                        float* row = out + c * plane_out;
+                        const float v = a.bias[c];
+                        for (std::int64_t i = 0; i < band; ++i) row[i] += v;
+                    }
+                });
+            }
+        }
+    }
+}
+
+}  // namespace unclip

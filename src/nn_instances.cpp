@@ -1,0 +1,10 @@
+// Explicit instantiations: the module templates compile once here for the CPU backend, and the
+// headers' extern declarations keep users' builds from compiling them again.
+#include "unclip/nn/instances.hpp"
+
+namespace unclip::nn {
+template class Linear<CpuBackend, float>;
+template class Conv2d<CpuBackend, float>;
+template class GroupNorm<CpuBackend, float>;
+template class ResBlock<CpuBackend, float>;
+}  // namespace unclip::nn
