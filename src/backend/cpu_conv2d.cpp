@@ -1,7 +1,8 @@
 // Convolution as GEMM: for each image and each band of output rows, unfold the receptive fields
 // into a [C_in*kh*kw, band] column buffer (im2col) and multiply by the weight matrix
 // [C_out, C_in*kh*kw]. Bands bound the column buffer to about kColumnBufferFloats whatever the
-// image size (a full 96x96 im2col at 960 input channels would take 318 MB).
+// image size (a full 96x96 im2col at 960 input channels would take 318 MB). Bands as large as
+// 32 MiB measured 10-35% faster than 8 MiB ones (fewer passes over the weights; BENCHMARKS.md).
 #include <algorithm>
 #include <cstring>
 
@@ -9,7 +10,7 @@
 
 namespace unclip {
 namespace {
-constexpr std::int64_t kColumnBufferFloats = std::int64_t{1} << 21;  // 8 MiB
+constexpr std::int64_t kColumnBufferFloats = std::int64_t{1} << 23;  // 32 MiB
 
 bool is_pointwise(const CpuBackend::Conv2dArgs& a) {
     return a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&

@@ -10,13 +10,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import importlib  # noqa: E402
+
 import torch  # noqa: E402
 
-import foundation  # noqa: E402
-
-AREAS = {
-    "foundation": foundation.generate,
-}
+# Every tests/golden/<area>.py with a generate() function is an area.
+HERE = Path(__file__).resolve().parent
+AREAS = {}
+for source in sorted(HERE.glob("*.py")):
+    if source.stem in ("generate", "common"):
+        continue
+    module = importlib.import_module(source.stem)
+    if hasattr(module, "generate"):
+        AREAS[source.stem] = module.generate
 
 
 def main() -> None:
