@@ -7,4 +7,6 @@ template class Linear<CpuBackend, float>;
 template class Conv2d<CpuBackend, float>;
 template class GroupNorm<CpuBackend, float>;
 template class ResBlock<CpuBackend, float>;
+template class LayerNorm<CpuBackend, float>;
+template class MultiHeadAttention<CpuBackend, float>;
 }  // namespace unclip::nn

@@ -39,3 +39,25 @@ void CpuBackend::group_norm(const Context& ctx, const float* x, const float* gam
 }
 
 }  // namespace unclip
+
+namespace unclip {
+
+void CpuBackend::layer_norm(const Context& ctx, const float* x, const float* gamma, const float* beta, float* y,
+                            std::int64_t rows, std::int64_t cols, float eps) {
+    ctx.parallel_for(rows, 1 + 4096 / std::max<std::int64_t>(1, cols), [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const float* in = x + r * cols;
+            float* out = y + r * cols;
+            double sum = 0.0;
+            for (std::int64_t c = 0; c < cols; ++c) sum += in[c];
+            const double mean = sum / static_cast<double>(cols);
+            double squares = 0.0;
+            for (std::int64_t c = 0; c < cols; ++c) squares += (in[c] - mean) * (in[c] - mean);
+            const auto rstd = static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(cols) + eps));
+            const auto m = static_cast<float>(mean);
+            for (std::int64_t c = 0; c < cols; ++c) out[c] = (in[c] - m) * rstd * gamma[c] + beta[c];
+        }
+    });
+}
+
+}  // namespace unclip

@@ -64,6 +64,34 @@ struct CpuBackend {
                                           float* y, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
                                           int groups, float eps, bool silu);
 
+    // y = LayerNorm(x) * gamma + beta over the last dimension of [rows, cols]; statistics in double.
+    // x and y may alias.
+    UNCLIP_CXX_API static void layer_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
+                                          float* y, std::int64_t rows, std::int64_t cols, float eps);
+    // Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), and OpenAI CLIP's quick_gelu, x sigmoid(1.702 x); may alias.
+    UNCLIP_CXX_API static void gelu(const Context& ctx, const float* x, float* y, std::int64_t n);
+    UNCLIP_CXX_API static void quick_gelu(const Context& ctx, const float* x, float* y, std::int64_t n);
+    // GEGLU: x [rows, 2*inner] -> y [rows, inner], y = x[:, :inner] * gelu(x[:, inner:]).
+    UNCLIP_CXX_API static void geglu(const Context& ctx, const float* x, float* y, std::int64_t rows, std::int64_t inner);
+
+    // Scaled dot-product attention per head: out = softmax(scale * q k^T [+ causal mask]) v. q, k, v and out
+    // are [batch, tokens, heads * head_dim] with arbitrary token and batch strides (so q, k and v may be
+    // column ranges of one fused projection). Tiled with an online softmax: memory does not grow with
+    // q_len * kv_len. out must not overlap q, k or v.
+    struct AttentionArgs {
+        const float* q = nullptr;
+        const float* k = nullptr;
+        const float* v = nullptr;
+        float* out = nullptr;
+        std::int64_t batch = 0, q_len = 0, kv_len = 0;
+        int heads = 0, head_dim = 0;
+        std::int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;  // elements between tokens
+        std::int64_t q_batch_stride = 0, k_batch_stride = 0, v_batch_stride = 0, out_batch_stride = 0;
+        bool causal = false;  // query i sees keys j <= i
+        float scale = 0.0f;   // 0: 1 / sqrt(head_dim)
+    };
+    UNCLIP_CXX_API static void attention(const Context& ctx, const AttentionArgs& args);
+
     // y[i] = silu(x[i]); x and y may alias.
     UNCLIP_CXX_API static void silu(const Context& ctx, const float* x, float* y, std::int64_t n);
     // y[b, c, s] += v[b, c] over [B, C, spatial].

@@ -2,8 +2,10 @@
 // The module instantiations that libunclip provides; including this header avoids compiling them
 // again in user code.
 #include "unclip/backend/cpu.hpp"
+#include "unclip/nn/attention.hpp"
 #include "unclip/nn/conv2d.hpp"
 #include "unclip/nn/group_norm.hpp"
+#include "unclip/nn/layer_norm.hpp"
 #include "unclip/nn/linear.hpp"
 #include "unclip/nn/resblock.hpp"
 
@@ -12,4 +14,6 @@ extern template class Linear<CpuBackend, float>;
 extern template class Conv2d<CpuBackend, float>;
 extern template class GroupNorm<CpuBackend, float>;
 extern template class ResBlock<CpuBackend, float>;
+extern template class LayerNorm<CpuBackend, float>;
+extern template class MultiHeadAttention<CpuBackend, float>;
 }  // namespace unclip::nn

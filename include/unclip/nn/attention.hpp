@@ -1,0 +1,131 @@
+#pragma once
+// Multi-head attention shared by the CLIP towers (fused in_proj with biases, optional causal mask)
+// and the UNet's transformer blocks (separate to_q/to_k/to_v without bias, cross-attention over the
+// text context). The score matrix is never materialised: Backend::attention is tiled.
+#include <string>
+
+#include "unclip/backend/cpu.hpp"
+#include "unclip/nn/linear.hpp"
+#include "unclip/nn/weights.hpp"
+
+namespace unclip::nn {
+
+struct AttentionConfig {
+    std::int64_t dim = 0;          // query/output width = heads * head_dim
+    std::int64_t context_dim = 0;  // key/value input width; 0 = self-attention (dim)
+    int heads = 0;
+    bool qkv_bias = false;
+    bool causal = false;           // query i attends to keys j <= i (CLIP text)
+    std::int64_t kv_dim() const noexcept { return context_dim > 0 ? context_dim : dim; }
+};
+
+template <class T>
+struct AttentionWeights {
+    LinearWeights<T> q, k, v;  // [dim, dim], [dim, kv_dim], [dim, kv_dim]
+    LinearWeights<T> out;      // [dim, dim] + bias
+};
+
+// OpenCLIP / LDM names: attn.in_proj_weight [3*dim, dim] (+ in_proj_bias), attn.out_proj.{weight,bias}.
+// q, k and v are zero-copy row ranges of the fused tensor (self-attention only).
+template <class T>
+AttentionWeights<T> load_attention_fused(const WeightMap& map, const std::string& prefix, const AttentionConfig& cfg) {
+    if (cfg.context_dim != 0 && cfg.context_dim != cfg.dim)
+        throw Error(Status::invalid_argument, "attention: fused in_proj needs self-attention");
+    const std::int64_t d = cfg.dim;
+    const CView<T> fused = map.require<T>(prefix + "in_proj_weight", {3 * d, d});
+    AttentionWeights<T> w;
+    w.q.weight = {fused.data, {d, d}};
+    w.k.weight = {fused.data + d * d, {d, d}};
+    w.v.weight = {fused.data + 2 * d * d, {d, d}};
+    if (cfg.qkv_bias) {
+        const CView<T> bias = map.require<T>(prefix + "in_proj_bias", {3 * d});
+        w.q.bias = CView<T>{bias.data, {d}};
+        w.k.bias = CView<T>{bias.data + d, {d}};
+        w.v.bias = CView<T>{bias.data + 2 * d, {d}};
+    }
+    w.out = load_linear<T>(map, prefix + "out_proj.", {d, d, true});
+    return w;
+}
+
+// LDM UNet names: to_q / to_k / to_v (bias iff qkv_bias), to_out.0 (with bias).
+template <class T>
+AttentionWeights<T> load_attention_split(const WeightMap& map, const std::string& prefix, const AttentionConfig& cfg) {
+    AttentionWeights<T> w;
+    w.q = load_linear<T>(map, prefix + "to_q.", {cfg.dim, cfg.dim, cfg.qkv_bias});
+    w.k = load_linear<T>(map, prefix + "to_k.", {cfg.kv_dim(), cfg.dim, cfg.qkv_bias});
+    w.v = load_linear<T>(map, prefix + "to_v.", {cfg.kv_dim(), cfg.dim, cfg.qkv_bias});
+    w.out = load_linear<T>(map, prefix + "to_out.0.", {cfg.dim, cfg.dim, true});
+    return w;
+}
+
+template <class Backend, class T>
+class MultiHeadAttention {
+public:
+    MultiHeadAttention(const AttentionConfig& cfg, const AttentionWeights<T>& w)
+        : cfg_(cfg),
+          q_({cfg.dim, cfg.dim, cfg.qkv_bias}, w.q),
+          k_({cfg.kv_dim(), cfg.dim, cfg.qkv_bias}, w.k),
+          v_({cfg.kv_dim(), cfg.dim, cfg.qkv_bias}, w.v),
+          out_({cfg.dim, cfg.dim, true}, w.out) {
+        detail::check_positive("Attention", "heads", cfg.heads);
+        if (cfg.dim % cfg.heads != 0)
+            throw Error(Status::invalid_argument, "Attention: width " + std::to_string(cfg.dim) +
+                                                      " does not split into " + std::to_string(cfg.heads) + " heads");
+        if (cfg.causal && cfg.context_dim != 0)
+            throw Error(Status::invalid_argument, "Attention: a causal mask needs self-attention");
+    }
+    const AttentionConfig& config() const noexcept { return cfg_; }
+
+    std::size_t scratch_bytes(std::int64_t batch, std::int64_t q_len, std::int64_t kv_len) const {
+        return 2 * Scratch::bytes_for<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim)) +
+               2 * Scratch::bytes_for<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
+    }
+
+    // x: [B, Lq, dim]; context: [B, Lk, kv_dim], or nullptr for self-attention; y: [B, Lq, dim].
+    // accumulate: y += attention(x) (the residual connection), else y = attention(x). y must not alias x.
+    void forward(const typename Backend::Context& ctx, CView<T> x, const CView<T>* context, View<T> y, Scratch& scratch,
+                 bool accumulate = false) const {
+        if (x.shape.rank() != 3 || x.shape[2] != cfg_.dim)
+            throw Error(Status::invalid_argument, "Attention: input " + x.shape.str() + " is not [B, L, " +
+                                                      std::to_string(cfg_.dim) + "]");
+        const std::int64_t batch = x.shape[0], q_len = x.shape[1];
+        const CView<T> kv = context ? *context : x;
+        if (context && (kv.shape.rank() != 3 || kv.shape[0] != batch || kv.shape[2] != cfg_.kv_dim()))
+            throw Error(Status::invalid_argument, "Attention: context " + kv.shape.str() + " is not [" +
+                                                      std::to_string(batch) + ", L, " + std::to_string(cfg_.kv_dim()) + "]");
+        detail::check_shape("Attention", "output", y.shape, x.shape);
+        const std::int64_t kv_len = kv.shape[1];
+
+        Scratch::Frame frame(scratch);
+        T* q = scratch.take<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim));
+        T* k = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
+        T* v = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
+        T* heads_out = scratch.take<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim));
+        q_.forward(ctx, x.data, batch * q_len, q);
+        k_.forward(ctx, kv.data, batch * kv_len, k);
+        v_.forward(ctx, kv.data, batch * kv_len, v);
+
+        typename Backend::AttentionArgs a;
+        a.q = q;
+        a.k = k;
+        a.v = v;
+        a.out = heads_out;
+        a.batch = batch;
+        a.q_len = q_len;
+        a.kv_len = kv_len;
+        a.heads = cfg_.heads;
+        a.head_dim = static_cast<int>(cfg_.dim / cfg_.heads);
+        a.q_stride = a.k_stride = a.v_stride = a.out_stride = cfg_.dim;
+        a.q_batch_stride = a.out_batch_stride = q_len * cfg_.dim;
+        a.k_batch_stride = a.v_batch_stride = kv_len * cfg_.dim;
+        a.causal = cfg_.causal;
+        Backend::attention(ctx, a);
+        out_.forward(ctx, heads_out, batch * q_len, y.data, accumulate);
+    }
+
+private:
+    AttentionConfig cfg_;
+    Linear<Backend, T> q_, k_, v_, out_;
+};
+
+}  // namespace unclip::nn

@@ -1,0 +1,128 @@
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "test_support.hpp"
+#include "unclip/backend/cpu.hpp"
+
+using namespace unclip;
+
+namespace {
+// Tolerance against the naive formula in double: the tiled softmax only reorders fp32 sums.
+constexpr double kTiledVsNaive = 2e-6;
+
+std::vector<float> randoms(std::size_t n, unsigned seed, float scale) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(rng);
+    return v;
+}
+
+// softmax(scale q k^T) v for one (batch, head) in double, materialising the scores.
+Tensor naive_attention(const CpuBackend::AttentionArgs& a) {
+    Tensor out = Tensor::empty(DType::f32, {a.batch, a.q_len, static_cast<std::int64_t>(a.heads) * a.head_dim});
+    float* o = out.data<float>();
+    const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+    std::vector<double> scores(static_cast<std::size_t>(a.kv_len));
+    for (std::int64_t b = 0; b < a.batch; ++b)
+        for (int h = 0; h < a.heads; ++h)
+            for (std::int64_t i = 0; i < a.q_len; ++i) {
+                const float* q = a.q + b * a.q_batch_stride + i * a.q_stride + h * a.head_dim;
+                double top = -INFINITY;
+                for (std::int64_t j = 0; j < a.kv_len; ++j) {
+                    const float* k = a.k + b * a.k_batch_stride + j * a.k_stride + h * a.head_dim;
+                    double s = 0;
+                    for (int d = 0; d < a.head_dim; ++d) s += static_cast<double>(q[d]) * k[d];
+                    scores[static_cast<std::size_t>(j)] = (a.causal && j > i) ? -INFINITY : s * scale;
+                    top = std::max(top, scores[static_cast<std::size_t>(j)]);
+                }
+                double sum = 0;
+                for (auto& s : scores) sum += (s = std::exp(s - top));
+                for (int d = 0; d < a.head_dim; ++d) {
+                    double acc = 0;
+                    for (std::int64_t j = 0; j < a.kv_len; ++j)
+                        acc += scores[static_cast<std::size_t>(j)] * a.v[b * a.v_batch_stride + j * a.v_stride + h * a.head_dim + d];
+                    o[(b * a.q_len + i) * a.heads * a.head_dim + h * a.head_dim + d] = static_cast<float>(acc / sum);
+                }
+            }
+    return out;
+}
+
+Tensor run_tiled(CpuBackend::AttentionArgs a, int threads) {
+    Tensor out = Tensor::empty(DType::f32, {a.batch, a.q_len, static_cast<std::int64_t>(a.heads) * a.head_dim});
+    std::fill(out.data<float>(), out.data<float>() + out.numel(), NAN);
+    a.out = out.data<float>();
+    a.out_stride = static_cast<std::int64_t>(a.heads) * a.head_dim;
+    a.out_batch_stride = a.q_len * a.out_stride;
+    CpuBackend::attention(CpuBackend::Context(threads), a);
+    return out;
+}
+}  // namespace
+
+TEST_SUITE("unet") {
+
+TEST_CASE("tiled attention equals the naive formula for self, cross and causal attention across tile edges") {
+    struct Case {
+        std::int64_t batch, q_len, kv_len;
+        int heads, head_dim;
+        bool causal;
+    };
+    for (const Case& c : {Case{2, 300, 300, 3, 64, false}, Case{1, 129, 77, 2, 64, false}, Case{2, 77, 77, 4, 16, true},
+                          Case{1, 260, 260, 1, 32, true}, Case{1, 5, 513, 2, 8, false}, Case{1, 64, 64, 1, 512, false}}) {
+        INFO("batch " << c.batch << " q " << c.q_len << " kv " << c.kv_len << " heads " << c.heads << " d "
+                      << c.head_dim << " causal " << c.causal);
+        const std::int64_t width = static_cast<std::int64_t>(c.heads) * c.head_dim;
+        // q, k and v as column ranges of one fused [B, L, 3*width] buffer, as CLIP's in_proj produces.
+        const std::int64_t len = std::max(c.q_len, c.kv_len);
+        const auto fused = randoms(static_cast<std::size_t>(c.batch * len * 3 * width), 11, 1.0f);
+        CpuBackend::AttentionArgs a;
+        a.q = fused.data();
+        a.k = fused.data() + width;
+        a.v = fused.data() + 2 * width;
+        a.batch = c.batch;
+        a.q_len = c.q_len;
+        a.kv_len = c.kv_len;
+        a.heads = c.heads;
+        a.head_dim = c.head_dim;
+        a.q_stride = a.k_stride = a.v_stride = 3 * width;
+        a.q_batch_stride = a.k_batch_stride = a.v_batch_stride = len * 3 * width;
+        a.causal = c.causal;
+        CHECK_CLOSE(run_tiled(a, 2), naive_attention(a), kTiledVsNaive);
+    }
+}
+
+TEST_CASE("tiled attention stays finite for large logits and is identical for one and two threads") {
+    const int heads = 2, d = 64;
+    const std::int64_t n = 400, width = heads * d;
+    const auto q = randoms(static_cast<std::size_t>(n * width), 3, 6.0f);  // logits in the hundreds
+    const auto k = randoms(static_cast<std::size_t>(n * width), 4, 6.0f);
+    const auto v = randoms(static_cast<std::size_t>(n * width), 5, 1.0f);
+    CpuBackend::AttentionArgs a;
+    a.q = q.data();
+    a.k = k.data();
+    a.v = v.data();
+    a.batch = 1;
+    a.q_len = a.kv_len = n;
+    a.heads = heads;
+    a.head_dim = d;
+    a.q_stride = a.k_stride = a.v_stride = width;
+    a.q_batch_stride = a.k_batch_stride = a.v_batch_stride = n * width;
+    const Tensor one = run_tiled(a, 1), two = run_tiled(a, 2);
+    CHECK_CLOSE(two, naive_attention(a), kTiledVsNaive);
+    CHECK(std::memcmp(one.raw_data(), two.raw_data(), one.nbytes()) == 0);
+}
+
+TEST_CASE("attention refuses zero heads, zero head size and an empty key set") {
+    CpuBackend::AttentionArgs a;
+    a.batch = 1;
+    a.q_len = a.kv_len = 4;
+    CHECK_THROWS_STATUS(CpuBackend::attention(CpuBackend::Context(1), a), Status::invalid_argument, "head_dim 0");
+    a.heads = 1;
+    a.head_dim = 4;
+    a.kv_len = 0;
+    CHECK_THROWS_STATUS(CpuBackend::attention(CpuBackend::Context(1), a), Status::invalid_argument, "no keys");
+}
+
+}  // TEST_SUITE
