@@ -9,4 +9,6 @@ template class GroupNorm<CpuBackend, float>;
 template class ResBlock<CpuBackend, float>;
 template class LayerNorm<CpuBackend, float>;
 template class MultiHeadAttention<CpuBackend, float>;
+template class SpatialTransformer<CpuBackend, float>;
+template class UNet<CpuBackend, float>;
 }  // namespace unclip::nn

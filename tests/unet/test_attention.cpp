@@ -11,6 +11,8 @@ using namespace unclip;
 namespace {
 // Tolerance against the naive formula in double: the tiled softmax only reorders fp32 sums.
 constexpr double kTiledVsNaive = 2e-6;
+// Logits of magnitude ~300 carry fp32 rounding of ~3e-5 into every exponent, whichever order.
+constexpr double kLargeLogits = 1e-5;
 
 std::vector<float> randoms(std::size_t n, unsigned seed, float scale) {
     std::mt19937 rng(seed);
@@ -110,7 +112,7 @@ TEST_CASE("tiled attention stays finite for large logits and is identical for on
     a.q_stride = a.k_stride = a.v_stride = width;
     a.q_batch_stride = a.k_batch_stride = a.v_batch_stride = n * width;
     const Tensor one = run_tiled(a, 1), two = run_tiled(a, 2);
-    CHECK_CLOSE(two, naive_attention(a), kTiledVsNaive);
+    CHECK_CLOSE(two, naive_attention(a), kLargeLogits);
     CHECK(std::memcmp(one.raw_data(), two.raw_data(), one.nbytes()) == 0);
 }
 

@@ -92,6 +92,17 @@ struct CpuBackend {
     };
     UNCLIP_CXX_API static void attention(const Context& ctx, const AttentionArgs& args);
 
+    // [B, C, S] (channels first) -> [B, S, C] (tokens), and back; the way back may add into y instead.
+    UNCLIP_CXX_API static void channels_to_tokens(const Context& ctx, const float* x, float* y, std::int64_t batch,
+                                                  std::int64_t channels, std::int64_t spatial);
+    UNCLIP_CXX_API static void tokens_to_channels(const Context& ctx, const float* x, float* y, std::int64_t batch,
+                                                  std::int64_t channels, std::int64_t spatial, bool accumulate);
+    // Nearest-neighbour resize [B, C, h, w] -> [B, C, out_h, out_w] with PyTorch's "nearest" rule
+    // (source index floor(dst * in / out)).
+    UNCLIP_CXX_API static void upsample_nearest(const Context& ctx, const float* x, float* y, std::int64_t batch,
+                                                std::int64_t channels, std::int64_t h, std::int64_t w,
+                                                std::int64_t out_h, std::int64_t out_w);
+
     // y[i] = silu(x[i]); x and y may alias.
     UNCLIP_CXX_API static void silu(const Context& ctx, const float* x, float* y, std::int64_t n);
     // y[b, c, s] += v[b, c] over [B, C, spatial].

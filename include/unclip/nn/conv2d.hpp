@@ -9,8 +9,9 @@ namespace unclip::nn {
 
 struct Conv2dConfig {
     std::int64_t in_channels = 0, out_channels = 0;
-    int kernel = 3, stride = 1, padding = 1;  // square kernel, symmetric zero padding
+    int kernel = 3, stride = 1, padding = 1;  // square kernel, zero padding on every side
     bool bias = true;
+    int extra_padding_end = 0;  // more zeros at the bottom and right only (the VAE encoder's downsample)
 };
 
 template <class T>
@@ -35,7 +36,8 @@ public:
         detail::check_positive("Conv2d", "out_channels", cfg.out_channels);
         detail::check_positive("Conv2d", "kernel", cfg.kernel);
         detail::check_positive("Conv2d", "stride", cfg.stride);
-        if (cfg.padding < 0) throw Error(Status::invalid_argument, "Conv2d: padding must not be negative");
+        if (cfg.padding < 0 || cfg.extra_padding_end < 0)
+            throw Error(Status::invalid_argument, "Conv2d: padding must not be negative");
         detail::check_shape("Conv2d", "weight", w.weight.shape,
                             {cfg.out_channels, cfg.in_channels, cfg.kernel, cfg.kernel});
         if (cfg.bias != w.bias.has_value())
@@ -76,8 +78,9 @@ private:
         a.out_channels = cfg_.out_channels;
         a.kernel_h = a.kernel_w = cfg_.kernel;
         a.stride = cfg_.stride;
-        a.pad_top = a.pad_left = a.pad_bottom = a.pad_right = cfg_.padding;
-        if (a.height + 2 * cfg_.padding < cfg_.kernel || a.width + 2 * cfg_.padding < cfg_.kernel)
+        a.pad_top = a.pad_left = cfg_.padding;
+        a.pad_bottom = a.pad_right = cfg_.padding + cfg_.extra_padding_end;
+        if (a.height + a.pad_top + a.pad_bottom < cfg_.kernel || a.width + a.pad_left + a.pad_right < cfg_.kernel)
             throw Error(Status::invalid_argument, "Conv2d: input " + x.str() + " is smaller than the kernel");
         return a;
     }

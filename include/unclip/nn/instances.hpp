@@ -8,6 +8,8 @@
 #include "unclip/nn/layer_norm.hpp"
 #include "unclip/nn/linear.hpp"
 #include "unclip/nn/resblock.hpp"
+#include "unclip/nn/spatial_transformer.hpp"
+#include "unclip/nn/unet.hpp"
 
 namespace unclip::nn {
 extern template class Linear<CpuBackend, float>;
@@ -16,4 +18,6 @@ extern template class GroupNorm<CpuBackend, float>;
 extern template class ResBlock<CpuBackend, float>;
 extern template class LayerNorm<CpuBackend, float>;
 extern template class MultiHeadAttention<CpuBackend, float>;
+extern template class SpatialTransformer<CpuBackend, float>;
+extern template class UNet<CpuBackend, float>;
 }  // namespace unclip::nn

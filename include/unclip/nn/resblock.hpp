@@ -1,6 +1,7 @@
 #pragma once
-// The UNet residual block (LDM openaimodel.py ResBlock; diffusers ResnetBlock2D):
-//   h = conv1(SiLU(GN(x))) + Linear(SiLU(emb))[:, :, None, None]
+// The residual block of the UNet (LDM openaimodel.py ResBlock; diffusers ResnetBlock2D) and of the
+// VAE (LDM model.py ResnetBlock, emb_channels 0):
+//   h = conv1(SiLU(GN(x))) [+ Linear(SiLU(emb))[:, :, None, None]]
 //   y = skip(x) + conv2(SiLU(GN(h)))      skip = identity, or a 1x1 conv when channels change
 #include <algorithm>
 #include <optional>
@@ -13,7 +14,8 @@
 namespace unclip::nn {
 
 struct ResBlockConfig {
-    std::int64_t in_channels = 0, out_channels = 0, emb_channels = 1280;
+    std::int64_t in_channels = 0, out_channels = 0;
+    std::int64_t emb_channels = 1280;  // 0: no timestep embedding (the VAE's blocks)
     int groups = 32;
     float eps = 1e-5f;
 };
@@ -23,7 +25,7 @@ template <class T>
 struct ResBlockWeights {
     GroupNormWeights<T> in_norm;           // in_layers.0
     Conv2dWeights<T> in_conv;              // in_layers.2
-    LinearWeights<T> emb_proj;             // emb_layers.1
+    std::optional<LinearWeights<T>> emb_proj;  // emb_layers.1, iff emb_channels > 0
     GroupNormWeights<T> out_norm;          // out_layers.0
     Conv2dWeights<T> out_conv;             // out_layers.3
     std::optional<Conv2dWeights<T>> skip;  // skip_connection, iff in_channels != out_channels
@@ -44,12 +46,26 @@ ResBlockWeights<T> load_resblock(const WeightMap& map, const std::string& prefix
     ResBlockWeights<T> w;
     w.in_norm = load_group_norm<T>(map, prefix + "in_layers.0.", detail::resblock_norm(cfg, cfg.in_channels));
     w.in_conv = load_conv2d<T>(map, prefix + "in_layers.2.", detail::resblock_conv(cfg.in_channels, cfg.out_channels));
-    w.emb_proj = load_linear<T>(map, prefix + "emb_layers.1.", detail::resblock_emb(cfg));
+    if (cfg.emb_channels > 0) w.emb_proj = load_linear<T>(map, prefix + "emb_layers.1.", detail::resblock_emb(cfg));
     w.out_norm = load_group_norm<T>(map, prefix + "out_layers.0.", detail::resblock_norm(cfg, cfg.out_channels));
     w.out_conv =
         load_conv2d<T>(map, prefix + "out_layers.3.", detail::resblock_conv(cfg.out_channels, cfg.out_channels));
     if (cfg.in_channels != cfg.out_channels)
         w.skip = load_conv2d<T>(map, prefix + "skip_connection.", detail::resblock_skip(cfg));
+    return w;
+}
+
+// VAE names (LDM model.py ResnetBlock): norm1, conv1, norm2, conv2, nin_shortcut.
+template <class T>
+ResBlockWeights<T> load_vae_resblock(const WeightMap& map, const std::string& prefix, const ResBlockConfig& cfg) {
+    if (cfg.emb_channels != 0) throw Error(Status::invalid_argument, "VAE ResnetBlock: emb_channels must be 0");
+    ResBlockWeights<T> w;
+    w.in_norm = load_group_norm<T>(map, prefix + "norm1.", detail::resblock_norm(cfg, cfg.in_channels));
+    w.in_conv = load_conv2d<T>(map, prefix + "conv1.", detail::resblock_conv(cfg.in_channels, cfg.out_channels));
+    w.out_norm = load_group_norm<T>(map, prefix + "norm2.", detail::resblock_norm(cfg, cfg.out_channels));
+    w.out_conv = load_conv2d<T>(map, prefix + "conv2.", detail::resblock_conv(cfg.out_channels, cfg.out_channels));
+    if (cfg.in_channels != cfg.out_channels)
+        w.skip = load_conv2d<T>(map, prefix + "nin_shortcut.", detail::resblock_skip(cfg));
     return w;
 }
 
@@ -61,7 +77,6 @@ public:
         : cfg_(cfg),
           in_norm_(detail::resblock_norm(cfg, cfg.in_channels), w.in_norm),
           in_conv_(detail::resblock_conv(cfg.in_channels, cfg.out_channels), w.in_conv),
-          emb_proj_(detail::resblock_emb(cfg), w.emb_proj),
           out_norm_(detail::resblock_norm(cfg, cfg.out_channels), w.out_norm),
           out_conv_(detail::resblock_conv(cfg.out_channels, cfg.out_channels), w.out_conv) {
         const bool needs_skip = cfg.in_channels != cfg.out_channels;
@@ -69,6 +84,9 @@ public:
             throw Error(Status::bad_model, needs_skip ? "ResBlock: skip_connection missing (channels change)"
                                                       : "ResBlock: unexpected skip_connection (channels equal)");
         if (w.skip) skip_.emplace(detail::resblock_skip(cfg), *w.skip);
+        if ((cfg.emb_channels > 0) != w.emb_proj.has_value())
+            throw Error(Status::bad_model, cfg.emb_channels > 0 ? "ResBlock: emb_layers missing" : "ResBlock: unexpected emb_layers");
+        if (w.emb_proj) emb_proj_.emplace(detail::resblock_emb(cfg), *w.emb_proj);
     }
     const ResBlockConfig& config() const noexcept { return cfg_; }
 
@@ -82,14 +100,15 @@ public:
                Scratch::bytes_for<T>(static_cast<std::size_t>(x[0] * (cfg_.emb_channels + cfg_.out_channels))) + convs;
     }
 
-    // x: [B, in_channels, h, w], emb: [B, emb_channels] -> y: [B, out_channels, h, w].
+    // x: [B, in_channels, h, w], emb: [B, emb_channels] (ignored when emb_channels is 0)
+    // -> y: [B, out_channels, h, w]; y must not alias x.
     // const: one block may serve several threads, each with its own context and scratch.
     void forward(const typename Backend::Context& ctx, CView<T> x, CView<T> emb, View<T> y, Scratch& scratch) const {
         if (x.shape.rank() != 4 || x.shape[1] != cfg_.in_channels)
             throw Error(Status::invalid_argument, "ResBlock: input " + x.shape.str() + " is not [B, " +
                                                       std::to_string(cfg_.in_channels) + ", h, w]");
         const std::int64_t batch = x.shape[0], spatial = x.shape[2] * x.shape[3];
-        detail::check_shape("ResBlock", "emb", emb.shape, {batch, cfg_.emb_channels});
+        if (emb_proj_) detail::check_shape("ResBlock", "emb", emb.shape, {batch, cfg_.emb_channels});
         const Shape out_shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]};
         detail::check_shape("ResBlock", "output", y.shape, out_shape);
 
@@ -102,9 +121,11 @@ public:
 
         in_norm_.forward(ctx, x.data, normed_in.data, batch, spatial, true);
         in_conv_.forward(ctx, normed_in, h, scratch);
-        Backend::silu(ctx, emb.data, emb_act, batch * cfg_.emb_channels);
-        emb_proj_.forward(ctx, emb_act, batch, emb_out);
-        Backend::add_channel_bias(ctx, h.data, emb_out, batch, cfg_.out_channels, spatial);
+        if (emb_proj_) {
+            Backend::silu(ctx, emb.data, emb_act, batch * cfg_.emb_channels);
+            emb_proj_->forward(ctx, emb_act, batch, emb_out);
+            Backend::add_channel_bias(ctx, h.data, emb_out, batch, cfg_.out_channels, spatial);
+        }
         out_norm_.forward(ctx, h.data, normed_h.data, batch, spatial, true);
         if (skip_) skip_->forward(ctx, x, y, scratch);
         else std::copy(x.data, x.data + x.numel(), y.data);
@@ -115,7 +136,7 @@ private:
     ResBlockConfig cfg_;
     GroupNorm<Backend, T> in_norm_;
     Conv2d<Backend, T> in_conv_;
-    Linear<Backend, T> emb_proj_;
+    std::optional<Linear<Backend, T>> emb_proj_;
     GroupNorm<Backend, T> out_norm_;
     Conv2d<Backend, T> out_conv_;
     std::optional<Conv2d<Backend, T>> skip_;

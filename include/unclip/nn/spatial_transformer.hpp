@@ -1,0 +1,157 @@
+#pragma once
+// The UNet's SpatialTransformer with linear projections (SD 2.x, use_linear_in_transformer):
+//   t = proj_in(tokens(GN_1e-6(x)));  per block: t += attn1(LN1 t); t += attn2(LN2 t, context);
+//   t += W2 GEGLU(W1 LN3 t);  y = x + channels(proj_out(t))
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "unclip/nn/attention.hpp"
+#include "unclip/nn/group_norm.hpp"
+#include "unclip/nn/layer_norm.hpp"
+#include "unclip/nn/linear.hpp"
+
+namespace unclip::nn {
+
+struct SpatialTransformerConfig {
+    std::int64_t channels = 0;
+    int heads = 0;                   // channels / head size (64 in SD 2.x)
+    std::int64_t context_dim = 1024;
+    int depth = 1;
+    int groups = 32;
+};
+
+template <class T>
+struct TransformerBlockWeights {
+    LayerNormWeights<T> norm1, norm2, norm3;
+    AttentionWeights<T> attn1, attn2;
+    LinearWeights<T> ff_in;   // ff.net.0.proj: [8c, c] (GEGLU: value and gate halves)
+    LinearWeights<T> ff_out;  // ff.net.2: [c, 4c]
+};
+
+template <class T>
+struct SpatialTransformerWeights {
+    GroupNormWeights<T> norm;
+    LinearWeights<T> proj_in, proj_out;
+    std::vector<TransformerBlockWeights<T>> blocks;  // transformer_blocks.N
+};
+
+namespace detail {
+inline AttentionConfig self_attention(const SpatialTransformerConfig& c) { return {c.channels, 0, c.heads, false, false}; }
+inline AttentionConfig cross_attention(const SpatialTransformerConfig& c) {
+    return {c.channels, c.context_dim, c.heads, false, false};
+}
+}  // namespace detail
+
+template <class T>
+SpatialTransformerWeights<T> load_spatial_transformer(const WeightMap& map, const std::string& prefix,
+                                                      const SpatialTransformerConfig& cfg) {
+    const std::int64_t c = cfg.channels;
+    SpatialTransformerWeights<T> w;
+    w.norm = load_group_norm<T>(map, prefix + "norm.", {c, cfg.groups, 1e-6f});
+    w.proj_in = load_linear<T>(map, prefix + "proj_in.", {c, c, true});
+    w.proj_out = load_linear<T>(map, prefix + "proj_out.", {c, c, true});
+    for (int i = 0; i < cfg.depth; ++i) {
+        const std::string p = prefix + "transformer_blocks." + std::to_string(i) + ".";
+        TransformerBlockWeights<T> b;
+        b.norm1 = load_layer_norm<T>(map, p + "norm1.", {c});
+        b.norm2 = load_layer_norm<T>(map, p + "norm2.", {c});
+        b.norm3 = load_layer_norm<T>(map, p + "norm3.", {c});
+        b.attn1 = load_attention_split<T>(map, p + "attn1.", detail::self_attention(cfg));
+        b.attn2 = load_attention_split<T>(map, p + "attn2.", detail::cross_attention(cfg));
+        b.ff_in = load_linear<T>(map, p + "ff.net.0.proj.", {c, 8 * c, true});
+        b.ff_out = load_linear<T>(map, p + "ff.net.2.", {4 * c, c, true});
+        w.blocks.push_back(b);
+    }
+    return w;
+}
+
+template <class Backend, class T>
+class SpatialTransformer {
+public:
+    // The feed-forward runs over row chunks so that its [rows, 8c] hidden state stays small
+    // (189 MB for the whole 96x96 batch-2 level at once).
+    static constexpr std::int64_t kFeedForwardRows = 1024;
+
+    SpatialTransformer(const SpatialTransformerConfig& cfg, const SpatialTransformerWeights<T>& w)
+        : cfg_(cfg), norm_({cfg.channels, cfg.groups, 1e-6f}, w.norm), proj_in_({cfg.channels, cfg.channels, true}, w.proj_in),
+          proj_out_({cfg.channels, cfg.channels, true}, w.proj_out) {
+        if (static_cast<int>(w.blocks.size()) != cfg.depth)
+            throw Error(Status::bad_model, "SpatialTransformer: " + std::to_string(w.blocks.size()) +
+                                               " transformer blocks, config says " + std::to_string(cfg.depth));
+        const std::int64_t c = cfg.channels;
+        for (const auto& b : w.blocks)
+            blocks_.push_back(Block{LayerNorm<Backend, T>({c}, b.norm1), LayerNorm<Backend, T>({c}, b.norm2),
+                                    LayerNorm<Backend, T>({c}, b.norm3),
+                                    MultiHeadAttention<Backend, T>(detail::self_attention(cfg), b.attn1),
+                                    MultiHeadAttention<Backend, T>(detail::cross_attention(cfg), b.attn2),
+                                    Linear<Backend, T>({c, 8 * c, true}, b.ff_in), Linear<Backend, T>({4 * c, c, true}, b.ff_out)});
+    }
+    const SpatialTransformerConfig& config() const noexcept { return cfg_; }
+
+    std::size_t scratch_bytes(const Shape& x, std::int64_t context_len) const {
+        const std::int64_t batch = x[0], tokens = x[2] * x[3], c = cfg_.channels;
+        const auto n = static_cast<std::size_t>(batch * tokens * c);
+        const std::size_t ff = Scratch::bytes_for<T>(static_cast<std::size_t>(kFeedForwardRows * 8 * c)) +
+                               Scratch::bytes_for<T>(static_cast<std::size_t>(kFeedForwardRows * 4 * c));
+        std::size_t inner = ff;
+        for (const auto& b : blocks_)
+            inner = std::max({inner, b.attn1.scratch_bytes(batch, tokens, tokens),
+                              b.attn2.scratch_bytes(batch, tokens, context_len)});
+        return 3 * Scratch::bytes_for<T>(n) + inner;
+    }
+
+    // x: [B, C, h, w]; context: [B, L, context_dim]; y: [B, C, h, w], may be x itself.
+    void forward(const typename Backend::Context& ctx, CView<T> x, CView<T> context, View<T> y, Scratch& scratch) const {
+        const std::int64_t c = cfg_.channels;
+        if (x.shape.rank() != 4 || x.shape[1] != c)
+            throw Error(Status::invalid_argument, "SpatialTransformer: input " + x.shape.str() + " is not [B, " +
+                                                      std::to_string(c) + ", h, w]");
+        detail::check_shape("SpatialTransformer", "output", y.shape, x.shape);
+        const std::int64_t batch = x.shape[0], tokens = x.shape[2] * x.shape[3], rows = batch * tokens;
+        const auto n = static_cast<std::size_t>(rows * c);
+
+        Scratch::Frame frame(scratch);
+        T* normed = scratch.take<T>(n);
+        T* t = scratch.take<T>(n);       // the residual stream, [B, tokens, C]
+        T* work = scratch.take<T>(n);
+        norm_.forward(ctx, x.data, normed, batch, tokens, false);
+        Backend::channels_to_tokens(ctx, normed, work, batch, c, tokens);
+        proj_in_.forward(ctx, work, rows, t);
+
+        const View<T> stream{t, {batch, tokens, c}};
+        const View<T> normed_tokens{work, {batch, tokens, c}};
+        for (const auto& b : blocks_) {
+            b.norm1.forward(ctx, t, work, rows);
+            b.attn1.forward(ctx, normed_tokens, nullptr, stream, scratch, true);
+            b.norm2.forward(ctx, t, work, rows);
+            b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true);
+            b.norm3.forward(ctx, t, work, rows);
+            Scratch::Frame ff_frame(scratch);
+            T* hidden = scratch.take<T>(static_cast<std::size_t>(kFeedForwardRows * 8 * c));
+            T* gated = scratch.take<T>(static_cast<std::size_t>(kFeedForwardRows * 4 * c));
+            for (std::int64_t r0 = 0; r0 < rows; r0 += kFeedForwardRows) {
+                const std::int64_t r = std::min(kFeedForwardRows, rows - r0);
+                b.ff_in.forward(ctx, work + r0 * c, r, hidden);
+                Backend::geglu(ctx, hidden, gated, r, 4 * c);
+                b.ff_out.forward(ctx, gated, r, t + r0 * c, true);
+            }
+        }
+        proj_out_.forward(ctx, t, rows, work);
+        if (y.data != x.data) std::copy(x.data, x.data + n, y.data);
+        Backend::tokens_to_channels(ctx, work, y.data, batch, c, tokens, true);
+    }
+
+private:
+    struct Block {
+        LayerNorm<Backend, T> norm1, norm2, norm3;
+        MultiHeadAttention<Backend, T> attn1, attn2;
+        Linear<Backend, T> ff_in, ff_out;
+    };
+    SpatialTransformerConfig cfg_;
+    GroupNorm<Backend, T> norm_;
+    Linear<Backend, T> proj_in_, proj_out_;
+    std::vector<Block> blocks_;
+};
+
+}  // namespace unclip::nn

@@ -1,0 +1,92 @@
+#include <cstring>
+#include <string>
+
+#include "test_support.hpp"
+#include "unclip/nn/instances.hpp"
+
+using namespace unclip;
+
+namespace {
+nn::UNetConfig unet_config(const nlohmann::json& j) {
+    nn::UNetConfig cfg;
+    cfg.model_channels = j.at("model_channels");
+    cfg.channel_mult = j.at("channel_mult").get<std::vector<int>>();
+    cfg.num_res_blocks = j.at("num_res_blocks");
+    cfg.attention_levels = j.at("attention_levels").get<std::vector<bool>>();
+    cfg.head_channels = j.at("head_channels");
+    cfg.context_dim = j.at("context_dim");
+    cfg.adm_in_channels = j.at("adm_in_channels");
+    cfg.groups = j.at("groups");
+    return cfg;
+}
+
+Tensor run_unet(const nn::UNet<CpuBackend, float>& unet, const test::Fixture& fx, const std::string& tag, int threads) {
+    const Tensor x = fx[tag + ".x"], t = fx[tag + ".t"], context = fx[tag + ".context"];
+    const bool adm = unet.config().adm_in_channels > 0;
+    const Tensor y = adm ? fx[tag + ".y"] : Tensor();
+    Tensor out = Tensor::empty(DType::f32, x.shape());
+    std::fill(out.data<float>(), out.data<float>() + out.numel(), NAN);
+    CpuBackend::Context ctx(threads);
+    Scratch scratch(unet.scratch_bytes(x.shape(), context.dim(1)));
+    unet.forward(ctx, view_of<const float>(x), t.data<const float>(), view_of<const float>(context),
+                 adm ? y.data<const float>() : nullptr, view_of<float>(out), scratch);
+    CHECK(scratch.used() == 0);
+    return out;
+}
+}  // namespace
+
+TEST_SUITE("unet") {
+
+TEST_CASE("UNet matches diffusers UNet2DConditionModel with the unCLIP projection class embedding") {
+    const test::Fixture fx("unet/unet_tiny_adm.safetensors");
+    const auto cfg = unet_config(fx.config());
+    const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
+    for (const std::string tag : {"a", "b", "c"}) {
+        INFO("case " << tag << ": latent " << fx[tag + ".x"].shape().str());
+        CHECK_CLOSE(run_unet(unet, fx, tag, 2), fx[tag + ".expected"], test::kFp32Golden);
+    }
+}
+
+TEST_CASE("UNet without label embedding matches diffusers as plain SD 2.x") {
+    const test::Fixture fx("unet/unet_tiny_plain.safetensors");
+    const auto cfg = unet_config(fx.config());
+    const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
+    CHECK_CLOSE(run_unet(unet, fx, "a", 2), fx["a.expected"], test::kFp32Golden);
+}
+
+TEST_CASE("UNet output is bit-identical for one and two threads") {
+    const test::Fixture fx("unet/unet_tiny_adm.safetensors");
+    const auto cfg = unet_config(fx.config());
+    const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
+    const Tensor one = run_unet(unet, fx, "a", 1), two = run_unet(unet, fx, "a", 2);
+    CHECK(std::memcmp(one.raw_data(), two.raw_data(), one.nbytes()) == 0);
+}
+
+TEST_CASE("UNet refuses a missing label embedding, a wrong ADM width and a missing ADM vector by name") {
+    const test::Fixture fx("unet/unet_tiny_adm.safetensors");
+    auto cfg = unet_config(fx.config());
+    const auto weights = fx.weights("unet.");
+    auto wrong = cfg;
+    wrong.adm_in_channels = 2048;
+    CHECK_THROWS_STATUS(nn::load_unet<float>(weights, "", wrong), Status::bad_model,
+                        "tensor 'label_emb.0.0.weight': shape [32, 12], expected [32, 2048]");
+    nn::WeightMap partial;
+    for (const auto& [name, tensor] : weights.tensors())
+        if (name.rfind("output_blocks.4.1.", 0) != 0) partial.insert(name, tensor);
+    CHECK_THROWS_STATUS(nn::load_unet<float>(partial, "", cfg), Status::bad_model, "tensor 'output_blocks.4.1.");
+
+    const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(weights, "", cfg));
+    const Tensor x = fx["a.x"], t = fx["a.t"], context = fx["a.context"];
+    Tensor out = Tensor::empty(DType::f32, x.shape());
+    CpuBackend::Context ctx(1);
+    Scratch scratch(unet.scratch_bytes(x.shape(), context.dim(1)));
+    CHECK_THROWS_STATUS(unet.forward(ctx, view_of<const float>(x), t.data<const float>(), view_of<const float>(context),
+                                     nullptr, view_of<float>(out), scratch),
+                        Status::invalid_argument, "ADM vector");
+    const Tensor bad_context = Tensor::zeros(DType::f32, {2, 5, 17});
+    CHECK_THROWS_STATUS(unet.forward(ctx, view_of<const float>(x), t.data<const float>(), view_of<const float>(bad_context),
+                                     fx["a.y"].data<const float>(), view_of<float>(out), scratch),
+                        Status::invalid_argument, "context [2, 5, 17]");
+}
+
+}  // TEST_SUITE
