@@ -38,6 +38,18 @@ get_target_property(_unclip_json_inc nlohmann_json::nlohmann_json INTERFACE_INCL
 add_library(unclip_json INTERFACE)
 target_include_directories(unclip_json SYSTEM INTERFACE $<BUILD_INTERFACE:${_unclip_json_inc}>)
 
+# minizip (zlib's contrib) reads the zip container of PyTorch .ckpt files; unlike libzip it
+# reports where an entry's data starts, which is what lets tensors stay memory-mapped.
+if(NOT TARGET unclip_minizip)
+  find_path(UNCLIP_MINIZIP_INCLUDE_DIR unzip.h PATH_SUFFIXES minizip)
+  find_library(UNCLIP_MINIZIP_LIBRARY minizip)
+  if(NOT UNCLIP_MINIZIP_INCLUDE_DIR OR NOT UNCLIP_MINIZIP_LIBRARY)
+    unclip_missing("minizip (unzip.h, libminizip)" libminizip-dev)
+  endif()
+  add_library(unclip_minizip INTERFACE)
+  target_include_directories(unclip_minizip SYSTEM INTERFACE $<BUILD_INTERFACE:${UNCLIP_MINIZIP_INCLUDE_DIR}>)
+endif()
+
 find_path(UNCLIP_STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb)
 if(NOT UNCLIP_STB_INCLUDE_DIR)
   unclip_missing("stb (stb_image.h)" libstb-dev)

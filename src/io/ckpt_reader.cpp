@@ -1,0 +1,271 @@
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+#include <unzip.h>
+
+#include "io/mapped_file.hpp"
+#include "io/pickle.hpp"
+#include "unclip/io/ckpt.hpp"
+
+namespace unclip::io {
+
+struct CkptFile::State {
+    std::string path;
+    std::shared_ptr<const MappedFile> file;
+    std::vector<CkptEntry> entries;
+    std::vector<std::uint64_t> byte_offsets;  // of each entry's first element in the file
+    std::unordered_map<std::string, std::size_t> index;
+};
+
+namespace {
+
+[[noreturn]] void bad(const std::string& path, const std::string& what) {
+    throw Error(Status::bad_model, "open '" + path + "': " + what);
+}
+
+// minizip reads through these callbacks straight from the mapping, so the archive is parsed
+// without a second file handle and entry offsets are offsets into the same bytes the tensors view.
+struct MemoryStream {
+    const std::byte* data;
+    std::uint64_t size;
+    std::uint64_t pos = 0;
+};
+voidpf ZCALLBACK mem_open(voidpf opaque, const void*, int) {
+    static_cast<MemoryStream*>(opaque)->pos = 0;
+    return opaque;
+}
+uLong ZCALLBACK mem_read(voidpf, voidpf stream, void* buf, uLong size) {
+    auto* s = static_cast<MemoryStream*>(stream);
+    const std::uint64_t n = std::min<std::uint64_t>(size, s->pos < s->size ? s->size - s->pos : 0);
+    if (n) std::memcpy(buf, s->data + s->pos, n);
+    s->pos += n;
+    return static_cast<uLong>(n);
+}
+uLong ZCALLBACK mem_write(voidpf, voidpf, const void*, uLong) { return 0; }
+ZPOS64_T ZCALLBACK mem_tell(voidpf, voidpf stream) { return static_cast<MemoryStream*>(stream)->pos; }
+long ZCALLBACK mem_seek(voidpf, voidpf stream, ZPOS64_T offset, int origin) {
+    auto* s = static_cast<MemoryStream*>(stream);
+    std::uint64_t base = 0;
+    if (origin == ZLIB_FILEFUNC_SEEK_CUR) base = s->pos;
+    else if (origin == ZLIB_FILEFUNC_SEEK_END) base = s->size;
+    if (offset > s->size || base > s->size - offset) return -1;
+    s->pos = base + offset;
+    return 0;
+}
+int ZCALLBACK mem_close(voidpf, voidpf) { return 0; }
+int ZCALLBACK mem_error(voidpf, voidpf) { return 0; }
+
+struct ZipEntry {
+    std::uint64_t data_offset = 0, size = 0;
+    bool stored = true;
+};
+
+struct Storage {
+    const char* dtype_name;
+    std::size_t element_size;
+    std::optional<DType> dtype;
+};
+std::optional<Storage> storage_dtype(const std::string& type) {
+    static const std::pair<const char*, Storage> kTypes[] = {
+        {"FloatStorage", {"F32", 4, DType::f32}},    {"HalfStorage", {"F16", 2, DType::f16}},
+        {"BFloat16Storage", {"BF16", 2, DType::bf16}}, {"DoubleStorage", {"F64", 8, std::nullopt}},
+        {"LongStorage", {"I64", 8, std::nullopt}},   {"IntStorage", {"I32", 4, std::nullopt}},
+        {"ShortStorage", {"I16", 2, std::nullopt}},  {"CharStorage", {"I8", 1, std::nullopt}},
+        {"ByteStorage", {"U8", 1, std::nullopt}},    {"BoolStorage", {"BOOL", 1, std::nullopt}}};
+    for (const auto& [name, storage] : kTypes)
+        if (type == name) return storage;
+    return std::nullopt;
+}
+
+class Archive {
+public:
+    Archive(const std::string& path, const MappedFile& file) : path_(path), stream_{file.data(), file.size()} {
+        zlib_filefunc64_def io{};
+        io.zopen64_file = mem_open;
+        io.zread_file = mem_read;
+        io.zwrite_file = mem_write;
+        io.ztell64_file = mem_tell;
+        io.zseek64_file = mem_seek;
+        io.zclose_file = mem_close;
+        io.zerror_file = mem_error;
+        io.opaque = &stream_;
+        zip_ = unzOpen2_64(path.c_str(), &io);
+        if (!zip_) bad(path, "not a zip archive, or truncated (no readable central directory)");
+        for (int rc = unzGoToFirstFile(zip_); rc == UNZ_OK; rc = unzGoToNextFile(zip_)) {
+            unz_file_info64 info{};
+            char name[1024];
+            if (unzGetCurrentFileInfo64(zip_, &info, name, sizeof name, nullptr, 0, nullptr, 0) != UNZ_OK)
+                bad(path, "unreadable zip directory entry");
+            names_.emplace_back(name);
+            ZipEntry e;
+            e.size = info.uncompressed_size;
+            e.stored = info.compression_method == 0 && info.compressed_size == info.uncompressed_size;
+            entries_.emplace(name, e);
+        }
+    }
+    ~Archive() {
+        if (zip_) unzClose(zip_);
+    }
+    Archive(const Archive&) = delete;
+    Archive& operator=(const Archive&) = delete;
+
+    const std::vector<std::string>& names() const noexcept { return names_; }
+    const ZipEntry* find(const std::string& name) const {
+        const auto it = entries_.find(name);
+        return it == entries_.end() ? nullptr : &it->second;
+    }
+
+    // Where the entry's bytes start: minizip checks the local header against the directory.
+    std::uint64_t data_offset(const std::string& name) {
+        if (unzLocateFile(zip_, name.c_str(), 1) != UNZ_OK) bad(path_, "zip entry '" + name + "' not found");
+        if (unzOpenCurrentFile(zip_) != UNZ_OK) bad(path_, "zip entry '" + name + "': local header is damaged");
+        const std::uint64_t offset = unzGetCurrentFileZStreamPos64(zip_);
+        unzCloseCurrentFile(zip_);
+        return offset;
+    }
+
+    // The whole entry, decompressed if need be (only data.pkl is read this way).
+    std::string read(const std::string& name, std::uint64_t limit) {
+        const ZipEntry* e = find(name);
+        if (!e) bad(path_, "zip entry '" + name + "' not found");
+        if (e->size > limit) bad(path_, "zip entry '" + name + "' is " + std::to_string(e->size) + " bytes, over the limit");
+        if (unzLocateFile(zip_, name.c_str(), 1) != UNZ_OK || unzOpenCurrentFile(zip_) != UNZ_OK)
+            bad(path_, "zip entry '" + name + "' cannot be opened");
+        std::string out(static_cast<std::size_t>(e->size), '\0');
+        const int got = out.empty() ? 0 : unzReadCurrentFile(zip_, out.data(), static_cast<unsigned>(out.size()));
+        const int close = unzCloseCurrentFile(zip_);  // checks the CRC once everything was read
+        if (got < 0 || static_cast<std::uint64_t>(got) != e->size || close != UNZ_OK)
+            bad(path_, "zip entry '" + name + "' is truncated or fails its CRC check");
+        return out;
+    }
+
+private:
+    std::string path_;
+    MemoryStream stream_;
+    unzFile zip_ = nullptr;
+    std::vector<std::string> names_;
+    std::unordered_map<std::string, ZipEntry> entries_;
+};
+
+using pickle::Value;
+using Kind = Value::Kind;
+
+// The state dict inside the saved object: Lightning checkpoints nest it under "state_dict";
+// torch.save(model.state_dict()) saves it directly.
+const Value& state_dict(const Value& root, const std::string& path) {
+    if (root.kind != Kind::dict) bad(path, "data.pkl does not hold a dict");
+    for (const auto& [key, value] : root.entries)
+        if (key->kind == Kind::string && key->text == "state_dict") {
+            if (value->kind != Kind::dict) bad(path, "'state_dict' is not a dict");
+            return *value;
+        }
+    return root;
+}
+
+std::string element_range_error(const pickle::TensorRef& t, std::int64_t numel) {
+    if (t.size.empty()) return t.offset < numel ? "" : "offset past the end of its storage";
+    std::int64_t last = t.offset;
+    for (std::size_t i = 0; i < t.size.size(); ++i) {
+        if (t.size[i] < 0 || t.stride[i] < 0) return "negative size or stride";
+        if (t.size[i] == 0) return "";
+        std::int64_t step = 0;
+        if (__builtin_mul_overflow(t.size[i] - 1, t.stride[i], &step) || __builtin_add_overflow(last, step, &last))
+            return "size x stride overflows";
+    }
+    return last < numel ? "" : "elements reach past the end of its storage (" + std::to_string(numel) + " elements)";
+}
+
+}  // namespace
+
+CkptFile CkptFile::open(const std::string& path) {
+    auto state = std::make_shared<State>();
+    state->path = path;
+    state->file = MappedFile::open(path);
+    Archive zip(path, *state->file);
+
+    std::string pkl;
+    for (const auto& name : zip.names()) {
+        const auto slash = name.find('/');
+        if (slash != std::string::npos && name.compare(slash, std::string::npos, "/data.pkl") == 0) {
+            if (!pkl.empty()) bad(path, "more than one data.pkl in the archive");
+            pkl = name;
+        }
+    }
+    if (pkl.empty()) bad(path, "no <root>/data.pkl in the archive: not a PyTorch zip checkpoint");
+    const std::string root = pkl.substr(0, pkl.size() - 8);
+    if (const ZipEntry* order = zip.find(root + "byteorder")) {
+        (void)order;
+        if (zip.read(root + "byteorder", 16) != "little") bad(path, "storages are big-endian");
+    }
+    const pickle::ValuePtr saved = pickle::load(zip.read(pkl, kMaxPickleBytes), path);
+    const Value& dict = state_dict(*saved, path);
+
+    std::unordered_map<std::string, std::uint64_t> storage_offsets;
+    for (const auto& [key, value] : dict.entries) {
+        if (value->kind != Kind::tensor) continue;
+        if (key->kind != Kind::string) bad(path, "a tensor has a key that is not a string");
+        const auto& t = *value->tensor;
+        const auto& s = *t.storage;
+        const std::string& name = key->text;
+        const auto storage = storage_dtype(s.type);
+        if (!storage) bad(path, "tensor '" + name + "': unknown storage type '" + s.type + "'");
+
+        const std::string entry_name = root + "data/" + s.key;
+        const ZipEntry* entry = zip.find(entry_name);
+        if (!entry) bad(path, "tensor '" + name + "': storage entry '" + entry_name + "' is missing");
+        if (!entry->stored)
+            bad(path, "tensor '" + name + "': storage entry '" + entry_name +
+                          "' is compressed; tensor data must be stored uncompressed to be mapped");
+        std::uint64_t bytes = 0;
+        if (__builtin_mul_overflow(static_cast<std::uint64_t>(s.numel), storage->element_size, &bytes) ||
+            bytes != entry->size)
+            bad(path, "tensor '" + name + "': storage '" + s.key + "' holds " + std::to_string(entry->size) +
+                          " bytes, its " + std::to_string(s.numel) + " elements need " + std::to_string(bytes));
+        auto found = storage_offsets.find(s.key);
+        if (found == storage_offsets.end()) {
+            const std::uint64_t offset = zip.data_offset(entry_name);
+            if (offset > state->file->size() || entry->size > state->file->size() - offset)
+                bad(path, "tensor '" + name + "': storage entry '" + entry_name + "' lies outside the file (" +
+                              std::to_string(state->file->size()) + " bytes)");
+            found = storage_offsets.emplace(s.key, offset).first;
+        }
+        const std::string range = element_range_error(t, s.numel);
+        if (!range.empty()) bad(path, "tensor '" + name + "': " + range);
+        if (state->index.count(name)) bad(path, "tensor '" + name + "' appears twice");
+
+        CkptEntry e{name, storage->dtype_name, storage->dtype, t.size, t.stride};
+        state->index.emplace(name, state->entries.size());
+        state->entries.push_back(std::move(e));
+        state->byte_offsets.push_back(found->second + static_cast<std::uint64_t>(t.offset) * storage->element_size);
+    }
+    return CkptFile(std::move(state));
+}
+
+const std::string& CkptFile::path() const noexcept { return state_->path; }
+const std::vector<CkptEntry>& CkptFile::entries() const noexcept { return state_->entries; }
+
+const CkptEntry* CkptFile::find(std::string_view name) const noexcept {
+    const auto it = state_->index.find(std::string(name));
+    return it == state_->index.end() ? nullptr : &state_->entries[it->second];
+}
+
+Tensor CkptFile::get(std::string_view name) const {
+    const auto it = state_->index.find(std::string(name));
+    if (it == state_->index.end()) bad(state_->path, "tensor '" + std::string(name) + "': not in the file");
+    const CkptEntry& e = state_->entries[it->second];
+    if (!e.dtype)
+        bad(state_->path, "tensor '" + e.name + "': dtype " + e.dtype_name + " not supported (F32, F16 and BF16 are)");
+    if (e.dims.size() > static_cast<std::size_t>(kMaxRank))
+        bad(state_->path, "tensor '" + e.name + "': " + std::to_string(e.dims.size()) + " dimensions, at most " +
+                              std::to_string(kMaxRank) + " are supported");
+    const Shape shape = Shape::from_range(e.dims.begin(), e.dims.end());
+    Strides strides{};
+    std::copy(e.strides.begin(), e.strides.end(), strides.begin());
+    auto* data = const_cast<std::byte*>(state_->file->data() + state_->byte_offsets[it->second]);
+    Tensor view = Tensor::borrow(data, *e.dtype, shape, strides, state_);
+    if (reinterpret_cast<std::uintptr_t>(data) % dtype_size(*e.dtype) != 0) return view.clone();
+    return view;
+}
+
+}  // namespace unclip::io
