@@ -1,0 +1,351 @@
+"""CLIP goldens: the BPE tokenizer against open_clip's SimpleTokenizer and transformers'
+CLIPTokenizer, ComfyUI's prompt weighting and chunking, and tiny random-weight text and vision
+towers (transformers CLIPTextModel / CLIPVisionModelWithProjection, open_clip's transformer)
+under the LDM key names the C++ modules load."""
+import json
+import random
+import unicodedata
+
+import torch
+
+from common import DATA, generator_commit, library_versions, randomize_, write_fixture
+
+AREA = "clip"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def _reference_tokenizers():
+    import gzip
+
+    import open_clip.tokenizer as oct
+    from transformers import CLIPTokenizer
+
+    simple = oct.SimpleTokenizer()
+    merges = gzip.open(oct.default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    byte_chars = list(oct.bytes_to_unicode().values())
+    vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    hf = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[tuple(m.split()) for m in merges])
+    return simple, hf
+
+
+def _word(rng, alphabet, lo=1, hi=9):
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(lo, hi)))
+
+
+def _corpus(rng):
+    """(category, text) pairs covering the scripts and shapes a prompt may contain."""
+    ascii_lower = "abcdefghijklmnopqrstuvwxyz"
+    ascii_letters = ascii_lower + ascii_lower.upper()
+    english = ("a photo of an astronaut riding a horse on the moon highly detailed digital painting "
+               "trending artstation concept art smooth sharp focus illustration portrait of beautiful "
+               "woman cyberpunk city at night neon lights rain reflections masterpiece best quality "
+               "it's don't we're they've I'm you'll he'd Let's cat's dogs' o'clock").split()
+    punct = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~") + ["...", "--", "!!", "?!", "—", "–", "…", "•", "©", "®", "°", "±"]
+    accents = "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿßÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝœŒłŁšŠžŽčČřŘ"
+    combining = ["\u0301", "\u0300", "\u0308", "\u0327", "\u0303", "\u030a", "\u0323\u0302", "\u0302\u0323"]
+    cjk = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)] + [chr(c) for c in range(0x3041, 0x3097)] + \
+          [chr(c) for c in range(0x30A1, 0x30FB)] + [chr(c) for c in range(0xAC00, 0xAC00 + 2000)]
+    emoji = [chr(c) for c in range(0x1F300, 0x1F5FF)] + [chr(c) for c in range(0x1F600, 0x1F64F)] + \
+            ["👍🏽", "👨‍👩‍👧", "🇫🇷", "❤️", "☕", "✨", "🏳️‍🌈"]
+    scripts = {
+        "cyrillic": "абвгдежзийклмнопрстуфхцчшщъыьэюяАБВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩЫЭЮЯ",
+        "greek": "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΤΥΦΧΨΩ",
+        "arabic": "ابتثجحخدذرزسشصضطظعغفقكلمنهوي",
+        "hebrew": "אבגדהוזחטיכלמנסעפצקרשת",
+        "devanagari": "कखगघङचछजझञटठडढणतथदधनपफबभमयरलवशषसहािीुूेैोौ्",
+        "thai": "กขฃคฅฆงจฉชซฌญฎฏฐฑฒณดตถทธนบปผฝพฟภมยรลวศษสหฬอฮะัาำิีึืุู",
+    }
+    out = [("empty", ""), ("empty", " "), ("empty", "\t\n  \r\n"), ("empty", "\u3000")]
+    for _ in range(500):
+        words = []
+        for _ in range(rng.randint(1, 14)):
+            r = rng.random()
+            if r < 0.5:
+                w = rng.choice(english)
+            elif r < 0.7:
+                w = _word(rng, ascii_letters)
+            elif r < 0.85:
+                w = rng.choice(punct) * rng.randint(1, 3)
+            else:
+                w = str(rng.randint(0, 10 ** rng.randint(1, 9)))
+            if rng.random() < 0.2:
+                w = w.upper() if rng.random() < 0.5 else w.capitalize()
+            words.append(w)
+        sep = rng.choice([" ", " ", ", ", "  ", "\t", "\n", ",", ""])
+        out.append(("ascii", sep.join(words)))
+    for _ in range(250):
+        words = [_word(rng, ascii_lower + accents) for _ in range(rng.randint(1, 8))]
+        if rng.random() < 0.5:  # decomposed accents, which NFC must recompose
+            words = [w + rng.choice(combining) for w in words]
+        out.append(("accents", " ".join(words)))
+    for _ in range(250):
+        parts = [_word(rng, cjk, 1, 12) for _ in range(rng.randint(1, 5))]
+        sep = rng.choice(["", " ", "、", "。", ", "])
+        out.append(("cjk", sep.join(parts)))
+    for _ in range(200):
+        parts = []
+        for _ in range(rng.randint(1, 8)):
+            parts.append(rng.choice(emoji) * rng.randint(1, 3) if rng.random() < 0.6 else rng.choice(english))
+        out.append(("emoji", rng.choice(["", " "]).join(parts)))
+    for _ in range(200):
+        out.append(("punctuation", "".join(rng.choice(punct) for _ in range(rng.randint(1, 30)))))
+    for _ in range(200):
+        r = rng.random()
+        if r < 0.3:
+            s = str(rng.randint(0, 10 ** 18))
+        elif r < 0.6:
+            s = f"{rng.uniform(-1000, 1000):.{rng.randint(0, 6)}f}"
+        elif r < 0.8:
+            s = f"{rng.randint(1, 9999)}x{rng.randint(1, 9999)} {rng.randint(1, 100)}% ${rng.randint(0, 10**6):,}"
+        else:
+            s = " ".join(str(rng.randint(0, 99)) + _word(rng, ascii_lower, 0, 3) for _ in range(rng.randint(1, 8)))
+        out.append(("numbers", s))
+    for name, alphabet in scripts.items():
+        for _ in range(60):
+            out.append((name, " ".join(_word(rng, alphabet) for _ in range(rng.randint(1, 8)))))
+    for _ in range(60):
+        words = [rng.choice(english) if rng.random() < 0.8 else rng.choice(punct) for _ in range(rng.randint(60, 250))]
+        out.append(("long", " ".join(words)))
+    for _ in range(10):  # one very long word: BPE over thousands of symbols
+        out.append(("long_word", _word(rng, ascii_lower, 200, 2000)))
+    for _ in range(150):
+        parts = [rng.choice(english), _word(rng, accents), _word(rng, cjk, 1, 4), rng.choice(emoji),
+                 rng.choice(punct), str(rng.randint(0, 999)), _word(rng, scripts[rng.choice(list(scripts))])]
+        rng.shuffle(parts)
+        out.append(("mixed", rng.choice([" ", ""]).join(parts)))
+    return out
+
+
+def _invalid_utf8(rng):
+    """Byte strings with malformed UTF-8 (the tokenizer decodes with replacement)."""
+    bad = [b"\xff", b"\xc0\xaf", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80\x80", b"\xf0\x9f\x98",
+           b"\xc3", b"\xe0\x80\xaf", b"\xfe\xfe"]
+    out = []
+    for _ in range(60):
+        pieces = []
+        for _ in range(rng.randint(1, 6)):
+            pieces.append(rng.choice(bad) if rng.random() < 0.5 else rng.choice(["cat", "é", "日本", " ", "🙂", "x"]).encode())
+        out.append(b"".join(pieces))
+    return out
+
+
+# Deliberate differences between open_clip and transformers where we follow open_clip (ftfy's
+# character fixes); checked against open_clip alone.
+OPEN_CLIP_ONLY = [
+    "\u201cquoted\u201d text", "it\u2019s a \u2018test\u2019", "\ufb01ne \ufb02ower of\ufb03ce", "\uff21\uff22\uff23 \uff11\uff12\uff13",
+    "\uff48\uff45\uff4c\uff4c\uff4f\uff01", "a\u3000b", "tab\x0bvtab", "bell\x07char", "zero\u200bwidth", "bom\ufeffhere",
+    "\u0132sselmeer", "\u01c4 \u01c6", "\u201ehello\u201c", "soft\u00adhyphen",
+]
+
+
+def _tokenizer_cases():
+    simple, hf = _reference_tokenizers()
+    rng = random.Random(20261126)
+    cases, disagreements = [], {}
+
+    def add(category, raw: bytes, text: str, with_context: bool, only_open_clip=False):
+        ours = simple.encode(text)
+        if not only_open_clip:
+            theirs = hf(text, add_special_tokens=False)["input_ids"]
+            if ours != theirs:
+                disagreements[category] = disagreements.get(category, 0) + 1
+                return
+        case = {"category": category, "utf8_hex": raw.hex(), "ids": ours}
+        if with_context:
+            case["context77"] = simple(text)[0].tolist()
+        cases.append(case)
+
+    for i, (category, text) in enumerate(_corpus(rng)):
+        add(category, text.encode("utf-8"), text, with_context=(i % 10 == 0 or category.startswith("long")))
+    for raw in _invalid_utf8(rng):
+        add("invalid_utf8", raw, raw.decode("utf-8", errors="replace"), with_context=True)
+    for text in OPEN_CLIP_ONLY:
+        add("open_clip_ftfy", text.encode("utf-8"), text, with_context=True, only_open_clip=True)
+    return cases, disagreements
+
+
+# ---------------------------------------------------------------------------------------------
+# ComfyUI prompt weighting and chunking, re-derived independently from the behaviour documented in
+# ../shared/spec/unclip-reference.md §7.2-7.3 (ComfyUI comfy/sd1_clip.py token_weights,
+# tokenize_with_weights): not ComfyUI's code, checked against the hand-worked cases in the spec.
+
+
+def _split_groups(text):
+    """Top-level plain text and balanced '(...)' groups, with ComfyUI's handling of unbalanced
+    parentheses (a ')' at depth 0 drives the depth negative and is kept as text)."""
+    pieces, current, depth = [], "", 0
+    for ch in text:
+        if ch == "(":
+            if depth == 0:
+                if current:
+                    pieces.append(current)
+                current = "("
+            else:
+                current += ch
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                pieces.append(current + ")")
+                current = ""
+            else:
+                current += ch
+        else:
+            current += ch
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    # Deliberate deviation: ComfyUI accepts nan/inf as weights; unclip treats them as text.
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _weighted_segments(text, weight=1.0):
+    out = []
+    for piece in _split_groups(text):
+        if len(piece) >= 2 and piece[0] == "(" and piece[-1] == ")":
+            inner = piece[1:-1]
+            w = weight * 1.1
+            colon = inner.rfind(":")
+            if colon > 0:
+                value = _finite_float(inner[colon + 1:])
+                if value is not None:
+                    w, inner = value, inner[:colon]
+            out += _weighted_segments(inner, w)
+        else:
+            out.append((piece, weight))
+    return out
+
+
+def _comfy_chunks(hf, prompt, start=49406, end=49407, pad=0, length=77, large=8):
+    escaped = prompt.replace("\\)", "\0\1").replace("\\(", "\0\2")
+    groups = []
+    for segment, weight in _weighted_segments(escaped):
+        segment = segment.replace("\0\1", ")").replace("\0\2", "(")
+        import re
+        parts = re.split(" embedding:|\nembedding:", segment)
+        parts = [parts[0]] + ["embedding:" + p for p in parts[1:]]
+        for part in parts:
+            if part:
+                groups.append([(t, weight) for t in hf(part, add_special_tokens=False)["input_ids"]])
+    chunks, chunk = [], [(start, 1.0)]
+    chunks.append(chunk)
+    for group in groups:
+        is_large = len(group) >= large
+        while group:
+            if len(group) + len(chunk) > length - 1:
+                room = length - len(chunk) - 1
+                if is_large:
+                    chunk.extend(group[:room])
+                    chunk.append((end, 1.0))
+                    group = group[room:]
+                else:
+                    chunk.append((end, 1.0))
+                    chunk.extend([(pad, 1.0)] * room)
+                chunk = [(start, 1.0)]
+                chunks.append(chunk)
+            else:
+                chunk.extend(group)
+                group = []
+    chunk.append((end, 1.0))
+    chunk.extend([(pad, 1.0)] * (length - len(chunk)))
+    return chunks
+
+
+PROMPTS = [
+    "", "a cat", "a (cat) on a mat", "a ((cat)) on a mat", "(a cat:1.5)", "((a cat:1.5))", "(a (cat:0.5) dog:1.3)",
+    "a \\(cat\\) on a mat", "\\((cat)\\)", "a (cat", "a cat)", "a) (b (c:1.2) d", ")))(((x", "(cat:abc)",
+    "(cat:)", "(:1.3)", "(cat:nan)", "(cat:inf)", "(cat: 1.25 )", "(cat:1e-1)", "(cat:-0.5)", "(cat:1_0)",
+    "(a:b:0.7)", "(red:1.2) [blue] {green}", "() (()) (:)", "a photo embedding:foo bar", "x\nembedding:y (z:1.4)",
+    "(ünïcödé (日本:1.3):0.8) 🙂", "bad \xff utf8 (w:1.1)", "(((((((deep)))))))",
+    " ".join(["word"] * 80), " ".join(["(word:1.1)"] * 80),
+    "longwordlongwordlongwordlongwordlongwordlongword " * 20,
+    " ".join(f"(term{i}:{1 + i % 5 / 10})" for i in range(60)),
+    "a " * 74 + "(supercalifragilisticexpialidocious:1.2) end",
+    "a " * 70 + "(one two three four five six seven eight nine ten)",
+    "a " * 73 + "(tiny group)",
+]
+
+
+def _prompt_cases():
+    _, hf = _reference_tokenizers()
+    rng = random.Random(77)
+    words = "cat dog (red:1.3) ((blue)) [green] mountain, sky; \\(x\\) 日本 🙂 supercalifragilistic embedding:z".split()
+    prompts = list(PROMPTS)
+    for _ in range(40):
+        prompts.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 120))))
+    prompts.append("(" + "word " * 2000 + ":1.2)")  # 2,000 tokens in one weighted group
+    cases = []
+    for p in prompts:
+        chunks = _comfy_chunks(hf, p.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+                               if isinstance(p, bytes) else p)
+        cases.append({"utf8_hex": p.encode("utf-8", errors="replace").hex(),
+                      "ids": [t for c in chunks for t, _ in c],
+                      "weights": [w for c in chunks for _, w in c]})
+    return cases
+
+
+def _small_vocabulary_cases():
+    """A transformers-format vocab.json + merges.txt holding only the first merges of the CLIP
+    vocabulary (small enough to ship), and what transformers' CLIPTokenizer makes of some text
+    with it: the C++ reader of these files is checked against that."""
+    import gzip
+
+    import open_clip.tokenizer as oct
+    from transformers import CLIPTokenizer
+
+    merges = gzip.open(oct.default_bpe()).read().decode("utf-8").split("\n")[1:1 + 3000]
+    byte_chars = list(oct.bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {}
+    for t in tokens:
+        vocab.setdefault(t, len(vocab))
+    folder = DATA / AREA / "tokenizer_small"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    hf = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
+    texts = ["a photo of an astronaut riding a horse", "Hello, World! 123", "déjà vu 日本語 🙂",
+             "the quick brown fox jumps over the lazy dog's back", ""]
+    return [{"utf8_hex": t.encode().hex(), "ids": hf(t, add_special_tokens=False)["input_ids"]} for t in texts]
+
+
+def generate_tokenizer() -> None:
+    small = _small_vocabulary_cases()
+    cases, disagreements = _tokenizer_cases()
+    prompts = _prompt_cases()
+    counts = {}
+    for c in cases:
+        counts[c["category"]] = counts.get(c["category"], 0) + 1
+    doc = {
+        "reference": "open_clip.tokenizer.SimpleTokenizer.encode and transformers CLIPTokenizer (kept only where "
+                     "both agree, except category open_clip_ftfy); prompts: ComfyUI weighting/chunking re-derived",
+        "generator_commit": generator_commit(),
+        "libraries": library_versions(),
+        "unicode": unicodedata.unidata_version,
+        "counts": counts,
+        "dropped_disagreements": disagreements,
+        "cases": cases,
+        "prompts": prompts,
+        "small_vocabulary": small,
+    }
+    path = DATA / AREA / "tokenizer_golden.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, separators=(",", ":"), ensure_ascii=True))
+    print(f"wrote {path} ({path.stat().st_size} bytes): {len(cases)} strings {counts}, "
+          f"dropped {disagreements}, {len(prompts)} prompts")
+
+
+def generate() -> None:
+    generate_tokenizer()
