@@ -57,7 +57,8 @@ int ZCALLBACK mem_close(voidpf, voidpf) { return 0; }
 int ZCALLBACK mem_error(voidpf, voidpf) { return 0; }
 
 struct ZipEntry {
-    std::uint64_t data_offset = 0, size = 0;
+    unz64_file_pos position{};  // of its directory record, to go back to it without a search
+    std::uint64_t size = 0;
     bool stored = true;
 };
 
@@ -99,6 +100,7 @@ public:
                 bad(path, "unreadable zip directory entry");
             names_.emplace_back(name);
             ZipEntry e;
+            if (unzGetFilePos64(zip_, &e.position) != UNZ_OK) bad(path, "unreadable zip directory entry");
             e.size = info.uncompressed_size;
             e.stored = info.compression_method == 0 && info.compressed_size == info.uncompressed_size;
             entries_.emplace(name, e);
@@ -118,7 +120,9 @@ public:
 
     // Where the entry's bytes start: minizip checks the local header against the directory.
     std::uint64_t data_offset(const std::string& name) {
-        if (unzLocateFile(zip_, name.c_str(), 1) != UNZ_OK) bad(path_, "zip entry '" + name + "' not found");
+        const ZipEntry* e = find(name);
+        unz64_file_pos position = e ? e->position : unz64_file_pos{};
+        if (!e || unzGoToFilePos64(zip_, &position) != UNZ_OK) bad(path_, "zip entry '" + name + "' not found");
         if (unzOpenCurrentFile(zip_) != UNZ_OK) bad(path_, "zip entry '" + name + "': local header is damaged");
         const std::uint64_t offset = unzGetCurrentFileZStreamPos64(zip_);
         unzCloseCurrentFile(zip_);
@@ -130,7 +134,8 @@ public:
         const ZipEntry* e = find(name);
         if (!e) bad(path_, "zip entry '" + name + "' not found");
         if (e->size > limit) bad(path_, "zip entry '" + name + "' is " + std::to_string(e->size) + " bytes, over the limit");
-        if (unzLocateFile(zip_, name.c_str(), 1) != UNZ_OK || unzOpenCurrentFile(zip_) != UNZ_OK)
+        unz64_file_pos position = e->position;
+        if (unzGoToFilePos64(zip_, &position) != UNZ_OK || unzOpenCurrentFile(zip_) != UNZ_OK)
             bad(path_, "zip entry '" + name + "' cannot be opened");
         std::string out(static_cast<std::size_t>(e->size), '\0');
         const int got = out.empty() ? 0 : unzReadCurrentFile(zip_, out.data(), static_cast<unsigned>(out.size()));

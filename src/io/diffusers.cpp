@@ -108,6 +108,21 @@ VisionArch vision_arch(const fs::path& file) {
     return a;
 }
 
+// transformers 5 saves CLIPTextModel without the "text_model." prefix that 4.x wrote (and the
+// hub's files have); the table uses the prefixed names, so unprefixed files are seen through it.
+TensorSource with_text_model_prefix(TensorSource source) {
+    const std::string prefix = "text_model.";
+    for (const auto& entry : source.tensors)
+        if (entry.first.rfind(prefix, 0) == 0) return source;
+    TensorSource renamed;
+    renamed.label = source.label;
+    for (auto& [name, info] : source.tensors) renamed.tensors.emplace(prefix + name, std::move(info));
+    renamed.get = [inner = std::move(source.get), n = prefix.size()](const std::string& name) {
+        return inner(name.substr(n));
+    };
+    return renamed;
+}
+
 }  // namespace
 
 TensorSource open_weights(const std::string& dir_name, const std::string& stem, const std::string& variant) {
@@ -165,7 +180,7 @@ Checkpoint load_diffusers(const std::string& dir_name, const LoadOptions& option
                       tensor_table(c, Component::unet), ckpt.unet);
     collect_diffusers(open_weights((dir / "vae").string(), "diffusion_pytorch_model", variant), "",
                       tensor_table(c, Component::vae), ckpt.vae);
-    collect_diffusers(open_weights((dir / "text_encoder").string(), "model", variant), "",
+    collect_diffusers(with_text_model_prefix(open_weights((dir / "text_encoder").string(), "model", variant)), "",
                       tensor_table(c, Component::text), ckpt.text);
     if (has_image_encoder && options.clip_vision_path.empty())
         collect_diffusers(open_weights((dir / "image_encoder").string(), "model", variant), "",

@@ -347,5 +347,159 @@ def generate_tokenizer() -> None:
           f"dropped {disagreements}, {len(prompts)} prompts")
 
 
+# ---------------------------------------------------------------------------------------------
+# Text and vision towers
+
+
+def _hf_layers_to_ldm(sd, hf_prefix, ldm_prefix, layers):
+    out = {}
+    for i in range(layers):
+        h, l = f"{hf_prefix}encoder.layers.{i}.", f"{ldm_prefix}transformer.resblocks.{i}."
+        out[l + "ln_1.weight"], out[l + "ln_1.bias"] = sd[h + "layer_norm1.weight"], sd[h + "layer_norm1.bias"]
+        out[l + "ln_2.weight"], out[l + "ln_2.bias"] = sd[h + "layer_norm2.weight"], sd[h + "layer_norm2.bias"]
+        out[l + "attn.in_proj_weight"] = torch.cat([sd[h + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+        out[l + "attn.in_proj_bias"] = torch.cat([sd[h + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+        out[l + "attn.out_proj.weight"] = sd[h + "self_attn.out_proj.weight"]
+        out[l + "attn.out_proj.bias"] = sd[h + "self_attn.out_proj.bias"]
+        for hf_name, ldm_name in (("fc1", "c_fc"), ("fc2", "c_proj")):
+            out[l + f"mlp.{ldm_name}.weight"] = sd[h + f"mlp.{hf_name}.weight"]
+            out[l + f"mlp.{ldm_name}.bias"] = sd[h + f"mlp.{hf_name}.bias"]
+    return out
+
+
+def hf_text_to_ldm(sd, layers, prefix="model."):
+    """transformers CLIPTextModelWithProjection -> LDM cond_stage_model.model.* names (spec 2.4.3)."""
+    out = {
+        prefix + "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+        prefix + "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+        prefix + "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+        prefix + "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+        prefix + "text_projection": sd["text_projection.weight"].t(),
+    }
+    out.update(_hf_layers_to_ldm(sd, "text_model.", prefix, layers))
+    return out
+
+
+def hf_vision_to_ldm(sd, layers, prefix="visual."):
+    """transformers CLIPVisionModelWithProjection -> LDM embedder.model.visual.* names (spec 2.4.4)."""
+    v = "vision_model."
+    out = {
+        prefix + "class_embedding": sd[v + "embeddings.class_embedding"],
+        prefix + "conv1.weight": sd[v + "embeddings.patch_embedding.weight"],
+        prefix + "positional_embedding": sd[v + "embeddings.position_embedding.weight"],
+        prefix + "ln_pre.weight": sd[v + "pre_layrnorm.weight"],
+        prefix + "ln_pre.bias": sd[v + "pre_layrnorm.bias"],
+        prefix + "ln_post.weight": sd[v + "post_layernorm.weight"],
+        prefix + "ln_post.bias": sd[v + "post_layernorm.bias"],
+        prefix + "proj": sd["visual_projection.weight"].t(),
+    }
+    out.update(_hf_layers_to_ldm(sd, v, prefix, layers))
+    return out
+
+
+VOCAB, START, END = 600, 598, 599  # a small vocabulary whose end id is also the largest id
+
+
+def _text_tokens(gen):
+    """Batch 2: a short prompt padded with zeros, and a full-length one (no padding)."""
+    short = [START, 17, 254, 3, 88, END] + [0] * 71
+    full = [START] + torch.randint(1, START, (75,), generator=gen).tolist() + [END]
+    return torch.tensor([short, full], dtype=torch.long)
+
+
+def _text_open_clip(seed):
+    from open_clip.transformer import TextTransformer
+
+    torch.manual_seed(seed)
+    cfg = dict(vocab=VOCAB, context=77, width=64, heads=4, layers=3, mlp_hidden=256, embed_dim=32, end_id=END,
+               activation="gelu", eps=1e-5)
+    model = TextTransformer(context_length=77, vocab_size=VOCAB, width=64, heads=4, layers=3, mlp_ratio=4.0,
+                            output_dim=32, pool_type="argmax").eval()
+    randomize_(model)
+    tokens = _text_tokens(torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        pooled = model(tokens)
+        # LDM FrozenOpenCLIPEmbedder (layer "penultimate"): every block but the last, then ln_final.
+        x = model.token_embedding(tokens) + model.positional_embedding
+        for block in model.transformer.resblocks[:-1]:
+            x = block(x, attn_mask=model.attn_mask)
+        hidden = model.ln_final(x)
+        last = model.ln_final(model.transformer.resblocks[-1](x, attn_mask=model.attn_mask))
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items() if k != "attn_mask"}
+    tensors.update({"tokens": tokens.float(), "hidden": hidden, "hidden_last": last, "pooled": pooled})
+    write_fixture(AREA, "text_open_clip", tensors, seed=seed, config=cfg,
+                  note="open_clip.transformer.TextTransformer; hidden = ln_final(blocks[:-1]), pooled = forward()")
+
+
+def _text_transformers(seed):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    conf = CLIPTextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=128, num_hidden_layers=3,
+                          num_attention_heads=2, max_position_embeddings=77, hidden_act="gelu", projection_dim=24,
+                          layer_norm_eps=1e-5, bos_token_id=START, eos_token_id=END, pad_token_id=0,
+                          attn_implementation="eager")
+    model = CLIPTextModelWithProjection(conf).eval()
+    randomize_(model)
+    tokens = _text_tokens(torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        out = model(input_ids=tokens, output_hidden_states=True)
+        hidden = model.text_model.final_layer_norm(out.hidden_states[-2])
+    cfg = dict(vocab=VOCAB, context=77, width=32, heads=2, layers=3, mlp_hidden=128, embed_dim=24, end_id=END,
+               activation="gelu", eps=1e-5)
+    tensors = hf_text_to_ldm(model.state_dict(), 3)
+    tensors.update({"tokens": tokens.float(), "hidden": hidden, "hidden_last": out.last_hidden_state,
+                    "pooled": out.text_embeds})
+    write_fixture(AREA, "text_transformers", tensors, seed=seed, config=cfg,
+                  note="transformers CLIPTextModelWithProjection; hidden = final_layer_norm(hidden_states[-2])")
+
+
+def _vision_transformers(case, seed, width, heads, act):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    conf = CLIPVisionConfig(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
+                            num_attention_heads=heads, image_size=56, patch_size=14, hidden_act=act,
+                            projection_dim=24, layer_norm_eps=1e-5, attn_implementation="eager")
+    model = CLIPVisionModelWithProjection(conf).eval()
+    randomize_(model)
+    pixels = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        embeds = model(pixel_values=pixels).image_embeds
+    cfg = dict(image_size=56, patch=14, width=width, heads=heads, layers=2, mlp_hidden=4 * width, embed_dim=24,
+               activation=act, eps=1e-5)
+    tensors = hf_vision_to_ldm(model.state_dict(), 2)
+    tensors.update({"pixels": pixels, "image_embeds": embeds})
+    write_fixture(AREA, case, tensors, seed=seed, config=cfg,
+                  note="transformers CLIPVisionModelWithProjection image_embeds")
+
+
+def _vision_open_clip(seed):
+    from open_clip.transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    model = VisionTransformer(image_size=56, patch_size=14, width=64, layers=2, heads=4, mlp_ratio=4.0,
+                              output_dim=24).eval()
+    randomize_(model)
+    pixels = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        embeds = model(pixels)
+    cfg = dict(image_size=56, patch=14, width=64, heads=4, layers=2, mlp_hidden=256, embed_dim=24,
+               activation="gelu", eps=1e-5)
+    tensors = {f"visual.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({"pixels": pixels, "image_embeds": embeds})
+    write_fixture(AREA, "vision_open_clip", tensors, seed=seed, config=cfg,
+                  note="open_clip.transformer.VisionTransformer forward (class token, ln_post, @ proj)")
+
+
+def generate_models() -> None:
+    _text_open_clip(31)
+    _text_transformers(32)
+    _vision_transformers("vision_transformers_gelu", 33, 64, 4, "gelu")
+    _vision_transformers("vision_transformers_quick_gelu", 34, 32, 2, "quick_gelu")
+    _vision_open_clip(35)
+
+
 def generate() -> None:
     generate_tokenizer()
+    generate_models()

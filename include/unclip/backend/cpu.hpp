@@ -113,6 +113,17 @@ struct CpuBackend {
                                             std::int64_t cols);
     // y[i] += x[i].
     UNCLIP_CXX_API static void add(const Context& ctx, const float* x, float* y, std::int64_t n);
+
+    // Row gather (embedding lookup): y[i, :] = table[ids[i], :] for i < n; ids (host memory) must
+    // be valid rows, which the caller checks.
+    UNCLIP_CXX_API static void gather_rows(const Context& ctx, const float* table, const std::int32_t* ids,
+                                           std::int64_t n, std::int64_t cols, float* y);
+    // Non-overlapping patch x patch tiles of [B, C, H, W] as rows, for a patch embedding GEMM:
+    // y[b, py * (W / patch) + px, (c * patch + ky) * patch + kx] = x[b, c, py * patch + ky, px * patch + kx].
+    // H and W must be multiples of patch.
+    UNCLIP_CXX_API static void extract_patches(const Context& ctx, const float* x, std::int64_t batch,
+                                               std::int64_t channels, std::int64_t height, std::int64_t width,
+                                               int patch, float* y);
 };
 
 }  // namespace unclip

@@ -3,6 +3,10 @@
 // again in user code.
 #include "unclip/backend/cpu.hpp"
 #include "unclip/nn/attention.hpp"
+#include "unclip/nn/clip_text.hpp"
+#include "unclip/nn/clip_vision.hpp"
+#include "unclip/nn/mlp.hpp"
+#include "unclip/nn/transformer_block.hpp"
 #include "unclip/nn/conv2d.hpp"
 #include "unclip/nn/group_norm.hpp"
 #include "unclip/nn/layer_norm.hpp"
@@ -20,4 +24,8 @@ extern template class LayerNorm<CpuBackend, float>;
 extern template class MultiHeadAttention<CpuBackend, float>;
 extern template class SpatialTransformer<CpuBackend, float>;
 extern template class UNet<CpuBackend, float>;
+extern template class Mlp<CpuBackend, float>;
+extern template class ResidualAttentionBlock<CpuBackend, float>;
+extern template class ClipTextModel<CpuBackend, float>;
+extern template class ClipVisionModel<CpuBackend, float>;
 }  // namespace unclip::nn
