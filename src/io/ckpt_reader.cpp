@@ -79,6 +79,24 @@ std::optional<Storage> storage_dtype(const std::string& type) {
     return std::nullopt;
 }
 
+// minizip accepts an end-of-central-directory record cut short when the zip64 record before it
+// is whole; a file that lost even those last bytes is truncated, so it is refused here.
+void check_end_record(const std::string& path, const MappedFile& file) {
+    const std::size_t size = file.size(), fixed = 22, max_comment = 0xffff;
+    const auto* d = reinterpret_cast<const unsigned char*>(file.data());
+    const std::size_t lowest = size > fixed + max_comment ? size - fixed - max_comment : 0;
+    for (std::size_t at = size >= 4 ? size - 4 : 0; size >= 4 && at + 1 > lowest; --at) {
+        if (d[at] == 'P' && d[at + 1] == 'K' && d[at + 2] == 5 && d[at + 3] == 6) {
+            if (at + fixed > size) bad(path, "truncated: the zip end record is cut short");
+            const std::size_t comment = d[at + 20] | (std::size_t{d[at + 21]} << 8);
+            if (at + fixed + comment != size) bad(path, "truncated or padded: the zip end record does not end the file");
+            return;
+        }
+        if (at == 0) break;
+    }
+    bad(path, "not a zip archive, or truncated (no end-of-central-directory record)");
+}
+
 class Archive {
 public:
     Archive(const std::string& path, const MappedFile& file) : path_(path), stream_{file.data(), file.size()} {
@@ -91,6 +109,7 @@ public:
         io.zclose_file = mem_close;
         io.zerror_file = mem_error;
         io.opaque = &stream_;
+        check_end_record(path, file);
         zip_ = unzOpen2_64(path.c_str(), &io);
         if (!zip_) bad(path, "not a zip archive, or truncated (no readable central directory)");
         for (int rc = unzGoToFirstFile(zip_); rc == UNZ_OK; rc = unzGoToNextFile(zip_)) {
