@@ -11,6 +11,7 @@ template class LayerNorm<CpuBackend, float>;
 template class MultiHeadAttention<CpuBackend, float>;
 template class SpatialTransformer<CpuBackend, float>;
 template class UNet<CpuBackend, float>;
+template class AutoencoderKL<CpuBackend, float>;
 template class Mlp<CpuBackend, float>;
 template class ResidualAttentionBlock<CpuBackend, float>;
 template class ClipTextModel<CpuBackend, float>;

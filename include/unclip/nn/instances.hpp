@@ -14,6 +14,7 @@
 #include "unclip/nn/resblock.hpp"
 #include "unclip/nn/spatial_transformer.hpp"
 #include "unclip/nn/unet.hpp"
+#include "unclip/nn/vae.hpp"
 
 namespace unclip::nn {
 extern template class Linear<CpuBackend, float>;
@@ -24,6 +25,7 @@ extern template class LayerNorm<CpuBackend, float>;
 extern template class MultiHeadAttention<CpuBackend, float>;
 extern template class SpatialTransformer<CpuBackend, float>;
 extern template class UNet<CpuBackend, float>;
+extern template class AutoencoderKL<CpuBackend, float>;
 extern template class Mlp<CpuBackend, float>;
 extern template class ResidualAttentionBlock<CpuBackend, float>;
 extern template class ClipTextModel<CpuBackend, float>;
