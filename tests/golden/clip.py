@@ -500,6 +500,75 @@ def generate_models() -> None:
     _vision_open_clip(35)
 
 
+# ---------------------------------------------------------------------------------------------
+# Image preprocessing
+
+MEAN = [0.48145466, 0.4578275, 0.40821073]
+STD = [0.26862954, 0.26130258, 0.27577711]
+
+# name, height, width, PIL mode, output size: odd-sized, non-square, RGBA, greyscale, exact-size
+# (no resize), 1x1, extreme aspect, down- and up-scaling.
+IMAGES = [
+    ("rgb_37x23", 37, 23, "RGB", 32),
+    ("rgba_23x37", 23, 37, "RGBA", 32),
+    ("grey_50x50", 50, 50, "L", 32),
+    ("grey_alpha_19x45", 19, 45, "LA", 40),
+    ("rgb_97x61", 97, 61, "RGB", 32),
+    ("rgb_exact_32", 32, 32, "RGB", 32),
+    ("rgb_1x1", 1, 1, "RGB", 32),
+    ("rgb_5x300", 5, 300, "RGB", 32),
+    ("rgb_160x120", 120, 160, "RGB", 40),
+]
+
+
+def _comfyui_clip_preprocess(rgb_u8, size, crop):
+    """ComfyUI comfy/clip_vision.py clip_preprocess on LoadImage's float image, re-derived from
+    spec 4.1 with the same torch calls (interpolate bicubic antialias, crop, 1/255 rounding)."""
+    import numpy as np
+
+    image = torch.from_numpy(rgb_u8.astype(np.float32) / 255.0)[None]  # [1, H, W, 3], LoadImage
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    image = image.movedim(-1, 1)
+    if not (image.shape[2] == size and image.shape[3] == size):
+        if crop:
+            scale = size / min(image.shape[2], image.shape[3])
+            scale_size = (round(scale * image.shape[2]), round(scale * image.shape[3]))
+        else:
+            scale_size = (size, size)
+        image = torch.nn.functional.interpolate(image, size=scale_size, mode="bicubic", antialias=True)
+        h, w = (image.shape[2] - size) // 2, (image.shape[3] - size) // 2
+        image = image[:, :, h:h + size, w:w + size]
+    image = torch.clip(255.0 * image, 0, 255).round() / 255.0
+    return (image - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+
+
+def generate_preprocess() -> None:
+    import numpy as np
+    from PIL import Image
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    rng = np.random.default_rng(2024)
+    tensors, names = {}, []
+    for name, h, w, mode, size in IMAGES:
+        channels = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}[mode]
+        # Smooth gradients plus noise: resampling errors show, and every byte value occurs.
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = (np.sin(xx[..., None] * 0.3 + np.arange(channels)) + np.cos(yy[..., None] * 0.2)) * 60 + 128
+        pixels = np.clip(base + rng.normal(0, 40, (h, w, channels)), 0, 255).astype(np.uint8)
+        pil = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode=mode)
+        rgb = np.array(pil.convert("RGB"))
+        processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        diffusers = torch.from_numpy(np.asarray(processor(images=pil, return_tensors="np")["pixel_values"]))
+        tensors[f"{name}.pixels"] = torch.from_numpy(pixels.astype(np.float32))
+        tensors[f"{name}.comfyui"] = _comfyui_clip_preprocess(rgb, size, True)
+        tensors[f"{name}.comfyui_stretch"] = _comfyui_clip_preprocess(rgb, size, False)
+        tensors[f"{name}.diffusers"] = diffusers
+        names.append({"name": name, "size": size})
+    write_fixture(AREA, "preprocess", tensors, seed=2024, config={"cases": names},
+                  note="ComfyUI clip_preprocess (re-derived with torch) and transformers CLIPImageProcessorPil")
+
+
 def generate() -> None:
     generate_tokenizer()
     generate_models()
+    generate_preprocess()

@@ -1,0 +1,101 @@
+// Image decoding. stb_image is compiled here and only here, static, with its own dimension cap as
+// a second line of defence behind the header check against ImageLimits.
+#include "unclip/image.hpp"
+
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <string>
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#endif
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_NO_STDIO
+#define STBI_MAX_DIMENSIONS 65536
+#include <stb_image.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace unclip {
+namespace {
+struct StbFree {
+    void operator()(stbi_uc* p) const noexcept { stbi_image_free(p); }
+};
+}  // namespace
+
+void check_image_size(std::int64_t width, std::int64_t height, const ImageLimits& limits) {
+    const std::string dims = std::to_string(width) + "x" + std::to_string(height);
+    if (width <= 0 || height <= 0) throw Error(Status::invalid_argument, "image is " + dims + ": sides must be positive");
+    if (width > limits.max_side || height > limits.max_side)
+        throw Error(Status::bad_image, "image is " + dims + ", larger than the limit of " +
+                                           std::to_string(limits.max_side) + " pixels per side");
+    if (width * height > limits.max_pixels)
+        throw Error(Status::bad_image, "image is " + dims + ", more than the limit of " +
+                                           std::to_string(limits.max_pixels) + " pixels");
+}
+
+Image decode_image(const void* data, std::size_t size, const ImageLimits& limits) {
+    if (!data || size == 0) throw Error(Status::bad_image, "image data is empty");
+    if (size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+        throw Error(Status::bad_image, "image data is larger than 2 GiB");
+    const auto* bytes = static_cast<const stbi_uc*>(data);
+    const int len = static_cast<int>(size);
+    int width = 0, height = 0, channels = 0;
+    if (!stbi_info_from_memory(bytes, len, &width, &height, &channels))
+        throw Error(Status::bad_image, std::string("image data is not a decodable image (") + stbi_failure_reason() + ")");
+    check_image_size(width, height, limits);
+    std::unique_ptr<stbi_uc, StbFree> pixels(stbi_load_from_memory(bytes, len, &width, &height, &channels, 0));
+    if (!pixels) throw Error(Status::bad_image, std::string("image could not be decoded (") + stbi_failure_reason() + ")");
+    check_image_size(width, height, limits);
+    Image image;
+    image.width = width;
+    image.height = height;
+    image.channels = channels;
+    const std::size_t n = static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * static_cast<std::size_t>(channels);
+    image.pixels.assign(pixels.get(), pixels.get() + n);
+    return image;
+}
+
+Image load_image(const std::filesystem::path& path, const ImageLimits& limits) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(Status::io, "open '" + path.string() + "': cannot read the file");
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw Error(Status::io, "read '" + path.string() + "': read error");
+    try {
+        return decode_image(bytes.data(), bytes.size(), limits);
+    } catch (const Error& e) {
+        throw Error(e.status(), "'" + path.string() + "': " + e.what());
+    }
+}
+
+Image image_from_pixels(const std::uint8_t* pixels, int width, int height, int channels, std::size_t row_stride,
+                        const ImageLimits& limits) {
+    if (!pixels) throw Error(Status::invalid_argument, "image_from_pixels: pixels is null");
+    if (channels < 1 || channels > 4)
+        throw Error(Status::invalid_argument, "image_from_pixels: channels must be 1..4, got " + std::to_string(channels));
+    check_image_size(width, height, limits);
+    const std::size_t row = static_cast<std::size_t>(width) * static_cast<std::size_t>(channels);
+    if (row_stride == 0) row_stride = row;
+    if (row_stride < row)
+        throw Error(Status::invalid_argument, "image_from_pixels: row_stride " + std::to_string(row_stride) +
+                                                  " is shorter than a row of " + std::to_string(row) + " bytes");
+    Image image;
+    image.width = width;
+    image.height = height;
+    image.channels = channels;
+    image.pixels.resize(row * static_cast<std::size_t>(height));
+    for (int y = 0; y < height; ++y)
+        std::memcpy(image.pixels.data() + static_cast<std::size_t>(y) * row, pixels + static_cast<std::size_t>(y) * row_stride, row);
+    return image;
+}
+
+}  // namespace unclip
