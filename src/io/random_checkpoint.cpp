@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/tensor_source.hpp"
 #include "unclip/io/safetensors.hpp"
 
 namespace unclip::io {
@@ -192,7 +193,8 @@ Planned buffer(const std::string& name, std::vector<float> values) {
 // inferred from FrozenOpenCLIPImageEmbedder / ClipImageEmbedder): -h keeps OpenCLIP's token and
 // position embeddings, ln_final and projections; -l keeps the whole OpenAI ViT-L/14 text tower.
 std::vector<TensorSpec> embedder_extras(const ModelConfig& c) {
-    if (c.reduced || c.variant == Variant::sd2) return {};
+    // Only the official models get them: they are large and say nothing about a reduced model.
+    if (c.variant == Variant::sd2 || !detail::first_difference(c, reference_config(c.variant)).empty()) return {};
     ModelConfig text = c;
     if (c.variant == Variant::unclip_h) {
         text.text = TextArch{49408, 77, 1024, 1, 64};
