@@ -411,9 +411,9 @@ def _text_open_clip(seed):
     from open_clip.transformer import TextTransformer
 
     torch.manual_seed(seed)
-    cfg = dict(vocab=VOCAB, context=77, width=64, heads=4, layers=3, mlp_hidden=256, embed_dim=32, end_id=END,
+    cfg = dict(vocab=VOCAB, context=77, width=48, heads=4, layers=3, mlp_hidden=192, embed_dim=32, end_id=END,
                activation="gelu", eps=1e-5)
-    model = TextTransformer(context_length=77, vocab_size=VOCAB, width=64, heads=4, layers=3, mlp_ratio=4.0,
+    model = TextTransformer(context_length=77, vocab_size=VOCAB, width=48, heads=4, layers=3, mlp_ratio=4.0,
                             output_dim=32, pool_type="argmax").eval()
     randomize_(model)
     tokens = _text_tokens(torch.Generator().manual_seed(seed))
@@ -478,13 +478,13 @@ def _vision_open_clip(seed):
     from open_clip.transformer import VisionTransformer
 
     torch.manual_seed(seed)
-    model = VisionTransformer(image_size=56, patch_size=14, width=64, layers=2, heads=4, mlp_ratio=4.0,
+    model = VisionTransformer(image_size=56, patch_size=14, width=48, layers=2, heads=4, mlp_ratio=4.0,
                               output_dim=24).eval()
     randomize_(model)
     pixels = torch.randn(2, 3, 56, 56)
     with torch.no_grad():
         embeds = model(pixels)
-    cfg = dict(image_size=56, patch=14, width=64, heads=4, layers=2, mlp_hidden=256, embed_dim=24,
+    cfg = dict(image_size=56, patch=14, width=48, heads=4, layers=2, mlp_hidden=192, embed_dim=24,
                activation="gelu", eps=1e-5)
     tensors = {f"visual.{k}": v for k, v in model.state_dict().items()}
     tensors.update({"pixels": pixels, "image_embeds": embeds})
@@ -492,10 +492,50 @@ def _vision_open_clip(seed):
                   note="open_clip.transformer.VisionTransformer forward (class token, ln_post, @ proj)")
 
 
+def _prompt_weighting(seed):
+    """ComfyUI encode_token_weights (spec 7.2) on the tiny open_clip text tower: two chunks with
+    per-token weights, encoded in one batch with the empty prompt, mixed as
+    empty + (z - empty) * w and concatenated along the tokens."""
+    from open_clip.transformer import TextTransformer
+
+    torch.manual_seed(seed)
+    model = TextTransformer(context_length=77, vocab_size=VOCAB, width=32, heads=2, layers=2, mlp_ratio=4.0,
+                            output_dim=16, pool_type="argmax").eval()
+    randomize_(model)
+    gen = torch.Generator().manual_seed(seed)
+    chunks = _text_tokens(gen)
+    weights = torch.ones(2, 77, dtype=torch.float64)
+    weights[0, 1:3] = 1.1
+    weights[0, 3] = 1.1 * 1.1
+    weights[1, 10:40] = 0.5
+    weights[1, 50] = 1.7
+    empty = torch.tensor([[START, END] + [0] * 75])
+    with torch.no_grad():
+        x = model.token_embedding(torch.cat([chunks, empty])) + model.positional_embedding
+        for block in model.transformer.resblocks[:-1]:
+            x = block(x, attn_mask=model.attn_mask)
+        z = model.ln_final(x)
+        pooled = model(torch.cat([chunks, empty]))[0:1]
+    out = z[:2].clone()
+    for k in range(2):
+        for j in range(77):
+            w = float(weights[k, j])
+            if w != 1.0:
+                out[k, j] = (z[k, j] - z[2, j]) * w + z[2, j]
+    cfg = dict(vocab=VOCAB, context=77, width=32, heads=2, layers=2, mlp_hidden=128, embed_dim=16, end_id=END,
+               activation="gelu", eps=1e-5)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items() if k != "attn_mask"}
+    tensors.update({"tokens": chunks.float(), "weights": weights.float(), "cond": out.reshape(1, 154, 32),
+                    "cond_unweighted": z[:2].reshape(1, 154, 32), "pooled": pooled})
+    write_fixture(AREA, "prompt_weighting", tensors, seed=seed, config=cfg,
+                  note="ComfyUI encode_token_weights re-derived on open_clip TextTransformer (penultimate + ln_final)")
+
+
 def generate_models() -> None:
+    _prompt_weighting(36)
     _text_open_clip(31)
     _text_transformers(32)
-    _vision_transformers("vision_transformers_gelu", 33, 64, 4, "gelu")
+    _vision_transformers("vision_transformers_gelu", 33, 48, 4, "gelu")
     _vision_transformers("vision_transformers_quick_gelu", 34, 32, 2, "quick_gelu")
     _vision_open_clip(35)
 

@@ -119,11 +119,11 @@ public:
             throw Error(Status::invalid_argument, "ClipTextModel: tokens " + tokens.shape.str() + " are not [B, L <= " +
                                                       std::to_string(cfg_.context) + "]");
         const std::int64_t batch = tokens.shape[0], len = tokens.shape[1], rows = batch * len, width = cfg_.width;
-        detail::check_shape("ClipTextModel", "hidden", hidden.shape, {batch, len, width});
+        detail::check_argument_shape("ClipTextModel", "hidden", hidden.shape, {batch, len, width});
         if (pooled) {
             if (!w_.text_projection)
                 throw Error(Status::invalid_argument, "ClipTextModel: pooled output needs text_projection");
-            detail::check_shape("ClipTextModel", "pooled", pooled->shape, {batch, cfg_.embed_dim});
+            detail::check_argument_shape("ClipTextModel", "pooled", pooled->shape, {batch, cfg_.embed_dim});
         }
         for (std::int64_t i = 0; i < rows; ++i)
             if (tokens.data[i] < 0 || tokens.data[i] >= cfg_.vocab)
@@ -195,8 +195,8 @@ void encode_prompt(const typename Backend::Context& ctx, const ClipTextModel<Bac
     if (chunks < 1 || static_cast<std::int64_t>(tokens.ids.size()) != chunks * len ||
         tokens.weights.size() != tokens.ids.size())
         throw Error(Status::invalid_argument, "encode_prompt: tokens are not whole 77-token chunks");
-    detail::check_shape("encode_prompt", "cond", cond.shape, {1, chunks * len, width});
-    if (pooled) detail::check_shape("encode_prompt", "pooled", pooled->shape, {1, cfg.embed_dim});
+    detail::check_argument_shape("encode_prompt", "cond", cond.shape, {1, chunks * len, width});
+    if (pooled) detail::check_argument_shape("encode_prompt", "pooled", pooled->shape, {1, cfg.embed_dim});
     const bool weighted = tokens.weighted();
     const std::int64_t batch = chunks + (weighted ? 1 : 0);
 

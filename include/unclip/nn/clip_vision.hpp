@@ -109,7 +109,7 @@ public:
             throw Error(Status::invalid_argument, "ClipVisionModel: pixels " + pixels.shape.str() + " are not [B, 3, " +
                                                       std::to_string(size) + ", " + std::to_string(size) + "]");
         const std::int64_t batch = pixels.shape[0], patch_len = 3 * cfg_.patch * cfg_.patch;
-        detail::check_shape("ClipVisionModel", "image_embeds", image_embeds.shape, {batch, cfg_.embed_dim});
+        detail::check_argument_shape("ClipVisionModel", "image_embeds", image_embeds.shape, {batch, cfg_.embed_dim});
 
         Scratch::Frame frame(scratch);
         const View<T> x{scratch.take<T>(static_cast<std::size_t>(batch * tokens * width)), {batch, tokens, width}};
