@@ -15,7 +15,7 @@ namespace {
 
 int run_info() {
     std::printf("unclip %s\n", unclip::kVersionString);
-    std::printf("cpu conversions: %s\n", unclip::convert_isa());
+    std::printf("cpu kernels: %s; dtype conversions: %s\n", unclip::cpu_kernel_isa(), unclip::convert_isa());
     std::printf("cuda: %s; %s\n", unclip::cuda::compiled_with_cuda() ? "compiled in" : "not compiled in",
                 unclip::cuda::device_description().c_str());
     return 0;

@@ -16,6 +16,9 @@ namespace detail {
 class ThreadPool;
 }
 
+// The instruction set the CPU kernels run with on this machine: "avx512", "avx2" or "baseline".
+UNCLIP_CXX_API const char* cpu_kernel_isa() noexcept;
+
 struct CpuBackend {
     // Per-caller execution state: the worker threads. A Context is used by one thread at a time;
     // several threads may run the same (const) modules, each with its own Context and Scratch.

@@ -1,0 +1,82 @@
+// Chooses the Eigen kernel build for this CPU once, and routes the CPU primitives through it.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/kernel_table.hpp"
+#include "unclip/error.hpp"
+
+namespace unclip {
+namespace detail {
+
+const KernelTable& kernels() noexcept {
+    static const KernelTable& chosen = [&]() -> const KernelTable& {
+#if defined(UNCLIP_KERNELS_X86)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+            return kernel_table_avx512();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+            return kernel_table_avx2();
+#endif
+        return kernel_table_baseline();
+    }();
+    return chosen;
+}
+
+}  // namespace detail
+
+const char* cpu_kernel_isa() noexcept { return detail::kernels().isa; }
+
+namespace {
+constexpr std::int64_t kGemmBlock = 256;       // rows or columns of C per task
+constexpr std::int64_t kElementGrain = 1 << 14;
+}  // namespace
+
+// Blocks of C have sizes that depend on the shapes only (not on the thread count), so every
+// element of C is summed in the same order whatever the number of threads.
+void CpuBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                      float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
+                      float* c, std::int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    const auto& kt = detail::kernels();
+    const bool split_columns = n >= m;
+    ctx.parallel_for(split_columns ? n : m, kGemmBlock, [&](std::int64_t begin, std::int64_t end) {
+        if (split_columns) kt.gemm_block(trans_a, trans_b, 0, m, begin, end, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        else kt.gemm_block(trans_a, trans_b, begin, end, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    });
+}
+
+void CpuBackend::attention(const Context& ctx, const AttentionArgs& a) {
+    if (a.head_dim <= 0 || a.heads <= 0)
+        throw Error(Status::invalid_argument, "attention: head_dim " + std::to_string(a.head_dim) + " and heads " +
+                                                  std::to_string(a.heads) + " must be positive");
+    if (a.kv_len <= 0) throw Error(Status::invalid_argument, "attention: no keys");
+    const auto& kt = detail::kernels();
+    const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+    const std::int64_t q_blocks = (a.q_len + kt.attention_query_block - 1) / kt.attention_query_block;
+    ctx.parallel_for(a.batch * a.heads * q_blocks, 1,
+                     [&](std::int64_t t0, std::int64_t t1) { kt.attention_tasks(a, scale, t0, t1); });
+}
+
+void CpuBackend::gelu(const Context& ctx, const float* x, float* y, std::int64_t n) {
+    const auto& kt = detail::kernels();
+    ctx.parallel_for(n, kElementGrain, [&](std::int64_t i0, std::int64_t i1) { kt.gelu(x + i0, y + i0, i1 - i0); });
+}
+
+void CpuBackend::quick_gelu(const Context& ctx, const float* x, float* y, std::int64_t n) {
+    const auto& kt = detail::kernels();
+    ctx.parallel_for(n, kElementGrain, [&](std::int64_t i0, std::int64_t i1) { kt.quick_gelu(x + i0, y + i0, i1 - i0); });
+}
+
+void CpuBackend::geglu(const Context& ctx, const float* x, float* y, std::int64_t rows, std::int64_t inner) {
+    const auto& kt = detail::kernels();
+    ctx.parallel_for(rows, 1 + kElementGrain / std::max<std::int64_t>(1, 2 * inner),
+                     [&](std::int64_t r0, std::int64_t r1) { kt.geglu_rows(x, y, r0, r1, inner); });
+}
+
+}  // namespace unclip

@@ -1,0 +1,34 @@
+#pragma once
+// The CPU kernels that live in Eigen: compiled once per instruction set (src/backend/isa/, see the
+// root CMakeLists.txt) and chosen at run time, so a library built for baseline x86-64 still runs
+// its GEMMs with AVX-512 where the CPU has it (4x the SSE2 rate measured on this project's CI VM).
+#include <cstdint>
+
+#include "unclip/backend/cpu.hpp"
+
+namespace unclip::detail {
+
+struct KernelTable {
+    const char* isa;
+    // C[m0:m1, n0:n1] of CpuBackend::gemm.
+    void (*gemm_block)(bool trans_a, bool trans_b, std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1,
+                       std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+                       float beta, float* c, std::int64_t ldc);
+    // Attention tasks [t0, t1) of CpuBackend::attention (task = batch, head, query block).
+    void (*attention_tasks)(const CpuBackend::AttentionArgs& args, float scale, std::int64_t t0, std::int64_t t1);
+    std::int64_t attention_query_block;
+    void (*gelu)(const float* x, float* y, std::int64_t n);
+    void (*quick_gelu)(const float* x, float* y, std::int64_t n);
+    void (*geglu_rows)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t inner);
+};
+
+// The best table this CPU runs, chosen on first use.
+const KernelTable& kernels() noexcept;
+
+const KernelTable& kernel_table_baseline() noexcept;
+#if defined(UNCLIP_KERNELS_X86)
+const KernelTable& kernel_table_avx2() noexcept;
+const KernelTable& kernel_table_avx512() noexcept;
+#endif
+
+}  // namespace unclip::detail
