@@ -137,15 +137,54 @@ public:
         return it == entries_.end() ? nullptr : &it->second;
     }
 
-    // Where the entry's bytes start: minizip checks the local header against the directory.
+    // Where the entry's bytes start. minizip (Debian's 1.1, zlib 1.2.13) finds and walks the
+    // directory, including zip64, but refuses to open entries whose local header lies past 4 GiB
+    // in PyTorch's archives (UNZ_BADZIPFILE for every storage after the first 4 GiB of an 8 GB
+    // fp32 sd21-unclip-h-sized file, measured), and it does not report the local header's
+    // offset. So the two fixed-layout records are read here: the entry's central record, at the
+    // position minizip reports, for the (zip64) local header offset, and the local header for the
+    // lengths that precede the data. Both are bounds-checked against the file.
     std::uint64_t data_offset(const std::string& name) {
         const ZipEntry* e = find(name);
-        unz64_file_pos position = e ? e->position : unz64_file_pos{};
-        if (!e || unzGoToFilePos64(zip_, &position) != UNZ_OK) bad(path_, "zip entry '" + name + "' not found");
-        if (unzOpenCurrentFile(zip_) != UNZ_OK) bad(path_, "zip entry '" + name + "': local header is damaged");
-        const std::uint64_t offset = unzGetCurrentFileZStreamPos64(zip_);
-        unzCloseCurrentFile(zip_);
-        return offset;
+        if (!e) bad(path_, "zip entry '" + name + "' not found");
+        const auto* d = reinterpret_cast<const unsigned char*>(stream_.data);
+        const std::uint64_t size = stream_.size;
+        const auto u16 = [&](std::uint64_t at) { return std::uint64_t{d[at]} | std::uint64_t{d[at + 1]} << 8; };
+        const auto u32 = [&](std::uint64_t at) { return u16(at) | u16(at + 2) << 16; };
+        const auto u64 = [&](std::uint64_t at) { return u32(at) | u32(at + 4) << 32; };
+        const auto damaged = [&](const char* what) { bad(path_, "zip entry '" + name + "': " + what); };
+
+        const std::uint64_t central = e->position.pos_in_zip_directory;
+        if (central > size || size - central < 46 || u32(central) != 0x02014b50u) damaged("central directory record is damaged");
+        const std::uint64_t name_len = u16(central + 28), extra_len = u16(central + 30);
+        if (size - central - 46 < name_len + extra_len) damaged("central directory record is damaged");
+        std::uint64_t local = u32(central + 42);
+        if (local == 0xffffffffu) {  // the zip64 extra field holds it, after any 64-bit sizes
+            bool found = false;
+            for (std::uint64_t at = central + 46 + name_len, end = at + extra_len; at + 4 <= end;) {
+                const std::uint64_t id = u16(at), len = u16(at + 2);
+                if (at + 4 + len > end) break;
+                if (id == 1) {
+                    std::uint64_t field = at + 4;
+                    if (u32(central + 24) == 0xffffffffu) field += 8;
+                    if (u32(central + 20) == 0xffffffffu) field += 8;
+                    if (field + 8 <= at + 4 + len) {
+                        local = u64(field);
+                        found = true;
+                    }
+                    break;
+                }
+                at += 4 + len;
+            }
+            if (!found) damaged("zip64 local header offset missing");
+        }
+        if (local > size || size - local < 30 || u32(local) != 0x04034b50u) damaged("local header is damaged");
+        const std::uint64_t local_name = u16(local + 26), local_extra = u16(local + 28);
+        if (size - local - 30 < local_name) damaged("local header is damaged");
+        if (local_name != name_len || std::memcmp(d + local + 30, d + central + 46, name_len) != 0)
+            damaged("local header names another file");
+        if (u16(local + 8) != 0) damaged("local header says compressed");
+        return local + 30 + local_name + local_extra;
     }
 
     // The whole entry, decompressed if need be (only data.pkl is read this way).
@@ -153,6 +192,12 @@ public:
         const ZipEntry* e = find(name);
         if (!e) bad(path_, "zip entry '" + name + "' not found");
         if (e->size > limit) bad(path_, "zip entry '" + name + "' is " + std::to_string(e->size) + " bytes, over the limit");
+        if (e->stored) {  // straight from the mapping, wherever it lies (see data_offset)
+            const std::uint64_t offset = data_offset(name);
+            if (offset > stream_.size || e->size > stream_.size - offset)
+                bad(path_, "zip entry '" + name + "' lies outside the file: truncated");
+            return std::string(reinterpret_cast<const char*>(stream_.data) + offset, static_cast<std::size_t>(e->size));
+        }
         unz64_file_pos position = e->position;
         if (unzGoToFilePos64(zip_, &position) != UNZ_OK || unzOpenCurrentFile(zip_) != UNZ_OK)
             bad(path_, "zip entry '" + name + "' cannot be opened");
