@@ -13,7 +13,7 @@ namespace unclip::io {
 
 struct RandomCheckpointOptions {
     Layout layout = Layout::single_file;  // single_file (.safetensors) or diffusers (a folder)
-    DType dtype = DType::f16;             // of every weight; schedule buffers stay F32 as in real files
+    DType dtype = DType::f16;             // of every tensor, schedule buffers included (as in real files)
     std::uint64_t seed = 0;
     // Headers only: the data section is left as a hole (a sparse file), so a full-size model takes
     // no disk space and no time; for tests of names and shapes. Values then read as zero.
