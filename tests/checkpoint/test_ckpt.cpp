@@ -173,3 +173,75 @@ TEST_CASE("integer storages load as entries but their tensors are refused as uns
 }
 
 }  // TEST_SUITE
+
+namespace {
+
+std::uint32_t crc32_of(const std::string& bytes) {
+    std::uint32_t crc = 0xffffffffu;
+    for (unsigned char c : bytes) {
+        crc ^= c;
+        for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+struct Le {
+    std::string out;
+    Le& u16(std::uint64_t v) { for (int i = 0; i < 2; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff); return *this; }
+    Le& u32(std::uint64_t v) { for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff); return *this; }
+    Le& u64(std::uint64_t v) { for (int i = 0; i < 8; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff); return *this; }
+    Le& bytes(const std::string& s) { out += s; return *this; }
+};
+
+std::string local_header(const std::string& name, const std::string& data) {
+    return Le{}.u32(0x04034b50).u16(45).u16(0).u16(0).u32(0).u32(crc32_of(data)).u32(data.size()).u32(data.size())
+        .u16(name.size()).u16(0).bytes(name).out;
+}
+
+// A central record; offsets past 4 GiB go to a zip64 extra field, as PyTorch's writer does.
+std::string central_record(const std::string& name, const std::string& data, std::uint64_t offset) {
+    const bool far = offset >= 0xffffffffu;
+    Le r;
+    r.u32(0x02014b50).u16(45).u16(45).u16(0).u16(0).u32(0).u32(crc32_of(data)).u32(data.size()).u32(data.size())
+        .u16(name.size()).u16(far ? 12 : 0).u16(0).u16(0).u16(0).u32(0).u32(far ? 0xffffffffu : offset).bytes(name);
+    if (far) r.u16(1).u16(8).u64(offset);
+    return r.out;
+}
+
+}  // namespace
+
+TEST_SUITE("checkpoint") {
+
+TEST_CASE("a storage whose zip entry starts past 4 GiB (zip64) is found and mapped") {
+    test::TempDir dir;
+    const auto pickle = state_dict_pickle([](PickleWriter& p) { p.str("w").tensor("FloatStorage", "0", 6, 0, {6}, {1}); });
+    const std::string pkl_name = "archive/data.pkl", data_name = "archive/data/0", data = test::floats(kSix);
+    const std::uint64_t far = (std::uint64_t{1} << 32) + 4096;  // a hole below it keeps the file sparse
+
+    const std::string first = local_header(pkl_name, pickle) + pickle;
+    const std::string second = local_header(data_name, data) + data;
+    const std::uint64_t central_at = far + second.size();
+    const std::string central = central_record(pkl_name, pickle, 0) + central_record(data_name, data, far);
+    const std::uint64_t zip64_end_at = central_at + central.size();
+    Le tail;
+    tail.u32(0x06064b50).u64(44).u16(45).u16(45).u32(0).u32(0).u64(2).u64(2).u64(central.size()).u64(central_at);
+    tail.u32(0x07064b50).u32(0).u64(zip64_end_at).u32(1);
+    tail.u32(0x06054b50).u16(0).u16(0).u16(2).u16(2).u32(central.size()).u32(0xffffffffu).u16(0);
+
+    const auto path = dir / "far.ckpt";
+    {
+        std::ofstream out(path, std::ios::binary);
+        out.write(first.data(), static_cast<std::streamsize>(first.size()));
+        out.seekp(static_cast<std::streamoff>(far));
+        const std::string rest = second + central + tail.out;
+        out.write(rest.data(), static_cast<std::streamsize>(rest.size()));
+        REQUIRE(out.good());
+    }
+    const auto file = io::CkptFile::open(path.string());
+    const Tensor w = file.get("w");
+    REQUIRE(w.shape() == Shape{6});
+    CHECK(w.data<const float>()[0] == 1.0f);
+    CHECK(w.data<const float>()[5] == 6.0f);
+}
+
+}  // TEST_SUITE
