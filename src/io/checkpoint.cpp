@@ -119,6 +119,15 @@ Tensor transposed(const Tensor& src) {
 
 }  // namespace
 
+std::vector<TensorSpec> table_for(const std::string& label, const ModelConfig& config, Component component) {
+    try {
+        return tensor_table(config, component);
+    } catch (const Error& e) {
+        if (e.status() != Status::invalid_argument) throw;
+        fail(label, std::string(component_name(component)) + ": " + e.what());
+    }
+}
+
 void collect_ldm(const TensorSource& source, const std::string& prefix, const std::vector<TensorSpec>& table,
                  nn::WeightMap& out) {
     MissingList missing;
@@ -183,8 +192,22 @@ void collect_diffusers(const TensorSource& source, const std::string& prefix, co
     }
 }
 
+namespace {
+// A tensor detection reads a size from: absent or of too low a rank, it is named as missing.
+void need(const TensorSource& s, const std::string& name, std::size_t rank) {
+    const SourceInfo* info = s.find(name);
+    if (!info) fail(s.label, "'" + name + "' is missing");
+    if (info->dims.size() < rank)
+        fail(s.label, "tensor '" + name + "': shape " + dims_str(info->dims) + " has fewer than " +
+                          std::to_string(rank) + " dimensions");
+}
+}  // namespace
+
 std::optional<VisionArch> detect_vision_ldm(const TensorSource& s, const std::string& p) {
     if (!s.has(p + "conv1.weight")) return std::nullopt;
+    need(s, p + "conv1.weight", 4);
+    need(s, p + "positional_embedding", 2);
+    need(s, p + "proj", 2);
     VisionArch a;
     a.width = static_cast<int>(s.dim(p + "conv1.weight", 0));
     a.patch = static_cast<int>(s.dim(p + "conv1.weight", 2));
@@ -199,6 +222,9 @@ std::optional<VisionArch> detect_vision_ldm(const TensorSource& s, const std::st
 std::optional<VisionArch> detect_vision_hf(const TensorSource& s, const std::string& p) {
     const std::string patch = p + "vision_model.embeddings.patch_embedding.weight";
     if (!s.has(patch)) return std::nullopt;
+    need(s, patch, 4);
+    need(s, p + "vision_model.embeddings.position_embedding.weight", 2);
+    need(s, p + "visual_projection.weight", 2);
     VisionArch a;
     a.width = static_cast<int>(s.dim(patch, 0));
     a.patch = static_cast<int>(s.dim(patch, 2));
@@ -292,7 +318,7 @@ nn::WeightMap vision_from_source(const TensorSource& s, VisionArch& arch, Vision
         if (auto a = detect_vision_ldm(s, prefix)) {
             classify_vision(*a, fallback);
             config.vision = *a;
-            collect_ldm(s, prefix, tensor_table(config, Component::vision), out);
+            collect_ldm(s, prefix, table_for(s.label, config, Component::vision), out);
             arch = *a;
             return out;
         }
@@ -300,7 +326,7 @@ nn::WeightMap vision_from_source(const TensorSource& s, VisionArch& arch, Vision
     if (auto a = detect_vision_hf(s, "")) {
         classify_vision(*a, fallback);
         config.vision = *a;
-        collect_diffusers(s, "", tensor_table(config, Component::vision), out);
+        collect_diffusers(s, "", table_for(s.label, config, Component::vision), out);
         arch = *a;
         return out;
     }
@@ -379,6 +405,7 @@ VaeArch detect_vae(const TensorSource& s, const std::string& p) {
     VaeArch a;
     const std::string conv_in = p + "encoder.conv_in.weight";
     if (!s.has(conv_in)) fail(s.label, "no VAE found: '" + conv_in + "' is missing");
+    need(s, conv_in, 4);
     a.ch = static_cast<int>(s.dim(conv_in, 0));
     a.in_channels = static_cast<int>(s.dim(conv_in, 1));
     a.ch_mult.clear();
@@ -396,6 +423,8 @@ TextArch detect_text(const TensorSource& s, const std::string& p) {
     TextArch a;
     const std::string tokens = p + "token_embedding.weight";
     if (!s.has(tokens)) fail(s.label, "no text encoder found: '" + tokens + "' is missing");
+    need(s, tokens, 2);
+    need(s, p + "positional_embedding", 2);
     a.vocab = static_cast<int>(s.dim(tokens, 0));
     a.width = static_cast<int>(s.dim(tokens, 1));
     a.context_length = static_cast<int>(s.dim(p + "positional_embedding", 0));
@@ -452,10 +481,10 @@ Checkpoint load_ldm(const std::string& path, const LoadOptions& options) {
 
     finish_config(ckpt, options);  // before reading weights: an unknown variant is the clearer error
     for (Component comp : {Component::unet, Component::vae, Component::text})
-        collect_ldm(s, ldm_prefix(comp), tensor_table(c, comp), comp == Component::unet ? ckpt.unet
+        collect_ldm(s, ldm_prefix(comp), table_for(path, c, comp), comp == Component::unet ? ckpt.unet
                                                                   : comp == Component::vae ? ckpt.vae : ckpt.text);
     if (c.vision.kind != VisionKind::none && ckpt.vision.size() == 0)
-        collect_ldm(s, ldm_prefix(Component::vision), tensor_table(c, Component::vision), ckpt.vision);
+        collect_ldm(s, ldm_prefix(Component::vision), table_for(path, c, Component::vision), ckpt.vision);
     return ckpt;
 }
 

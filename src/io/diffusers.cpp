@@ -177,14 +177,14 @@ Checkpoint load_diffusers(const std::string& dir_name, const LoadOptions& option
     finish_config(ckpt, options);
     const std::string& variant = options.diffusers_variant;
     collect_diffusers(open_weights((dir / "unet").string(), "diffusion_pytorch_model", variant), "",
-                      tensor_table(c, Component::unet), ckpt.unet);
+                      table_for(dir_name, c, Component::unet), ckpt.unet);
     collect_diffusers(open_weights((dir / "vae").string(), "diffusion_pytorch_model", variant), "",
-                      tensor_table(c, Component::vae), ckpt.vae);
+                      table_for(dir_name, c, Component::vae), ckpt.vae);
     collect_diffusers(with_text_model_prefix(open_weights((dir / "text_encoder").string(), "model", variant)), "",
-                      tensor_table(c, Component::text), ckpt.text);
+                      table_for(dir_name, c, Component::text), ckpt.text);
     if (has_image_encoder && options.clip_vision_path.empty())
         collect_diffusers(open_weights((dir / "image_encoder").string(), "model", variant), "",
-                          tensor_table(c, Component::vision), ckpt.vision);
+                          table_for(dir_name, c, Component::vision), ckpt.vision);
 
     if (fs::is_directory(dir / "image_normalizer")) {
         const TensorSource s = open_weights((dir / "image_normalizer").string(), "diffusion_pytorch_model", variant);

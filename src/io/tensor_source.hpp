@@ -45,6 +45,10 @@ TensorSource open_source(const std::string& path);
 // "[1280, 320]" for a dimension list.
 std::string dims_str(const std::vector<std::int64_t>& dims);
 
+// tensor_table for an architecture read from a file: an impossible size (a tensor of the wrong
+// rank, a config with zero layers) is the file's fault, so it becomes Status::bad_model naming it.
+std::vector<TensorSpec> table_for(const std::string& label, const ModelConfig& config, Component component);
+
 // Views every tensor of `table` from `source` under `prefix` (LDM names) into `out`, checking
 // presence (unless optional), shape and dtype; errors name the file and the first few culprits.
 void collect_ldm(const TensorSource& source, const std::string& prefix, const std::vector<TensorSpec>& table,

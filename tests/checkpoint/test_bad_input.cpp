@@ -198,3 +198,22 @@ TEST_CASE("a file that has no UNet at all is refused naming the key it looked fo
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("checkpoint") {
+
+TEST_CASE("a tensor that detection reads sizes from is named when missing or of the wrong rank") {
+    test::TempDir dir;
+    auto tensors = golden_tensors();
+    tensors.erase(std::remove_if(tensors.begin(), tensors.end(),
+                                 [](const RawTensor& t) { return t.name == "cond_stage_model.model.positional_embedding"; }),
+                  tensors.end());
+    CHECK_THROWS_STATUS(io::load_checkpoint(write(dir, tensors), test::reduced()), Status::bad_model,
+                        "'cond_stage_model.model.positional_embedding' is missing");
+    auto flat = golden_tensors();
+    auto& conv = named(flat, "embedder.model.visual.conv1.weight");
+    conv.dims = {static_cast<std::int64_t>(conv.bytes.size() / 2)};
+    CHECK_THROWS_STATUS(io::load_checkpoint(write(dir, flat), test::reduced()), Status::bad_model,
+                        "tensor 'embedder.model.visual.conv1.weight': shape [");
+}
+
+}  // TEST_SUITE
