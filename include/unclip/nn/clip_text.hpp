@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "unclip/nn/layer_norm.hpp"
@@ -187,9 +188,11 @@ std::size_t encode_prompt_scratch_bytes(const ClipTextModel<Backend, T>& model, 
 // to a float32 tensor), and the chunks are concatenated along the token axis.
 //   cond: [1, 77 * chunks, width]; pooled (optional): [1, embed_dim], from the first chunk.
 // The weighting runs on the host: T must be host-accessible (the CPU backend).
+// `pooled` is kept out of template argument deduction so that a plain nullptr works.
 template <class Backend, class T>
 void encode_prompt(const typename Backend::Context& ctx, const ClipTextModel<Backend, T>& model,
-                   const text::PromptTokens& tokens, View<T> cond, View<T>* pooled, Scratch& scratch) {
+                   const text::PromptTokens& tokens, View<T> cond, typename std::enable_if<true, View<T>>::type* pooled,
+                   Scratch& scratch) {
     const auto& cfg = model.config();
     const std::int64_t chunks = tokens.chunks(), len = text::kClipContextLength, width = cfg.width;
     if (chunks < 1 || static_cast<std::int64_t>(tokens.ids.size()) != chunks * len ||
