@@ -256,4 +256,24 @@ TEST_CASE("Bundled-tokenizer prompt chunks run end to end; weights change only t
     CHECK(tokens.weights[1] == 1.3);
 }
 
+TEST_CASE("A 10,000-token prompt encodes to 134 chunks of finite conditioning") {
+    const test::Fixture fx("clip/prompt_weighting.safetensors");
+    const auto cfg = text_config(fx.config());
+    const auto weights = fx.weights("model.");
+    const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
+    std::string prompt = "(";
+    for (int i = 0; i < 10000; ++i) prompt += "cat ";
+    prompt += ":0.8)";
+    auto tokens = text::tokenize_prompt(text::ClipTokenizer::bundled(), prompt);
+    REQUIRE(tokens.chunks() == 134);  // one 10,000-token group split at every chunk boundary
+    for (auto& id : tokens.ids) id = id == 49406 ? 598 : id == 49407 ? cfg.end_id : id % 598;
+    CpuBackend::Context ctx(2);
+    Tensor cond = nan_filled(DType::f32, {1, tokens.chunks() * 77, cfg.width});
+    Scratch scratch(nn::encode_prompt_scratch_bytes(model, tokens));
+    nn::encode_prompt<CpuBackend, float>(ctx, model, tokens, view_of<float>(cond), nullptr, scratch);
+    const auto c = test::compare(cond, cond);
+    CHECK(c.nan_count == 0);
+    CHECK(c.inf_count == 0);
+}
+
 }  // TEST_SUITE
