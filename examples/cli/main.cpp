@@ -1,14 +1,20 @@
 // unclip command-line tool. Subcommands:
-//   unclip info                      library version, CPU conversion path, CUDA devices
-//   unclip inspect FILE [--stats]    validate a safetensors checkpoint and list its tensors
+//   unclip variation --model M --image IN [--image IN2 ...] --out OUT.png [options]   image variations
+//   unclip make-tiny-model OUT.safetensors    a tiny random-weight unclip-h model (the built-in demo model)
+//   unclip info                               library version, CPU paths and CUDA devices
+//   unclip inspect FILE [--stats]             validate a safetensors checkpoint and list its tensors
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "unclip/io/random_checkpoint.hpp"
+#include "unclip/pipeline.hpp"
 #include "unclip/unclip.hpp"
 
 namespace {
@@ -57,9 +63,90 @@ int run_inspect(const std::string& path, bool stats) {
         std::printf("\n");
         bytes += e.end - e.begin;
     }
-    for (const auto& [key, value] : file.metadata())
-        std::printf("metadata %s = %.200s\n", key.c_str(), value.c_str());
+    for (const auto& [key, value] : file.metadata()) std::printf("metadata %s = %.200s\n", key.c_str(), value.c_str());
     std::printf("%zu tensors, %.2f MiB of data: header valid\n", file.entries().size(), static_cast<double>(bytes) / (1 << 20));
+    return 0;
+}
+
+// The demo model: the unclip-h architecture shrunk until it builds in seconds (UNet width 64, a
+// two-block text tower, a two-block 80-wide vision tower). Its weights are random: it proves the
+// whole pipeline runs, its images are not meaningful.
+unclip::io::ModelConfig tiny_unclip_config() {
+    auto c = unclip::io::reference_config(unclip::io::Variant::unclip_h);
+    c.reduced = true;
+    c.unet.model_channels = 64;
+    c.unet.channel_mult = {1, 2, 2, 2};
+    c.unet.context_dim = 64;
+    c.vae.ch = 32;
+    c.vae.ch_mult = {1, 2, 2, 2};
+    c.text.width = 64;
+    c.text.layers = 2;
+    c.vision.width = 80;
+    c.vision.layers = 2;
+    c.vision.embed_dim = 1024;  // the unclip-h embedding width: the variant is told by the ADM width
+    c.unet.adm_in_channels = 2 * c.vision.embed_dim;
+    return c;
+}
+
+int run_make_tiny_model(const std::string& output, std::uint64_t seed) {
+    unclip::io::RandomCheckpointOptions options;
+    options.dtype = unclip::DType::f32;
+    options.seed = seed;
+    unclip::io::write_random_checkpoint(output, tiny_unclip_config(), options);
+    std::printf("wrote %s (tiny random-weight unclip-h demo model)\n", output.c_str());
+    return 0;
+}
+
+struct VariationArgs {
+    std::string model, clip_vision, out = "variation.png";
+    std::vector<std::string> images;
+    std::vector<float> strengths, noise_augmentations;
+    unclip::GenerateParams params;
+    int threads = 0;
+    bool allow_reduced = false, quiet = false;
+};
+
+int run_variation(VariationArgs& a) {
+    unclip::PipelineOptions options;
+    options.model_path = a.model;
+    options.clip_vision_path = a.clip_vision;
+    options.threads = a.threads;
+    options.allow_reduced = a.allow_reduced;
+    auto t0 = std::chrono::steady_clock::now();
+    unclip::Pipeline pipeline(options);
+    const auto& cfg = pipeline.model_config();
+    std::printf("model %s (%s prediction%s) loaded in %.1f s\n", unclip::io::variant_name(cfg.variant),
+                unclip::io::prediction_name(cfg.prediction), cfg.reduced ? ", reduced test architecture" : "",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    for (std::size_t i = 0; i < a.images.size(); ++i) {
+        unclip::UnclipConditioning c;
+        c.image = unclip::load_image(a.images[i]);
+        c.strength = i < a.strengths.size() ? a.strengths[i] : (a.strengths.empty() ? 1.0f : a.strengths.back());
+        c.noise_augmentation = i < a.noise_augmentations.size()
+                                   ? a.noise_augmentations[i]
+                                   : (a.noise_augmentations.empty() ? 0.0f : a.noise_augmentations.back());
+        a.params.images.push_back(std::move(c));
+    }
+    if (!a.quiet) {
+        a.params.on_progress = [](const unclip::Progress& p) {
+            std::printf("\rstep %d/%d (sigma %.3f)", p.step, p.steps, static_cast<double>(p.sigma));
+            std::fflush(stdout);
+            return true;
+        };
+    }
+    t0 = std::chrono::steady_clock::now();
+    const auto images = pipeline.generate(a.params);
+    std::printf("%sgenerated %zu image(s) %dx%d in %.1f s\n", a.quiet ? "" : "\n", images.size(), images.front().width,
+                images.front().height, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    for (std::size_t i = 0; i < images.size(); ++i) {
+        std::string path = a.out;
+        if (images.size() > 1) {
+            const auto dot = path.rfind('.');
+            path = path.substr(0, dot) + "_" + std::to_string(i) + (dot == std::string::npos ? "" : path.substr(dot));
+        }
+        unclip::save_png(images[i], path);
+        std::printf("wrote %s\n", path.c_str());
+    }
     return 0;
 }
 
@@ -68,6 +155,35 @@ int run_inspect(const std::string& path, bool stats) {
 int main(int argc, char** argv) {
     CLI::App app{"unclip: Stable Diffusion 2.1 unCLIP inference"};
     app.require_subcommand(1);
+
+    auto* variation = app.add_subcommand("variation", "Generate image variations from one or more pictures");
+    VariationArgs v;
+    variation->add_option("--model,-m", v.model, "checkpoint: .safetensors, .ckpt or a diffusers folder")->required();
+    variation->add_option("--image,-i", v.images, "conditioning picture(s); several are blended as ComfyUI sums them");
+    variation->add_option("--strength", v.strengths, "unCLIP strength per image, [-10, 10] (default 1)");
+    variation->add_option("--noise-augmentation", v.noise_augmentations, "per image, [0, 1] (default 0)");
+    variation->add_option("--out,-o", v.out, "output PNG (an index is appended for several images)");
+    variation->add_option("--prompt,-p", v.params.prompt, "text prompt (ComfyUI weight syntax)");
+    variation->add_option("--negative,-n", v.params.negative_prompt, "negative prompt");
+    variation->add_option("--steps", v.params.steps, "sampling steps (default 20)");
+    variation->add_option("--cfg", v.params.cfg_scale, "classifier-free guidance scale (default 8)");
+    variation->add_option("--sampler", v.params.sampler, "euler, euler_ancestral, heun, dpm_2, dpmpp_2m, dpmpp_2m_sde, dpmpp_sde, ddim, uni_pc, uni_pc_bh2");
+    variation->add_option("--scheduler", v.params.scheduler, "normal, karras, exponential, simple, sgm_uniform, ddim_uniform");
+    variation->add_option("--seed", v.params.seed, "seed (ComfyUI-compatible noise)");
+    variation->add_option("--width", v.params.width, "output width, multiple of 8 (default 768)");
+    variation->add_option("--height", v.params.height, "output height, multiple of 8 (default 768)");
+    variation->add_option("--batch", v.params.batch_count, "images in one batch (default 1)");
+    variation->add_option("--clip-vision", v.clip_vision, "separate CLIP vision model file");
+    variation->add_option("--threads", v.threads, "CPU threads (default: all)");
+    variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures (the tiny demo model)");
+    variation->add_flag("--quiet,-q", v.quiet, "no per-step progress");
+
+    auto* tiny = app.add_subcommand("make-tiny-model", "Write the tiny random-weight demo model");
+    std::string tiny_out;
+    std::uint64_t tiny_seed = 1;
+    tiny->add_option("output", tiny_out, "output .safetensors")->required();
+    tiny->add_option("--seed", tiny_seed, "random seed");
+
     app.add_subcommand("info", "Library version, CPU paths and CUDA devices");
     auto* inspect = app.add_subcommand("inspect", "Validate a .safetensors checkpoint and list its tensors");
     std::string path;
@@ -77,12 +193,14 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
     try {
         if (app.got_subcommand("info")) return run_info();
-        return run_inspect(path, stats);
+        if (app.got_subcommand("inspect")) return run_inspect(path, stats);
+        if (app.got_subcommand("make-tiny-model")) return run_make_tiny_model(tiny_out, tiny_seed);
+        return run_variation(v);
     } catch (const unclip::Error& e) {
-        std::fprintf(stderr, "unclip: error (%s): %s\n", unclip::status_name(e.status()), e.what());
+        std::fprintf(stderr, "\nunclip: error (%s): %s\n", unclip::status_name(e.status()), e.what());
         return 1;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "unclip: error: %s\n", e.what());
+        std::fprintf(stderr, "\nunclip: error: %s\n", e.what());
         return 1;
     }
 }

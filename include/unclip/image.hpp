@@ -45,4 +45,10 @@ UNCLIP_CXX_API Image image_from_pixels(const std::uint8_t* pixels, int width, in
 // Error(Status::invalid_argument) when it is not positive.
 UNCLIP_CXX_API void check_image_size(std::int64_t width, std::int64_t height, const ImageLimits& limits = {});
 
+// PNG bytes of an image (1-4 channels). Throws Error(Status::invalid_argument) when the pixel buffer
+// does not match the size.
+UNCLIP_CXX_API std::vector<std::uint8_t> encode_png(const Image& image);
+// Writes a PNG file. Throws Error(Status::io) naming the path when it cannot be written.
+UNCLIP_CXX_API void save_png(const Image& image, const std::filesystem::path& path);
+
 }  // namespace unclip

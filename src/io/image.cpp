@@ -2,6 +2,8 @@
 // a second line of defence behind the header check against ImageLimits.
 #include "unclip/image.hpp"
 
+#include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -21,6 +23,10 @@
 #define STBI_NO_STDIO
 #define STBI_MAX_DIMENSIONS 65536
 #include <stb_image.h>
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#define STBI_WRITE_NO_STDIO
+#include <stb_image_write.h>
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
@@ -96,6 +102,34 @@ Image image_from_pixels(const std::uint8_t* pixels, int width, int height, int c
     for (int y = 0; y < height; ++y)
         std::memcpy(image.pixels.data() + static_cast<std::size_t>(y) * row, pixels + static_cast<std::size_t>(y) * row_stride, row);
     return image;
+}
+
+std::vector<std::uint8_t> encode_png(const Image& image) {
+    if (image.width <= 0 || image.height <= 0 || image.channels < 1 || image.channels > 4 ||
+        image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
+                                   static_cast<std::size_t>(image.channels))
+        throw Error(Status::invalid_argument, "encode_png: image " + std::to_string(image.width) + "x" +
+                                                  std::to_string(image.height) + "x" + std::to_string(image.channels) +
+                                                  " does not match its pixel buffer");
+    std::vector<std::uint8_t> png;
+    auto append = [](void* context, void* data, int size) {
+        auto* out = static_cast<std::vector<std::uint8_t>*>(context);
+        const auto* bytes = static_cast<const std::uint8_t*>(data);
+        out->insert(out->end(), bytes, bytes + size);
+    };
+    if (!stbi_write_png_to_func(append, &png, image.width, image.height, image.channels, image.pixels.data(),
+                                image.width * image.channels))
+        throw Error(Status::internal, "encode_png: stb_image_write failed");
+    return png;
+}
+
+void save_png(const Image& image, const std::filesystem::path& path) {
+    const std::vector<std::uint8_t> png = encode_png(image);
+    std::FILE* file = std::fopen(path.string().c_str(), "wb");
+    if (!file) throw Error(Status::io, "write '" + path.string() + "': " + std::strerror(errno));
+    const bool written = std::fwrite(png.data(), 1, png.size(), file) == png.size();
+    const bool closed = std::fclose(file) == 0;
+    if (!written || !closed) throw Error(Status::io, "write '" + path.string() + "': " + std::strerror(errno));
 }
 
 }  // namespace unclip

@@ -1,0 +1,119 @@
+#pragma once
+// unclip::Pipeline: image variations with SD 2.1 unCLIP from a checkpoint file or folder.
+//
+//   unclip::PipelineOptions options;
+//   options.model_path = "sd21-unclip-h.ckpt";
+//   unclip::Pipeline pipeline(options);
+//   unclip::GenerateParams params;
+//   params.images.push_back({unclip::load_image("cat.png")});
+//   params.seed = 42;
+//   std::vector<unclip::Image> images = pipeline.generate(params);
+//
+// Thread-safety: a Pipeline's const members and generate() may be called from several threads at
+// once; calls are serialised by an internal mutex (the modules share one scratch arena), and
+// cancel() may be called from any thread at any time.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "unclip/clip_preprocess.hpp"
+#include "unclip/detail/export.hpp"
+#include "unclip/image.hpp"
+#include "unclip/io/model_config.hpp"
+#include "unclip/tensor.hpp"
+
+namespace unclip {
+
+struct PipelineOptions {
+    std::string model_path;         // .safetensors / .ckpt single file, or a diffusers folder
+    std::string clip_vision_path;   // optional separate CLIP vision file (replaces the checkpoint's)
+    int threads = 0;                // CPU threads; 0 = one per hardware thread
+    std::optional<io::Prediction> prediction;  // override the detected v / eps prediction
+    bool allow_reduced = false;     // accept architectures smaller than the official ones (tests)
+    ImageLimits image_limits;       // inputs larger than this are refused before decoding
+};
+
+// The text conditioning of one prompt: ComfyUI's chunked, weighted encoding.
+struct TextEncoding {
+    Tensor context;  // [1, 77 * chunks, 1024] f32
+    Tensor pooled;   // [1, 1024] projected text embedding (undefined when the model has no projection)
+};
+
+// One unCLIP conditioning input: a picture (encoded with the model's vision tower) or an image
+// embedding computed before (encode_image, blends, edits), with ComfyUI's unCLIPConditioning knobs.
+struct UnclipConditioning {
+    std::optional<Image> image;
+    std::vector<float> embedding;    // used when image is empty: the model's embedding width
+    float strength = 1.0f;           // [-10, 10], ComfyUI's range
+    float noise_augmentation = 0.0f; // [0, 1]; level round(999 x)
+};
+
+struct Progress {
+    int step = 0, steps = 0;  // step counts from 1
+    float sigma = 0.0f;
+    // With GenerateParams::preview: the current denoised estimate as 8-bit RGB at latent size
+    // (width/8 x height/8), from a linear latent-to-RGB map; empty otherwise.
+    const Image* preview = nullptr;
+};
+// Return false to cancel: generate() then throws Error(Status::cancelled) within one step.
+using ProgressCallback = std::function<bool(const Progress&)>;
+
+struct GenerateParams {
+    std::vector<UnclipConditioning> images;  // may be empty: text only
+    std::string prompt;                      // ComfyUI syntax: (word:1.2), (word), \( escapes
+    std::string negative_prompt;
+    int steps = 20;                          // 1 .. 1000
+    float cfg_scale = 8.0f;                  // >= 0; ComfyUI KSampler's default
+    std::string sampler = "euler";           // ComfyUI names: euler, euler_ancestral, heun, dpm_2, ...
+    std::string scheduler = "normal";        // normal, karras, exponential, simple, sgm_uniform, ddim_uniform
+    std::uint64_t seed = 0;
+    int width = 768, height = 768;           // multiples of 8
+    int batch_count = 1;                     // images generated (seeds seed, seed + 1, ...)
+    std::optional<Image> init_image;         // img2img source (resized to width x height)
+    float denoise = 1.0f;                    // (0, 1]: with init_image, how much is repainted
+    std::optional<Image> mask;               // with init_image: white (or 1 - alpha) = repaint
+    ProgressCallback on_progress;
+    bool preview = false;
+};
+
+class UNCLIP_CXX_API Pipeline {
+public:
+    // Loads and validates the model. Throws Error(Status::io / bad_model / invalid_argument)
+    // naming the file and the culprit.
+    explicit Pipeline(const PipelineOptions& options);
+    ~Pipeline();
+    Pipeline(const Pipeline&) = delete;
+    Pipeline& operator=(const Pipeline&) = delete;
+
+    const io::ModelConfig& model_config() const noexcept;
+    // Width of the image embeddings this model is conditioned on (1024 for -h, 768 for -l).
+    int embedding_dim() const noexcept;
+
+    // The projected CLIP image embedding of a picture; cached by pixel content and options.
+    std::vector<float> encode_image(const Image& image, const ClipPreprocessOptions& options = {});
+    TextEncoding encode_text(const std::string& prompt);
+    // The images of one run; throws Error(Status::cancelled) when on_progress returns false or
+    // cancel() is called, Error(Status::invalid_argument) naming the bad parameter.
+    std::vector<Image> generate(const GenerateParams& params);
+    // Asks a running generate() to stop within one step; harmless when none runs.
+    void cancel() noexcept;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+// Embedding arithmetic (DALL-E 2 style edits and blends); all throw Error(Status::invalid_argument)
+// for empty or mismatched inputs and non-finite values.
+// sum_i weights[i] * embeddings[i].
+UNCLIP_CXX_API std::vector<float> mix_embeddings(const std::vector<std::vector<float>>& embeddings,
+                                                 const std::vector<float>& weights);
+// Spherical interpolation from a (t = 0) to b (t = 1), magnitudes interpolated linearly.
+UNCLIP_CXX_API std::vector<float> slerp_embeddings(const std::vector<float>& a, const std::vector<float>& b, float t);
+
+}  // namespace unclip

@@ -1,0 +1,61 @@
+// The pipeline's text and image encoders.
+#include <cmath>
+
+#include "pipeline/pipeline_impl.hpp"
+#include "unclip/text/prompt.hpp"
+
+namespace unclip::pipeline {
+namespace {
+// FNV-1a over the pixels, the geometry and the preprocessing options: the image-embedding cache key.
+std::uint64_t image_key(const Image& image, const ClipPreprocessOptions& o) {
+    std::uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const void* data, std::size_t n) {
+        const auto* p = static_cast<const unsigned char*>(data);
+        for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    };
+    const int header[] = {image.width, image.height, image.channels, static_cast<int>(o.method), o.size, o.crop ? 1 : 0};
+    mix(header, sizeof header);
+    mix(o.mean.data(), sizeof(float) * o.mean.size());
+    mix(o.std.data(), sizeof(float) * o.std.size());
+    mix(image.pixels.data(), image.pixels.size());
+    return h;
+}
+}  // namespace
+
+std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const ClipPreprocessOptions& options) {
+    const auto& vision = impl.models->vision;
+    if (!vision)
+        throw Error(Status::invalid_argument, "encode_image: the model has no CLIP vision tower (pass a clip_vision_path)");
+    check_image_size(image.width, image.height, impl.options.image_limits);
+    const std::uint64_t key = image_key(image, options);
+    if (const auto it = impl.image_cache.find(key); it != impl.image_cache.end()) return it->second;
+
+    ClipPreprocessOptions o = options;
+    o.size = static_cast<int>(vision->config().image_size);
+    const Tensor pixels = clip_preprocess(image, o);
+    Tensor embedding = Tensor::empty(DType::f32, {1, vision->config().embed_dim});
+    impl.reserve(vision->scratch_bytes(1));
+    vision->forward(impl.ctx, view_of<const float>(pixels), view_of<float>(embedding), impl.scratch);
+    const float* e = embedding.data<const float>();
+    std::vector<float> result(e, e + embedding.numel());
+    impl.image_cache.emplace(key, result);
+    return result;
+}
+
+TextEncoding encode_text(Pipeline::Impl& impl, const std::string& prompt) {
+    const auto& model = *impl.models->text;
+    const text::PromptTokens tokens = text::tokenize_prompt(*impl.models->tokenizer, prompt);
+    TextEncoding out;
+    out.context = Tensor::empty(DType::f32, {1, tokens.chunks() * text::kClipContextLength, model.config().width});
+    impl.reserve(nn::encode_prompt_scratch_bytes(model, tokens));
+    if (model.config().embed_dim > 0) {
+        out.pooled = Tensor::empty(DType::f32, {1, model.config().embed_dim});
+        View<float> pooled = view_of<float>(out.pooled);
+        nn::encode_prompt(impl.ctx, model, tokens, view_of<float>(out.context), &pooled, impl.scratch);
+    } else {
+        nn::encode_prompt<CpuBackend, float>(impl.ctx, model, tokens, view_of<float>(out.context), nullptr, impl.scratch);
+    }
+    return out;
+}
+
+}  // namespace unclip::pipeline

@@ -1,0 +1,44 @@
+// unclip::Pipeline: text and image encoders, unCLIP conditioning, the sampler loop around the UNet
+// and the VAE decode, with ComfyUI's semantics (spec §10.1).
+#include "unclip/pipeline.hpp"
+
+#include <mutex>
+
+#include "pipeline/pipeline_impl.hpp"
+
+namespace unclip {
+
+Pipeline::Pipeline(const PipelineOptions& options) : impl_(std::make_unique<Impl>(options)) {
+    if (options.model_path.empty()) throw Error(Status::invalid_argument, "Pipeline: model_path is empty");
+    io::LoadOptions load;
+    load.prediction = options.prediction;
+    load.clip_vision_path = options.clip_vision_path;
+    load.allow_reduced = options.allow_reduced;
+    impl_->models = pipeline::load_models(options.model_path, load);
+}
+
+Pipeline::~Pipeline() = default;
+
+const io::ModelConfig& Pipeline::model_config() const noexcept { return impl_->models->checkpoint.config; }
+
+int Pipeline::embedding_dim() const noexcept { return impl_->models->checkpoint.config.noise_aug_dim(); }
+
+void Pipeline::cancel() noexcept { impl_->cancelled.store(true); }
+
+std::vector<float> Pipeline::encode_image(const Image& image, const ClipPreprocessOptions& options) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    return pipeline::encode_image(*impl_, image, options);
+}
+
+TextEncoding Pipeline::encode_text(const std::string& prompt) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    return pipeline::encode_text(*impl_, prompt);
+}
+
+std::vector<Image> Pipeline::generate(const GenerateParams& params) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->cancelled.store(false);
+    return pipeline::generate(*impl_, params);
+}
+
+}  // namespace unclip

@@ -1,0 +1,30 @@
+#pragma once
+// The modules of a loaded checkpoint, built once per Pipeline on the CPU backend in fp32.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "unclip/io/checkpoint.hpp"
+#include "unclip/module_configs.hpp"
+#include "unclip/nn/clip_text.hpp"
+#include "unclip/nn/clip_vision.hpp"
+#include "unclip/nn/instances.hpp"
+#include "unclip/text/tokenizer.hpp"
+
+namespace unclip::pipeline {
+
+struct Models {
+    io::Checkpoint checkpoint;
+    // fp32 copies (or views, for fp32 files) of each component's weights; the modules borrow them.
+    nn::WeightMap unet_weights, vae_weights, text_weights, vision_weights;
+    std::optional<nn::UNet<CpuBackend, float>> unet;
+    std::optional<nn::AutoencoderKL<CpuBackend, float>> vae;
+    std::optional<nn::ClipTextModel<CpuBackend, float>> text;
+    std::optional<nn::ClipVisionModel<CpuBackend, float>> vision;  // absent without an image tower
+    std::optional<text::ClipTokenizer> tokenizer;
+};
+
+// Loads `path` (see io::load_checkpoint) and builds every module.
+std::unique_ptr<Models> load_models(const std::string& path, const io::LoadOptions& options);
+
+}  // namespace unclip::pipeline
