@@ -2,6 +2,7 @@
 // a separate CLIP vision file can stand in for a checkpoint's missing image tower.
 #include <algorithm>
 #include <fstream>
+#include <random>
 
 #include "checkpoint_helpers.hpp"
 
@@ -214,6 +215,38 @@ TEST_CASE("a tensor that detection reads sizes from is named when missing or of 
     conv.dims = {static_cast<std::int64_t>(conv.bytes.size() / 2)};
     CHECK_THROWS_STATUS(io::load_checkpoint(write(dir, flat), test::reduced()), Status::bad_model,
                         "tensor 'embedder.model.visual.conv1.weight': shape [");
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("checkpoint") {
+
+TEST_CASE("corrupted and truncated golden files either load or fail with unclip::Error, never otherwise") {
+    test::TempDir dir;
+    for (const char* name : {"tiny_unclip_l.ckpt", "tiny_unclip_l.safetensors"}) {
+        std::ifstream in(test::golden(name), std::ios::binary);
+        const std::string original((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::mt19937_64 rng(12345);
+        int refused = 0;
+        for (int round = 0; round < 150; ++round) {
+            std::string bytes = original;
+            if (round % 2) bytes.resize(rng() % bytes.size());
+            else for (int k = 0; k < 8; ++k) bytes[rng() % bytes.size()] = static_cast<char>(rng());
+            const auto path = dir / name;
+            test::write_bytes(path, bytes);
+            try {
+                const io::Checkpoint c = io::load_checkpoint(path.string(), test::reduced());
+                for (io::Component comp : {io::Component::unet, io::Component::vae, io::Component::text, io::Component::vision})
+                    io::convert_weights(c.weights(comp), DType::f32);
+            } catch (const Error& e) {
+                ++refused;
+                CHECK_MESSAGE(std::string(e.what()).find(name) != std::string::npos, e.what());
+            } catch (const std::exception& e) {
+                FAIL_CHECK("round " << round << ": " << e.what());
+            }
+        }
+        CHECK(refused >= 75);  // every truncation at least is refused
+    }
 }
 
 }  // TEST_SUITE
