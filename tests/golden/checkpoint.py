@@ -262,3 +262,73 @@ def generate() -> None:
     save_diffusers(out / NAME, unet, vae, text, image, normalizer)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote tests/data/checkpoint/{NAME}{{.safetensors,.ckpt,/}} ({total} bytes in tests/data/checkpoint)")
+
+
+# --- Full-size check of the C++ random-weights tool against the reference classes -------------
+#
+#   for v in unclip-h unclip-l sd2; do
+#     unclip_make_random_checkpoint --sparse --variant $v /tmp/full/$v.safetensors
+#     unclip_make_random_checkpoint --sparse --layout diffusers --variant $v /tmp/full/$v
+#   done
+#   python tests/golden/checkpoint.py verify /tmp/full
+#
+# Compares tensor names and shapes (headers only, on the meta device: no gigabytes) of the
+# diffusers layout with UNet2DConditionModel / AutoencoderKL / CLIPTextModel /
+# CLIPVisionModelWithProjection built from the written configs, and of the LDM single-file
+# layout after diffusers' own single-file conversion.
+
+def _header_shapes(path):
+    import struct
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return {k: tuple(v["shape"]) for k, v in header.items()}
+
+
+def _compare(label, ours, model):
+    ref = with_text_model_prefix({k: tuple(v.shape) for k, v in model.state_dict().items()
+                                  if not k.endswith("position_ids")}) if isinstance(model, CLIPTextModel) else \
+        {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    if isinstance(model, CLIPTextModel):
+        ours = with_text_model_prefix(ours)
+    missing, extra = sorted(set(ref) - set(ours)), sorted(set(ours) - set(ref))
+    wrong = sorted(k for k in set(ref) & set(ours) if ref[k] != ours[k])
+    status = "ok" if not (missing or extra or wrong) else "MISMATCH"
+    print(f"{label}: {status} ({len(ref)} tensors; missing {missing[:3]}, extra {extra[:3]}, wrong {wrong[:3]})")
+    return status == "ok"
+
+
+def verify_full_size(folder):
+    from pathlib import Path
+    folder, ok = Path(folder), True
+
+    def config(path):
+        return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+
+    for variant in ("unclip-h", "unclip-l", "sd2"):
+        d = folder / variant
+        with torch.device("meta"):
+            unet = UNet2DConditionModel(**config(d / "unet" / "config.json"))
+            vae = AutoencoderKL(**config(d / "vae" / "config.json"))
+            text = CLIPTextModel(CLIPTextConfig(**config(d / "text_encoder" / "config.json")))
+            ok &= _compare(f"{variant} diffusers unet", _header_shapes(d / "unet" / "diffusion_pytorch_model.safetensors"), unet)
+            ok &= _compare(f"{variant} diffusers vae", _header_shapes(d / "vae" / "diffusion_pytorch_model.safetensors"), vae)
+            ok &= _compare(f"{variant} diffusers text", _header_shapes(d / "text_encoder" / "model.safetensors"), text)
+            if variant != "sd2":
+                image = CLIPVisionModelWithProjection(CLIPVisionConfig(**config(d / "image_encoder" / "config.json")))
+                ok &= _compare(f"{variant} diffusers vision", _header_shapes(d / "image_encoder" / "model.safetensors"), image)
+            ldm = {k: torch.empty(s, device="meta") for k, s in _header_shapes(folder / f"{variant}.safetensors").items()}
+            shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items()}  # noqa: E731
+            ok &= _compare(f"{variant} single-file unet", shapes(sfu.convert_ldm_unet_checkpoint(ldm, unet.config)), unet)
+            ok &= _compare(f"{variant} single-file vae", shapes(sfu.convert_ldm_vae_checkpoint(ldm, vae.config)), vae)
+            ok &= _compare(f"{variant} single-file text", shapes(sfu.convert_open_clip_checkpoint(text, ldm)), text)
+    if not ok:
+        raise SystemExit("full-size layouts disagree with the reference classes")
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) != 3 or sys.argv[1] != "verify":
+        raise SystemExit("usage: checkpoint.py verify <folder with the tool's sparse outputs>")
+    verify_full_size(sys.argv[2])
