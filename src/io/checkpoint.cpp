@@ -53,6 +53,7 @@ TensorSource open_source(const std::string& path) {
     source.label = path;
     if (std::memcmp(magic, "PK", 2) == 0) {
         const CkptFile file = CkptFile::open(path);
+        source.zip = true;
         for (const auto& e : file.entries()) source.tensors[e.name] = {e.dims, e.dtype_name, e.dtype};
         source.get = [file](const std::string& name) { return file.get(name); };
         return source;
@@ -457,13 +458,7 @@ Checkpoint load_ldm(const std::string& path, const LoadOptions& options) {
     const TensorSource s = open_source(path);
     Checkpoint ckpt;
     ckpt.path = path;
-    ckpt.layout = Layout::single_file;
-    {
-        std::ifstream in(path, std::ios::binary);
-        char magic[2] = {};
-        in.read(magic, 2);
-        if (magic[0] == 'P' && magic[1] == 'K') ckpt.layout = Layout::ckpt;
-    }
+    ckpt.layout = s.zip ? Layout::ckpt : Layout::single_file;
     ModelConfig& c = ckpt.config;
     c.unet = detect_unet(s, ldm_prefix(Component::unet));
     c.variant = variant_from_adm(path, c.unet.adm_in_channels);

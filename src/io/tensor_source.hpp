@@ -22,6 +22,7 @@ struct SourceInfo {
 
 struct TensorSource {
     std::string label;  // the path, as errors name it
+    bool zip = false;   // a PyTorch zip archive rather than safetensors
     std::unordered_map<std::string, SourceInfo> tensors;
     std::function<Tensor(const std::string&)> get;
 
