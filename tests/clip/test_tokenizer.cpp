@@ -107,6 +107,12 @@ TEST_CASE("Malformed UTF-8 is replaced, never rejected, and long inputs are toke
     const auto ids = tok.tokenize(words);
     CHECK(ids.size() == 77);
     CHECK(ids.back() == tok.end_id());
+    // One 200,000-letter word: BPE over 200,000 symbols must stay near-linear.
+    std::string word;
+    for (int i = 0; i < 200000; ++i) word += static_cast<char>('a' + (i * 7919) % 26);
+    const auto word_ids = tok.encode(word);
+    CHECK(word_ids.size() > 10000);
+    CHECK(word_ids.back() >= 256);  // the word-final symbol carries "</w>"
 }
 
 TEST_CASE("Unreadable or malformed vocabulary files are refused naming the file and entry") {

@@ -133,10 +133,10 @@ public:
                                                           " is outside the vocabulary of " + std::to_string(cfg_.vocab));
 
         Scratch::Frame frame(scratch);
-        const View<T> x{scratch.take<T>(static_cast<std::size_t>(rows * width)), {batch, len, width}};
-        T* pooled_rows = scratch.take<T>(static_cast<std::size_t>(batch * width));
-        T* pooled_normed = scratch.take<T>(static_cast<std::size_t>(batch * width));
-        std::int32_t* end_rows = scratch.take<std::int32_t>(static_cast<std::size_t>(batch));
+        const View<T> x{scratch.take<T>(static_cast<std::size_t>(rows * width)), {batch, len, width}};  // residual stream
+        T* pooled_rows = scratch.take<T>(static_cast<std::size_t>(batch * width));    // [B, width]
+        T* pooled_normed = scratch.take<T>(static_cast<std::size_t>(batch * width));  // [B, width]
+        std::int32_t* end_rows = scratch.take<std::int32_t>(static_cast<std::size_t>(batch));  // [B] rows of x
 
         Backend::gather_rows(ctx, w_.token_embedding.data, tokens.data, rows, width, x.data);
         for (std::int64_t b = 0; b < batch; ++b) Backend::add(ctx, w_.positional_embedding.data, x.data + b * len * width, len * width);
