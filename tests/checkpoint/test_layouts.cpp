@@ -163,3 +163,30 @@ TEST_CASE("convert_weights shares tensors already in the dtype and converts the 
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("checkpoint") {
+
+TEST_CASE("diffusers .fp16 weight files are used when asked for, and when they are all there is") {
+    test::TempDir dir;
+    namespace fs = std::filesystem;
+    fs::copy(test::golden("tiny_unclip_l"), dir / "p", fs::copy_options::recursive);
+    const fs::path plain = dir / "p" / "unet" / "diffusion_pytorch_model.safetensors";
+    const fs::path fp16 = dir / "p" / "unet" / "diffusion_pytorch_model.fp16.safetensors";
+    fs::rename(plain, fp16);
+    const io::Checkpoint fallback = io::load_checkpoint((dir / "p").string(), test::reduced());
+    CHECK(test::differences(fallback.unet, diffusers().unet).empty());
+
+    // Both present: the default takes the plain file, diffusers_variant "fp16" the other.
+    auto tensors = test::raw_tensors(fp16.string());
+    for (auto& t : tensors)
+        if (t.name == "conv_in.bias") t.bytes.assign(t.bytes.size(), '\0');
+    test::write_raw_safetensors(plain, tensors);
+    io::LoadOptions options = test::reduced();
+    CHECK(io::load_checkpoint((dir / "p").string(), options).unet.find("input_blocks.0.0.bias")->data<const Half>()[0].bits == 0);
+    options.diffusers_variant = "fp16";
+    const io::Checkpoint chosen = io::load_checkpoint((dir / "p").string(), options);
+    CHECK(test::bit_identical(*chosen.unet.find("input_blocks.0.0.bias"), *diffusers().unet.find("input_blocks.0.0.bias")));
+    CHECK(chosen.unet.find("input_blocks.0.0.bias")->data<const Half>()[0].bits != 0);
+}
+
+}  // TEST_SUITE
