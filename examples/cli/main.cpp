@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "unclip/io/random_checkpoint.hpp"
+#include "unclip/io/tiny_model.hpp"
 #include "unclip/pipeline.hpp"
 #include "unclip/unclip.hpp"
 
@@ -68,31 +69,11 @@ int run_inspect(const std::string& path, bool stats) {
     return 0;
 }
 
-// The demo model: the unclip-h architecture shrunk until it builds in seconds (UNet width 64, a
-// two-block text tower, a two-block 80-wide vision tower). Its weights are random: it proves the
-// whole pipeline runs, its images are not meaningful.
-unclip::io::ModelConfig tiny_unclip_config() {
-    auto c = unclip::io::reference_config(unclip::io::Variant::unclip_h);
-    c.reduced = true;
-    c.unet.model_channels = 64;
-    c.unet.channel_mult = {1, 2, 2, 2};
-    c.unet.context_dim = 64;
-    c.vae.ch = 32;
-    c.vae.ch_mult = {1, 2, 2, 2};
-    c.text.width = 64;
-    c.text.layers = 2;
-    c.vision.width = 80;
-    c.vision.layers = 2;
-    c.vision.embed_dim = 1024;  // the unclip-h embedding width: the variant is told by the ADM width
-    c.unet.adm_in_channels = 2 * c.vision.embed_dim;
-    return c;
-}
-
 int run_make_tiny_model(const std::string& output, std::uint64_t seed) {
     unclip::io::RandomCheckpointOptions options;
     options.dtype = unclip::DType::f32;
     options.seed = seed;
-    unclip::io::write_random_checkpoint(output, tiny_unclip_config(), options);
+    unclip::io::write_random_checkpoint(output, unclip::io::tiny_unclip_config(), options);
     std::printf("wrote %s (tiny random-weight unclip-h demo model)\n", output.c_str());
     return 0;
 }

@@ -35,6 +35,12 @@ void validate(const Pipeline::Impl& impl, const GenerateParams& p) {
         const std::string which = "images[" + std::to_string(i) + "]";
         if (cfg.unet.adm_in_channels == 0) bad(which + ": this model (" + std::string(io::variant_name(cfg.variant)) + ") takes no image conditioning");
         if (!c.image && c.embedding.empty()) bad(which + ": neither an image nor an embedding");
+        if (!std::isfinite(c.strength) || std::abs(c.strength) > 10.0f)
+            bad(which + ".strength " + std::to_string(c.strength) + " outside [-10, 10]");
+        if (!(c.noise_augmentation >= 0.0f && c.noise_augmentation <= 1.0f))
+            bad(which + ".noise_augmentation " + std::to_string(c.noise_augmentation) + " outside [0, 1]");
+        for (float e : c.embedding)
+            if (!std::isfinite(e)) bad(which + ": embedding has a non-finite value");
         if (!c.image && static_cast<int>(c.embedding.size()) != cfg.noise_aug_dim())
             bad(which + ": embedding has " + std::to_string(c.embedding.size()) + " values, the model takes " +
                 std::to_string(cfg.noise_aug_dim()));
