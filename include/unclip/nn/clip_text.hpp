@@ -147,9 +147,10 @@ public:
             if (i == output_block_) ln_final_.forward(ctx, x.data, hidden.data, rows);
         }
         if (!pooled) return;
-        // First end token of each sequence (argmax of ids == end_id; 0 when there is none, as torch's argmax).
+        // First end token of each sequence; the last position when there is none (ComfyUI
+        // sd1_clip.py counts tokens up to the first end token; transformers would take 0).
         for (std::int64_t b = 0; b < batch; ++b) {
-            std::int64_t at = 0;
+            std::int64_t at = len - 1;
             for (std::int64_t j = 0; j < len; ++j)
                 if (tokens.data[b * len + j] == cfg_.end_id) {
                     at = j;
