@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs the furthest stage of the image
-# variation pipeline that exists so far.
-#   bash examples/run.sh
+# The main job: installs what is missing, builds, and makes an image variation of
+# examples/data/sample.png with the built-in demo model (a tiny random-weight unclip-h model
+# written at first run: its output is noise-like, it proves the whole pipeline runs end to end).
+#   bash examples/run.sh [extra `unclip variation` options]
+# With real weights:
+#   build/release/examples/unclip variation --model sd21-unclip-h.ckpt --image photo.png --out out.png
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,9 +12,9 @@ bash .ci/install-deps
 cmake --preset release >/dev/null
 cmake --build --preset release --target unclip_cli
 cli=build/release/examples/unclip
+model=build/release/tiny-unclip-h.safetensors
 "$cli" info
-echo
-echo "Image variation end to end needs the CLIP, UNet/VAE, sampling and pipeline modules, which are"
-echo "not built yet. The furthest stage that works today: validating and listing a checkpoint."
-echo
-"$cli" inspect --stats tests/data/foundation/resblock_16_32_skip.safetensors
+[ -f "$model" ] || "$cli" make-tiny-model "$model"
+"$cli" variation --model "$model" --allow-reduced --image examples/data/sample.png \
+  --width 256 --height 256 --steps 10 --seed 42 --noise-augmentation 0.1 --out variation.png "$@"
+echo "variation.png: a variation of examples/data/sample.png by the random-weight demo model (noise-like by design)."
