@@ -96,6 +96,12 @@ public:
     // The projected CLIP image embedding of a picture; cached by pixel content and options.
     std::vector<float> encode_image(const Image& image, const ClipPreprocessOptions& options = {});
     TextEncoding encode_text(const std::string& prompt);
+    // image_embedding + scale * (pooled(to) - pooled(from)): moves an image embedding along a text
+    // direction ("a photo of a dog" -> "a photo of a cat"), with the projected text embeddings of the
+    // model's own text tower. Needs a text projection as wide as the image embeddings (unclip-h:
+    // both 1024; unclip-l's 768-wide embeddings are refused with Status::invalid_argument).
+    std::vector<float> add_text_direction(const std::vector<float>& image_embedding, const std::string& from,
+                                          const std::string& to, float scale = 1.0f);
     // The images of one run; throws Error(Status::cancelled) when on_progress returns false or
     // cancel() is called, Error(Status::invalid_argument) naming the bad parameter.
     std::vector<Image> generate(const GenerateParams& params);

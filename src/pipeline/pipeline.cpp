@@ -2,6 +2,7 @@
 // and the VAE decode, with ComfyUI's semantics (spec §10.1).
 #include "unclip/pipeline.hpp"
 
+#include <cmath>
 #include <mutex>
 
 #include "pipeline/pipeline_impl.hpp"
@@ -33,6 +34,24 @@ std::vector<float> Pipeline::encode_image(const Image& image, const ClipPreproce
 TextEncoding Pipeline::encode_text(const std::string& prompt) {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     return pipeline::encode_text(*impl_, prompt);
+}
+
+std::vector<float> Pipeline::add_text_direction(const std::vector<float>& image_embedding, const std::string& from,
+                                                const std::string& to, float scale) {
+    if (!std::isfinite(scale)) throw Error(Status::invalid_argument, "add_text_direction: scale is not finite");
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    const TextEncoding source = pipeline::encode_text(*impl_, from), target = pipeline::encode_text(*impl_, to);
+    if (!source.pooled.defined())
+        throw Error(Status::invalid_argument, "add_text_direction: the model's text tower has no text_projection");
+    const std::int64_t width = source.pooled.numel();
+    if (static_cast<std::int64_t>(image_embedding.size()) != width)
+        throw Error(Status::invalid_argument, "add_text_direction: the image embedding has " +
+                                                  std::to_string(image_embedding.size()) + " values, the text embedding " +
+                                                  std::to_string(width));
+    std::vector<float> direction(image_embedding.size());
+    for (std::size_t i = 0; i < direction.size(); ++i)
+        direction[i] = target.pooled.data<const float>()[i] - source.pooled.data<const float>()[i];
+    return mix_embeddings({image_embedding, direction}, {1.0f, scale});
 }
 
 std::vector<Image> Pipeline::generate(const GenerateParams& params) {

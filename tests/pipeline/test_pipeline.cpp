@@ -210,6 +210,17 @@ TEST_CASE("image embeddings are cached, blendable and usable in place of images"
     CHECK(norm(half) == doctest::Approx((norm(ea) + norm(eb)) / 2).epsilon(1e-5));
 }
 
+TEST_CASE("a text direction needs a text projection as wide as the image embedding") {
+    // The tiny model's text tower is 64 wide and its image embeddings 1024 (as unclip-l's 768 against
+    // OpenCLIP-H's 1024): refused with both sizes named. The arithmetic itself is mix_embeddings'.
+    Pipeline& pipeline = tiny_pipeline();
+    const auto e = pipeline.encode_image(sample_image(32, 32, 6));
+    CHECK(pipeline.encode_text("a cat").pooled.numel() == 64);
+    CHECK_THROWS_STATUS(pipeline.add_text_direction(e, "a dog", "a cat", 0.5f), Status::invalid_argument,
+                        "has 1024 values, the text embedding 64");
+    CHECK_THROWS_STATUS(pipeline.add_text_direction(e, "a dog", "a cat", NAN), Status::invalid_argument, "scale");
+}
+
 TEST_CASE("bad generation parameters are refused naming the parameter") {
     Pipeline& pipeline = tiny_pipeline();
     auto expect = [&](auto mutate, const char* needle) {
