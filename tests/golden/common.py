@@ -1,7 +1,10 @@
 """Shared helpers of the golden generator: seeding, random weights, fixture writing."""
+import importlib.util
 import json
 import os
 import subprocess
+import sys
+import types
 from importlib import metadata
 from pathlib import Path
 
@@ -58,3 +61,19 @@ def write_fixture(area: str, case: str, tensors: dict, *, seed: int, config: dic
     save_file(contiguous, str(path), metadata=meta)
     print(f"wrote {path.relative_to(REPO)} ({os.path.getsize(path)} bytes)")
     return path
+
+
+def import_k_diffusion_sampling():
+    """k_diffusion.sampling without the package's __init__, which imports its training and
+    evaluation modules (wandb, clip, clean-fid, ...) that do not install next to numpy 2 and current
+    setuptools. The samplers need only torch, scipy, torchsde, torchdiffeq and tqdm."""
+    if "k_diffusion.sampling" in sys.modules:
+        return sys.modules["k_diffusion.sampling"]
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None:
+        raise ImportError("k-diffusion is not installed (tests/golden/setup_venv.sh installs it)")
+    package = types.ModuleType("k_diffusion")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["k_diffusion"] = package
+    import k_diffusion.sampling  # noqa: E402  (its utils module loads torchvision, PIL, safetensors)
+    return k_diffusion.sampling

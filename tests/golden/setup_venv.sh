@@ -8,4 +8,5 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install -q -r "$here/requirements.txt"
+"$venv/bin/pip" install -q --no-deps -r "$here/requirements-nodeps.txt"
 echo "$venv"
