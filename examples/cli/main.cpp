@@ -1,15 +1,25 @@
 // unclip command-line tool. Subcommands:
-//   unclip variation --model M --image IN [--image IN2 ...] --out OUT.png [options]   image variations
+//   unclip variation [--model M] --image IN[:strength[:noise_aug]] ... -o OUT.png [options]   image variations
 //   unclip make-tiny-model OUT.safetensors    a tiny random-weight unclip-h model (the built-in demo model)
 //   unclip info                               library version, CPU paths and CUDA devices
 //   unclip inspect FILE [--stats]             validate a safetensors checkpoint and list its tensors
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
+
+#if defined(_WIN32)
+#include <io.h>
+#define isatty _isatty
+#define fileno _fileno
+#else
+#include <unistd.h>
+#endif
 
 #include <CLI/CLI.hpp>
 
@@ -79,53 +89,111 @@ int run_make_tiny_model(const std::string& output, std::uint64_t seed) {
 }
 
 struct VariationArgs {
-    std::string model, clip_vision, out = "variation.png";
+    std::string model, clip_vision, out = "variation.png", init, mask, device = "cpu";
     std::vector<std::string> images;
-    std::vector<float> strengths, noise_augmentations;
     unclip::GenerateParams params;
     int threads = 0;
     bool allow_reduced = false, quiet = false;
 };
 
+// "a.png", "a.png:0.8" or "a.png:0.8:0.1": trailing numbers are strength and noise_augmentation
+// (parsed from the right, so paths with ':' still work).
+unclip::UnclipConditioning parse_image_arg(const std::string& arg) {
+    std::string path = arg;
+    std::vector<float> numbers;
+    for (int i = 0; i < 2; ++i) {
+        const auto colon = path.rfind(':');
+        if (colon == std::string::npos) break;
+        const std::string tail = path.substr(colon + 1);
+        char* end = nullptr;
+        const float value = std::strtof(tail.c_str(), &end);
+        if (tail.empty() || *end != '\0') break;
+        numbers.insert(numbers.begin(), value);
+        path = path.substr(0, colon);
+    }
+    unclip::UnclipConditioning c;
+    c.image = unclip::load_image(path);
+    if (!numbers.empty()) c.strength = numbers[0];
+    if (numbers.size() > 1) c.noise_augmentation = numbers[1];
+    return c;
+}
+
+// The built-in demo model, written on first use into the user's cache folder.
+std::string default_model_path() {
+    const char* cache = std::getenv("XDG_CACHE_HOME");
+    const char* home = std::getenv("HOME");
+    const std::filesystem::path dir = cache && *cache ? std::filesystem::path(cache) / "unclip"
+                                      : home && *home ? std::filesystem::path(home) / ".cache" / "unclip"
+                                                      : std::filesystem::temp_directory_path() / "unclip";
+    std::filesystem::create_directories(dir);
+    const auto path = dir / "tiny-unclip-h.safetensors";
+    if (!std::filesystem::exists(path)) run_make_tiny_model(path.string(), 1);
+    return path.string();
+}
+
+std::string describe(const VariationArgs& a, const std::string& model) {
+    const auto& p = a.params;
+    std::string text = "model: " + std::filesystem::path(model).filename().string();
+    for (const auto& image : a.images) text += "; image: " + image;
+    text += "; prompt: " + p.prompt + "; negative: " + p.negative_prompt + "; steps: " + std::to_string(p.steps) +
+            "; cfg: " + std::to_string(p.cfg_scale) + "; sampler: " + p.sampler + "; scheduler: " + p.scheduler +
+            "; seed: " + std::to_string(p.seed) + "; size: " + std::to_string(p.width) + "x" + std::to_string(p.height);
+    if (!a.init.empty()) text += "; init: " + a.init + "; denoise: " + std::to_string(p.denoise);
+    if (!a.mask.empty()) text += "; mask: " + a.mask;
+    return text + "; unclip " + unclip::kVersionString;
+}
+
 int run_variation(VariationArgs& a) {
+    if (a.device != "cpu" && a.device != "cuda")
+        throw unclip::Error(unclip::Status::invalid_argument, "--device must be cpu or cuda, not '" + a.device + "'");
+    if (a.device == "cuda")
+        throw unclip::Error(unclip::Status::device, "--device cuda: the pipeline runs on the CPU in this version (" +
+                                                        unclip::cuda::device_description() + ")");
     unclip::PipelineOptions options;
-    options.model_path = a.model;
+    options.model_path = a.model.empty() ? default_model_path() : a.model;
     options.clip_vision_path = a.clip_vision;
     options.threads = a.threads;
-    options.allow_reduced = a.allow_reduced;
+    options.allow_reduced = a.allow_reduced || a.model.empty();
     auto t0 = std::chrono::steady_clock::now();
     unclip::Pipeline pipeline(options);
     const auto& cfg = pipeline.model_config();
     std::printf("model %s (%s prediction%s) loaded in %.1f s\n", unclip::io::variant_name(cfg.variant),
                 unclip::io::prediction_name(cfg.prediction), cfg.reduced ? ", reduced test architecture" : "",
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    for (std::size_t i = 0; i < a.images.size(); ++i) {
-        unclip::UnclipConditioning c;
-        c.image = unclip::load_image(a.images[i]);
-        c.strength = i < a.strengths.size() ? a.strengths[i] : (a.strengths.empty() ? 1.0f : a.strengths.back());
-        c.noise_augmentation = i < a.noise_augmentations.size()
-                                   ? a.noise_augmentations[i]
-                                   : (a.noise_augmentations.empty() ? 0.0f : a.noise_augmentations.back());
-        a.params.images.push_back(std::move(c));
-    }
+    for (const auto& image : a.images) a.params.images.push_back(parse_image_arg(image));
+    if (!a.init.empty()) a.params.init_image = unclip::load_image(a.init);
+    if (!a.mask.empty()) a.params.mask = unclip::load_image(a.mask);
+
+    const bool terminal = isatty(fileno(stdout));
+    const auto start = std::chrono::steady_clock::now();
     if (!a.quiet) {
-        a.params.on_progress = [](const unclip::Progress& p) {
-            std::printf("\rstep %d/%d (sigma %.3f)", p.step, p.steps, static_cast<double>(p.sigma));
+        a.params.on_progress = [&](const unclip::Progress& p) {
+            const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            const double eta = elapsed / p.step * (p.steps - p.step);
+            if (terminal) {
+                const int filled = 30 * p.step / p.steps;
+                std::printf("\r[%s%s] %d/%d  %.1f s, ETA %.1f s ", std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                            std::string(static_cast<std::size_t>(30 - filled), '.').c_str(), p.step, p.steps, elapsed, eta);
+                if (p.step == p.steps) std::printf("\n");
+            } else {
+                std::printf("step %d/%d sigma %.4f elapsed %.1f s ETA %.1f s\n", p.step, p.steps,
+                            static_cast<double>(p.sigma), elapsed, eta);
+            }
             std::fflush(stdout);
             return true;
         };
     }
-    t0 = std::chrono::steady_clock::now();
     const auto images = pipeline.generate(a.params);
-    std::printf("%sgenerated %zu image(s) %dx%d in %.1f s\n", a.quiet ? "" : "\n", images.size(), images.front().width,
-                images.front().height, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    std::printf("generated %zu image(s) %dx%d in %.1f s\n", images.size(), images.front().width, images.front().height,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    const unclip::PngText text{{"parameters", describe(a, options.model_path)}};
     for (std::size_t i = 0; i < images.size(); ++i) {
         std::string path = a.out;
         if (images.size() > 1) {
             const auto dot = path.rfind('.');
             path = path.substr(0, dot) + "_" + std::to_string(i) + (dot == std::string::npos ? "" : path.substr(dot));
         }
-        unclip::save_png(images[i], path);
+        unclip::save_png(images[i], path, text);
         std::printf("wrote %s\n", path.c_str());
     }
     return 0;
@@ -139,11 +207,9 @@ int main(int argc, char** argv) {
 
     auto* variation = app.add_subcommand("variation", "Generate image variations from one or more pictures");
     VariationArgs v;
-    variation->add_option("--model,-m", v.model, "checkpoint: .safetensors, .ckpt or a diffusers folder")->required();
-    variation->add_option("--image,-i", v.images, "conditioning picture(s); several are blended as ComfyUI sums them");
-    variation->add_option("--strength", v.strengths, "unCLIP strength per image, [-10, 10] (default 1)");
-    variation->add_option("--noise-augmentation", v.noise_augmentations, "per image, [0, 1] (default 0)");
-    variation->add_option("--out,-o", v.out, "output PNG (an index is appended for several images)");
+    variation->add_option("--model,-m", v.model, "checkpoint: .safetensors, .ckpt or a diffusers folder (default: the tiny demo model)");
+    variation->add_option("--image,-i", v.images, "conditioning picture PATH[:strength[:noise_augmentation]], repeatable (ComfyUI sums them)");
+    variation->add_option("--output,-o,--out", v.out, "output PNG (an index is appended for several images)");
     variation->add_option("--prompt,-p", v.params.prompt, "text prompt (ComfyUI weight syntax)");
     variation->add_option("--negative,-n", v.params.negative_prompt, "negative prompt");
     variation->add_option("--steps", v.params.steps, "sampling steps (default 20)");
@@ -154,9 +220,14 @@ int main(int argc, char** argv) {
     variation->add_option("--width", v.params.width, "output width, multiple of 8 (default 768)");
     variation->add_option("--height", v.params.height, "output height, multiple of 8 (default 768)");
     variation->add_option("--batch", v.params.batch_count, "images in one batch (default 1)");
+    variation->add_option("--init", v.init, "img2img: start from this picture (its size, cropped to multiples of 8)");
+    variation->add_option("--denoise", v.params.denoise, "img2img strength in (0, 1] (default 1)");
+    variation->add_option("--mask", v.mask, "with --init: repaint where white (or transparent)");
+    variation->add_option("--vae-tile", v.params.vae_tile, "decode the VAE in tiles of this many pixels (0 = automatic)");
     variation->add_option("--clip-vision", v.clip_vision, "separate CLIP vision model file");
     variation->add_option("--threads", v.threads, "CPU threads (default: all)");
-    variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures (the tiny demo model)");
+    variation->add_option("--device", v.device, "cpu or cuda (default cpu)");
+    variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures");
     variation->add_flag("--quiet,-q", v.quiet, "no per-step progress");
 
     auto* tiny = app.add_subcommand("make-tiny-model", "Write the tiny random-weight demo model");

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "unclip/detail/export.hpp"
@@ -45,10 +47,12 @@ UNCLIP_CXX_API Image image_from_pixels(const std::uint8_t* pixels, int width, in
 // Error(Status::invalid_argument) when it is not positive.
 UNCLIP_CXX_API void check_image_size(std::int64_t width, std::int64_t height, const ImageLimits& limits = {});
 
+// Keyword/text pairs stored as PNG tEXt chunks (keywords 1-79 Latin-1 characters, no NUL).
+using PngText = std::vector<std::pair<std::string, std::string>>;
 // PNG bytes of an image (1-4 channels). Throws Error(Status::invalid_argument) when the pixel buffer
-// does not match the size.
-UNCLIP_CXX_API std::vector<std::uint8_t> encode_png(const Image& image);
+// does not match the size or a keyword is invalid.
+UNCLIP_CXX_API std::vector<std::uint8_t> encode_png(const Image& image, const PngText& text = {});
 // Writes a PNG file. Throws Error(Status::io) naming the path when it cannot be written.
-UNCLIP_CXX_API void save_png(const Image& image, const std::filesystem::path& path);
+UNCLIP_CXX_API void save_png(const Image& image, const std::filesystem::path& path, const PngText& text = {});
 
 }  // namespace unclip

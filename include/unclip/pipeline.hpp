@@ -78,6 +78,10 @@ struct GenerateParams {
     std::optional<Image> mask;               // with init_image: white (or 1 - alpha) = repaint
     ProgressCallback on_progress;
     bool preview = false;
+    // VAE decode in tiles of this many pixels (multiple of 8, > vae_tile_overlap); 0 = whole image
+    // unless it would need more than 2 GiB of activations, then 512-pixel tiles.
+    int vae_tile = 0;
+    int vae_tile_overlap = 64;               // pixels, multiple of 8
 };
 
 class UNCLIP_CXX_API Pipeline {

@@ -104,7 +104,37 @@ Image image_from_pixels(const std::uint8_t* pixels, int width, int height, int c
     return image;
 }
 
-std::vector<std::uint8_t> encode_png(const Image& image) {
+namespace {
+std::uint32_t crc32(const std::uint8_t* data, std::size_t n, std::uint32_t crc = 0) {
+    crc = ~crc;
+    for (std::size_t i = 0; i < n; ++i) {
+        crc ^= data[i];
+        for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+void append_be32(std::vector<std::uint8_t>& out, std::uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+}
+
+// A tEXt chunk: length, type, keyword NUL text, CRC over type and data.
+std::vector<std::uint8_t> text_chunk(const std::string& keyword, const std::string& text) {
+    if (keyword.empty() || keyword.size() > 79 || keyword.find('\0') != std::string::npos)
+        throw Error(Status::invalid_argument, "encode_png: tEXt keyword '" + keyword + "' must be 1-79 characters without NUL");
+    std::vector<std::uint8_t> body{'t', 'E', 'X', 't'};
+    body.insert(body.end(), keyword.begin(), keyword.end());
+    body.push_back(0);
+    body.insert(body.end(), text.begin(), text.end());
+    std::vector<std::uint8_t> chunk;
+    append_be32(chunk, static_cast<std::uint32_t>(body.size() - 4));
+    chunk.insert(chunk.end(), body.begin(), body.end());
+    append_be32(chunk, crc32(body.data(), body.size()));
+    return chunk;
+}
+}  // namespace
+
+std::vector<std::uint8_t> encode_png(const Image& image, const PngText& text) {
     if (image.width <= 0 || image.height <= 0 || image.channels < 1 || image.channels > 4 ||
         image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
                                    static_cast<std::size_t>(image.channels))
@@ -120,11 +150,18 @@ std::vector<std::uint8_t> encode_png(const Image& image) {
     if (!stbi_write_png_to_func(append, &png, image.width, image.height, image.channels, image.pixels.data(),
                                 image.width * image.channels))
         throw Error(Status::internal, "encode_png: stb_image_write failed");
+    // The 8-byte signature and the 25-byte IHDR chunk come first; text chunks follow IHDR.
+    std::size_t at = 8 + 25;
+    for (const auto& [keyword, value] : text) {
+        const auto chunk = text_chunk(keyword, value);
+        png.insert(png.begin() + static_cast<std::ptrdiff_t>(at), chunk.begin(), chunk.end());
+        at += chunk.size();
+    }
     return png;
 }
 
-void save_png(const Image& image, const std::filesystem::path& path) {
-    const std::vector<std::uint8_t> png = encode_png(image);
+void save_png(const Image& image, const std::filesystem::path& path, const PngText& text) {
+    const std::vector<std::uint8_t> png = encode_png(image, text);
     std::FILE* file = std::fopen(path.string().c_str(), "wb");
     if (!file) throw Error(Status::io, "write '" + path.string() + "': " + std::strerror(errno));
     const bool written = std::fwrite(png.data(), 1, png.size(), file) == png.size();

@@ -28,6 +28,10 @@ void validate(const Pipeline::Impl& impl, const GenerateParams& p) {
         check_image_size(p.width, p.height, impl.options.image_limits);
     }
     if (p.mask && !p.init_image) bad("a mask needs an init_image");
+    if (p.vae_tile != 0 && (p.vae_tile < 16 || p.vae_tile % 8 != 0 || p.vae_tile_overlap < 0 || p.vae_tile_overlap % 8 != 0 ||
+                            p.vae_tile_overlap >= p.vae_tile))
+        bad("vae_tile " + std::to_string(p.vae_tile) + " / overlap " + std::to_string(p.vae_tile_overlap) +
+            ": multiples of 8 with 0 <= overlap < tile");
     if (p.denoise < 1.0f && !p.init_image) bad("denoise < 1 needs an init_image");
     const auto& cfg = impl.models->checkpoint.config;
     for (std::size_t i = 0; i < p.images.size(); ++i) {
@@ -168,7 +172,7 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
 
     Tensor result = Tensor::empty(DType::f32, {batch, 4, h, w});
     std::copy(sampled.begin(), sampled.end(), result.data<float>());
-    return decode_latents(impl, result);
+    return decode_latents(impl, result, p.vae_tile, p.vae_tile_overlap);
 }
 
 }  // namespace unclip::pipeline

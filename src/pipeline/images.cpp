@@ -22,14 +22,18 @@ std::uint8_t to_byte(float unit) {
 }
 }  // namespace
 
-std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents) {
+std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, int vae_tile, int vae_tile_overlap) {
     const auto& vae = *impl.models->vae;
     const std::int64_t batch = latents.dim(0), h = latents.dim(2), w = latents.dim(3), f = vae.config().downscale();
     Tensor unscaled = latents.clone();
     for (std::int64_t i = 0; i < unscaled.numel(); ++i) unscaled.data<float>()[i] /= vae.config().scaling_factor;
     Tensor pixels = Tensor::empty(DType::f32, {batch, 3, h * f, w * f});
     const std::size_t whole = vae.decode_scratch_bytes(unscaled.shape());
-    if (whole <= kWholeDecodeLimit) {
+    if (vae_tile > 0) {
+        const nn::VaeTiling tiling{vae_tile / f, vae_tile_overlap / f};
+        impl.reserve(vae.tiled_decode_scratch_bytes(unscaled.shape(), tiling));
+        vae.decode_tiled(impl.ctx, view_of<const float>(unscaled), view_of<float>(pixels), tiling, impl.scratch);
+    } else if (whole <= kWholeDecodeLimit) {
         impl.reserve(whole);
         vae.decode(impl.ctx, view_of<const float>(unscaled), view_of<float>(pixels), impl.scratch);
     } else {

@@ -36,7 +36,8 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& params);
 // Latents <-> pixels.
 // [B, 4, h, w] sampling-space latents (scaled by the VAE factor) -> 8-bit RGB images, as ComfyUI's
 // VAEDecode + SaveImage (clamp((x + 1) / 2), x 255, truncated).
-std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents);
+// vae_tile > 0 forces tiles of that many pixels (see GenerateParams).
+std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, int vae_tile = 0, int vae_tile_overlap = 64);
 // An image -> [1, 4, H/8, W/8] sampling-space latent: centre-cropped to multiples of 8 as ComfyUI's
 // VAEEncode, 2x - 1, posterior mean, x scaling factor.
 Tensor encode_latent(Pipeline::Impl& impl, const Image& image);
