@@ -1,0 +1,1 @@
+/* Nothing: unclip_c_shared takes all its code from the static library. */
