@@ -79,10 +79,11 @@ int run_inspect(const std::string& path, bool stats) {
     return 0;
 }
 
-int run_make_tiny_model(const std::string& output, std::uint64_t seed) {
+int run_make_tiny_model(const std::string& output, std::uint64_t seed, bool diffusers = false) {
     unclip::io::RandomCheckpointOptions options;
     options.dtype = unclip::DType::f32;
     options.seed = seed;
+    if (diffusers) options.layout = unclip::io::Layout::diffusers;
     unclip::io::write_random_checkpoint(output, unclip::io::tiny_unclip_config(), options);
     std::printf("wrote %s (tiny random-weight unclip-h demo model)\n", output.c_str());
     return 0;
@@ -235,6 +236,8 @@ int main(int argc, char** argv) {
     std::uint64_t tiny_seed = 1;
     tiny->add_option("output", tiny_out, "output .safetensors")->required();
     tiny->add_option("--seed", tiny_seed, "random seed");
+    bool tiny_diffusers = false;
+    tiny->add_flag("--diffusers", tiny_diffusers, "write a diffusers folder instead of a single file");
 
     app.add_subcommand("info", "Library version, CPU paths and CUDA devices");
     auto* inspect = app.add_subcommand("inspect", "Validate a .safetensors checkpoint and list its tensors");
@@ -246,7 +249,7 @@ int main(int argc, char** argv) {
     try {
         if (app.got_subcommand("info")) return run_info();
         if (app.got_subcommand("inspect")) return run_inspect(path, stats);
-        if (app.got_subcommand("make-tiny-model")) return run_make_tiny_model(tiny_out, tiny_seed);
+        if (app.got_subcommand("make-tiny-model")) return run_make_tiny_model(tiny_out, tiny_seed, tiny_diffusers);
         return run_variation(v);
     } catch (const unclip::Error& e) {
         std::fprintf(stderr, "\nunclip: error (%s): %s\n", unclip::status_name(e.status()), e.what());
