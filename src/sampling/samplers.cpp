@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include "sampling/samplers_detail.hpp"
+#include "sampling/schedules_detail.hpp"
 #include "sampling/validate.hpp"
 #include "unclip/error.hpp"
 
@@ -414,8 +415,8 @@ void sample(Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n, 
                                                       " must be > 0 (only the last sigma may be 0)");
     if (sigmas.back() < 0)
         throw Error(Status::invalid_argument, "sample: the last sigma must be >= 0");
-    detail::require_range("eta", options.eta, 0.0, 1e6);
-    detail::require_range("s_noise", options.s_noise, 0.0, 1e6);
+    detail::require_at_least("eta", options.eta, 0.0);
+    detail::require_at_least("s_noise", options.s_noise, 0.0);
     detail::require_all_finite("x", x, n);
 
     detail::Run run(sampler, denoise, x, n, sigmas, options);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "sampling/schedules_detail.hpp"
 #include "sampling/validate.hpp"
 #include "unclip/error.hpp"
 

@@ -5,7 +5,6 @@
 #include <cstddef>
 #include <sstream>
 #include <string>
-#include <vector>
 
 #include "unclip/error.hpp"
 #include "unclip/sampling/schedules.hpp"
@@ -31,6 +30,14 @@ inline void require_range(const char* name, double value, double lo, double hi) 
                                                   format_number(hi) + "] (got " + format_number(value) + ")");
 }
 
+// min <= value, and finite.
+inline void require_at_least(const char* name, double value, double min) {
+    require_finite(name, value);
+    if (value < min)
+        throw Error(Status::invalid_argument,
+                    std::string(name) + " must be >= " + format_number(min) + " (got " + format_number(value) + ")");
+}
+
 inline void require_steps(int steps) {
     if (steps < 1 || steps > kMaxSteps)
         throw Error(Status::invalid_argument, "steps must be in [1, " + std::to_string(kMaxSteps) + "] (got " +
@@ -44,7 +51,5 @@ inline void require_all_finite(const char* name, const float* values, std::size_
             throw Error(Status::invalid_argument, std::string(name) + "[" + std::to_string(i) + "] is not finite (" +
                                                       format_number(values[i]) + ")");
 }
-
-std::vector<float> compute_sigmas_unchecked(const ModelSchedule& model, Scheduler scheduler, int steps);
 
 }  // namespace unclip::sampling::detail

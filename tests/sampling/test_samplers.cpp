@@ -198,7 +198,7 @@ TEST_CASE("Bad sampler inputs are refused with the culprit named") {
     SamplerOptions options;
     options.eta = -1;
     CHECK_THROWS_STATUS(sample(Sampler::euler_ancestral, std::cref(data), x, {2.0f, 0.0f}, options),
-                        Status::invalid_argument, "eta must be in [0, 1e+06] (got -1)");
+                        Status::invalid_argument, "eta must be >= 0 (got -1)");
     options.eta = 1;
     options.s_noise = std::nan("");
     CHECK_THROWS_STATUS(sample(Sampler::euler_ancestral, std::cref(data), x, {2.0f, 0.0f}, options),

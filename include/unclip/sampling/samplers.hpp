@@ -91,13 +91,14 @@ private:
     std::map<double, std::vector<float>> known_;  // s -> W(s)
 };
 
-// One finished model evaluation, reported before the step's update is applied.
+// One step's progress, reported once per step before the move to the next sigma: the sample at
+// `sigma` and the model's prediction of the clean latent there (UniPC: its data prediction).
 struct StepInfo {
     int step = 0;                   // 0-based
     int steps = 0;                  // total
     float sigma = 0;                // the sigma this step starts from
-    const float* x = nullptr;       // the current sample (k-diffusion scale), numel values
-    const float* denoised = nullptr;  // the denoiser's prediction for it
+    const float* x = nullptr;       // the sample at sigma (k-diffusion scale), numel values
+    const float* denoised = nullptr;  // the prediction at sigma
     std::size_t numel = 0;
 };
 // Return false to stop: the run then throws Error(Status::cancelled).
