@@ -347,6 +347,8 @@ void check_reduced_vision(const std::string& label, const VisionArch& a, bool al
                     " layers, embedding " + std::to_string(a.embed_dim) + " is neither ViT-H/14 nor ViT-L/14");
 }
 
+}  // namespace
+
 UnetArch detect_unet(const TensorSource& s, const std::string& p) {
     UnetArch a;
     const std::string conv_in = p + "input_blocks.0.0.weight";
@@ -454,6 +456,8 @@ Prediction guess_prediction(const TensorSource& s, const std::string& prefix, co
     return std::sqrt(sq / static_cast<double>(n)) > 0.09 ? Prediction::v : Prediction::eps;
 }
 
+namespace {
+
 Checkpoint load_ldm(const std::string& path, const LoadOptions& options) {
     const TensorSource s = open_source(path);
     Checkpoint ckpt;
@@ -512,9 +516,15 @@ void finish_config(Checkpoint& ckpt, const LoadOptions& options) {
 
 Checkpoint load_checkpoint(const std::string& path, const LoadOptions& options) {
     namespace fs = std::filesystem;
+    if (path.empty()) {
+        if (options.unet_path.empty())
+            throw Error(Status::invalid_argument, "load_checkpoint: neither a checkpoint path nor a unet_path");
+        return detail::load_from_components(options);
+    }
     std::error_code ec;
-    if (fs::is_directory(path, ec)) return detail::load_diffusers(path, options);
-    return detail::load_ldm(path, options);
+    Checkpoint ckpt = fs::is_directory(path, ec) ? detail::load_diffusers(path, options) : detail::load_ldm(path, options);
+    detail::replace_components(ckpt, options);
+    return ckpt;
 }
 
 nn::WeightMap load_clip_vision(const std::string& path, VisionArch& arch, bool allow_reduced) {

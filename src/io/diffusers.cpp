@@ -49,6 +49,8 @@ std::vector<int> multipliers(const std::vector<int>& widths, const fs::path& fil
     return mult;
 }
 
+}  // namespace
+
 UnetArch unet_arch(const fs::path& file) {
     const Json j = read_json(file);
     UnetArch a;
@@ -95,6 +97,8 @@ TextArch text_arch(const fs::path& file) {
     return a;
 }
 
+namespace {
+
 VisionArch vision_arch(const fs::path& file) {
     const Json j = read_json(file);
     VisionArch a;
@@ -107,6 +111,8 @@ VisionArch vision_arch(const fs::path& file) {
     a.kind = act == "quick_gelu" ? VisionKind::openai_l : VisionKind::openclip_h;
     return a;
 }
+
+}  // namespace
 
 // transformers 5 saves CLIPTextModel without the "text_model." prefix that 4.x wrote (and the
 // hub's files have); the table uses the prefixed names, so unprefixed files are seen through it.
@@ -122,8 +128,6 @@ TensorSource with_text_model_prefix(TensorSource source) {
     };
     return renamed;
 }
-
-}  // namespace
 
 TensorSource open_weights(const std::string& dir_name, const std::string& stem, const std::string& variant) {
     const fs::path dir = dir_name;

@@ -2,6 +2,7 @@
 // One file of tensors seen uniformly, whatever its container: names, shapes and dtypes without
 // touching the data, and a getter for zero-copy views. The checkpoint loaders work on these.
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -78,5 +79,27 @@ Checkpoint load_diffusers(const std::string& dir, const LoadOptions& options);
 Variant variant_from_adm(const std::string& label, int adm_in_channels);
 // Shared tail of every loader: strict-size check, vision consistency, optional vision file.
 void finish_config(Checkpoint& ckpt, const LoadOptions& options);
+
+// Architectures read from LDM names under a prefix (checkpoint.cpp); each throws naming the file
+// when the component is absent or malformed.
+UnetArch detect_unet(const TensorSource& source, const std::string& prefix);
+VaeArch detect_vae(const TensorSource& source, const std::string& prefix);
+TextArch detect_text(const TensorSource& source, const std::string& prefix);
+// ComfyUI's v/eps heuristic for plain SD 2.x UNets.
+Prediction guess_prediction(const TensorSource& source, const std::string& prefix, const UnetArch& arch);
+// Architectures from a diffusers component's config.json (diffusers.cpp).
+UnetArch unet_arch(const std::filesystem::path& config_json);
+VaeArch vae_arch(const std::filesystem::path& config_json);
+TextArch text_arch(const std::filesystem::path& config_json);
+// A transformers CLIPTextModel file seen with its "text_model." prefix, whichever version saved it.
+TensorSource with_text_model_prefix(TensorSource source);
+
+// Separate component files (component.cpp): the checkpoint `ckpt` with each component named in
+// `options` (unet_path, vae_path, text_encoder_path) replaced by that file's weights, validated
+// against ckpt.config.
+void replace_components(Checkpoint& ckpt, const LoadOptions& options);
+// A checkpoint assembled from component files only: options.unet_path decides the variant and
+// vae_path and text_encoder_path are required.
+Checkpoint load_from_components(const LoadOptions& options);
 
 }  // namespace unclip::io::detail

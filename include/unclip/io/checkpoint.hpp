@@ -3,7 +3,9 @@
 //   - single-file LDM .safetensors (ComfyUI merges, community fp16 files),
 //   - PyTorch .ckpt (read without executing its pickle, see ckpt.hpp),
 //   - a diffusers folder (model_index.json + unet/ vae/ text_encoder/ image_encoder/ ...),
-// plus an optional separate CLIP vision file (ComfyUI clip_vision, open_clip or transformers keys).
+// plus an optional separate CLIP vision file (ComfyUI clip_vision, open_clip or transformers keys)
+// and optional separate UNet, VAE and text encoder files, as ComfyUI's UNETLoader, VAELoader and
+// CLIPLoader take them (see load_component).
 //
 // The result holds one WeightMap per component, keyed by LDM names relative to the component
 // prefix (UNet: "input_blocks.1.0.in_layers.0.weight", VAE: "decoder.conv_in.weight", text:
@@ -38,6 +40,13 @@ struct LoadOptions {
     // Accept architectures smaller than the official ones (tests, experiments). Off: a
     // checkpoint whose shapes match no official variant is an error ("unknown variant").
     bool allow_reduced = false;
+    // Separate component files (any form load_component accepts). Empty: the component comes from
+    // the checkpoint. When set, the file replaces that component of the checkpoint and must have
+    // the architecture the checkpoint's own component has; the checkpoint must still hold all of
+    // its UNet, VAE and text encoder. With an empty checkpoint path, unet_path alone decides the
+    // variant and vae_path and text_encoder_path are required; the image tower then comes only
+    // from clip_vision_path (without one, generation takes image embeddings, not pictures).
+    std::string unet_path, vae_path, text_encoder_path;
     // Which diffusers weight files to prefer: "" for model.safetensors, "fp16" for
     // model.fp16.safetensors; the other is used when the preferred one is absent.
     std::string diffusers_variant;
@@ -68,6 +77,9 @@ struct Checkpoint {
 // and the culprit otherwise: missing tensors (the first few names), a wrong shape (name,
 // expected, found), an unsupported dtype (name and dtype), an unknown variant, a malformed
 // container, or a directory without model_index.json.
+// `path` may be empty when options.unet_path is set (a model from component files; path and
+// layout of the result are then the UNet file's). Throws Error(Status::invalid_argument) when
+// both are empty, or when path is empty and vae_path or text_encoder_path is too.
 // The result is immutable; its views keep the mapped files alive.
 UNCLIP_CXX_API Checkpoint load_checkpoint(const std::string& path, const LoadOptions& options = {});
 
@@ -76,6 +88,22 @@ UNCLIP_CXX_API Checkpoint load_checkpoint(const std::string& path, const LoadOpt
 // .ckpt file or a diffusers image_encoder folder. Names in the result follow the LDM layout.
 // `arch` receives the detected tower; reduced sizes need allow_reduced.
 UNCLIP_CXX_API nn::WeightMap load_clip_vision(const std::string& path, VisionArch& arch, bool allow_reduced = false);
+
+// Loads one component alone, as ComfyUI's UNETLoader / VAELoader / CLIPLoader do, from
+//   - LDM keys with the component prefix ("model.diffusion_model.", "first_stage_model.",
+//     "cond_stage_model.model.", "embedder.model.visual."): a whole checkpoint serves too,
+//   - the same keys with no prefix (standalone VAE files such as vae-ft-mse-840000-ema-pruned,
+//     OpenCLIP text towers; "visual." and "model.visual." for the image tower),
+//   - a diffusers component folder (unet/, vae/, text_encoder/, image_encoder/; a pipeline folder
+//     holding it is accepted too) or its weight file (diffusers or transformers names),
+// as .safetensors or .ckpt. The result has the names Checkpoint's WeightMap of that component has
+// and is validated against tensor_table(expected, component): every required tensor present with
+// its exact shape, in F32, F16 or BF16. `diffusers_variant` as LoadOptions::diffusers_variant.
+// Throws Error(Status::io) if the file cannot be read and Error(Status::bad_model) naming the file
+// and the culprit otherwise: a file holding another component ("holds a VAE, not a text
+// encoder"), no known layout, missing tensors (the first few names), a wrong shape or dtype.
+UNCLIP_CXX_API nn::WeightMap load_component(const std::string& path, Component component, const ModelConfig& expected,
+                                            const std::string& diffusers_variant = "");
 
 // The weights as contiguous tensors of `dtype`: tensors already in that dtype and contiguous are
 // shared (no copy), the others are converted into newly allocated storage.
