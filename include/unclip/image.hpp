@@ -1,7 +1,7 @@
 #pragma once
-// 8-bit images in host memory: decoding (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC, PNM through stb_image,
-// compiled into the library only) and validation of caller-provided pixel buffers. Sizes are
-// checked against ImageLimits before any pixel memory is allocated.
+// 8-bit images in host memory: decoding (PNG, JPEG, BMP and GIF through stb_image, compiled into
+// the library only) and validation of caller-provided pixel buffers. Sizes are checked against
+// ImageLimits before any pixel memory is allocated.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>

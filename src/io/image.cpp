@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -21,6 +22,11 @@
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STBI_NO_STDIO
+// The formats photos come in; the rarer ones (PSD, TGA, HDR, PIC, PNM) only add decoder surface.
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
 #define STBI_MAX_DIMENSIONS 65536
 #include <stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -36,6 +42,71 @@ namespace {
 struct StbFree {
     void operator()(stbi_uc* p) const noexcept { stbi_image_free(p); }
 };
+
+bool is_jpeg(const unsigned char* p, std::size_t n) { return n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF; }
+
+// stb_image 2.27 (Debian's libstb) writes past its Huffman tables when a DHT segment declares
+// more than 256 codes (fixed upstream in 2.28); such files are refused here before stb sees them.
+// Up to the first scan the walk follows stb's marker parsing (resynchronising on stray bytes as
+// stb does; DHT and DQT advance by their tables, which may run past the declared length). From
+// the first SOS to the EOI marker, where stb's position depends on the entropy decoder, every
+// 0xFF 0xC4 is checked as a DHT segment: in a valid file such a pair only occurs as a real marker.
+// Data after EOI (motion-photo videos) is not scanned, so it cannot cause false refusals.
+void check_dht_at(const unsigned char* p, std::size_t n, std::size_t length_at, std::size_t& next) {
+    auto byte = [&](std::size_t at) -> std::size_t { return at < n ? p[at] : 0; };
+    const auto length = static_cast<std::ptrdiff_t>((byte(length_at) << 8) | byte(length_at + 1));
+    std::size_t t = length_at + 2;
+    for (std::ptrdiff_t left = length - 2; left > 0 && t < n;) {
+        if ((byte(t) >> 4) > 1 || (byte(t) & 15) > 3) break;  // stb stops: "bad DHT header"
+        std::size_t codes = 0;
+        for (std::size_t k = 0; k < 16; ++k) codes += byte(t + 1 + k);
+        if (codes > 256)
+            throw Error(Status::bad_image, "JPEG Huffman table declares " + std::to_string(codes) + " codes (at most 256)");
+        t += 17 + codes;
+        left -= static_cast<std::ptrdiff_t>(17 + codes);
+    }
+    next = t;
+}
+
+void check_jpeg_huffman_tables(const unsigned char* p, std::size_t n) {
+    auto byte = [&](std::size_t at) -> std::size_t { return at < n ? p[at] : 0; };
+    std::size_t i = 2;  // after SOI
+    while (i < n) {
+        while (i < n && p[i] != 0xFF) ++i;  // stb skips padding between segments
+        while (i < n && p[i] == 0xFF) ++i;
+        if (i >= n) return;
+        const unsigned char marker = p[i++];
+        const std::size_t length = (byte(i) << 8) | byte(i + 1);
+        if (marker == 0xD9) return;  // EOI
+        if (marker == 0xC4) {
+            check_dht_at(p, n, i, i);
+        } else if (marker == 0xDB) {
+            std::size_t t = i + 2;
+            for (auto left = static_cast<std::ptrdiff_t>(length) - 2; left > 0 && t < n;) {
+                if ((byte(t) >> 4) > 1 || (byte(t) & 15) > 3) return;  // stb: "bad DQT type/table"
+                const std::size_t step = (byte(t) >> 4) ? 129 : 65;
+                t += step;
+                left -= static_cast<std::ptrdiff_t>(step);
+            }
+            i = t;
+        } else if (marker == 0xDA) {
+            for (std::size_t q = i; q + 1 < n; ++q) {
+                if (p[q] != 0xFF) continue;
+                if (p[q + 1] == 0xD9) return;
+                if (p[q + 1] == 0xC4) {
+                    std::size_t unused = 0;
+                    check_dht_at(p, n, q + 2, unused);
+                }
+            }
+            return;
+        } else if (marker == 0xDD || (marker >= 0xC0 && marker <= 0xCF) || (marker >= 0xE0 && marker <= 0xEF) ||
+                   marker == 0xFE) {
+            i += length;  // DRI, SOFn, APPn, COM: stb reads exactly the declared length
+        } else {
+            return;  // stb: "unknown marker"
+        }
+    }
+}
 }  // namespace
 
 void check_image_size(std::int64_t width, std::int64_t height, const ImageLimits& limits) {
@@ -55,6 +126,7 @@ Image decode_image(const void* data, std::size_t size, const ImageLimits& limits
         throw Error(Status::bad_image, "image data is larger than 2 GiB");
     const auto* bytes = static_cast<const stbi_uc*>(data);
     const int len = static_cast<int>(size);
+    if (is_jpeg(bytes, size)) check_jpeg_huffman_tables(bytes, size);
     int width = 0, height = 0, channels = 0;
     if (!stbi_info_from_memory(bytes, len, &width, &height, &channels))
         throw Error(Status::bad_image, std::string("image data is not a decodable image (") + stbi_failure_reason() + ")");

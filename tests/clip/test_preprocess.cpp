@@ -75,6 +75,10 @@ TEST_CASE("Images are decoded from PNG with their channel count and refused when
     huge[22] = 0x40, huge[23] = 0x00;  // height
     CHECK_THROWS_STATUS(decode_image(huge, sizeof(huge)), Status::bad_image, "16384x16384");
     CHECK_THROWS_STATUS(decode_image("not an image", 12), Status::bad_image, "not a decodable image");
+    // A JPEG whose Huffman table declares 512 codes: stb 2.27 would write past its tables.
+    std::string jpeg = "\xFF\xD8\xFF\xC4";
+    jpeg += std::string("\x00\x13\x00", 3) + std::string(16, '\x20');
+    CHECK_THROWS_STATUS(decode_image(jpeg.data(), jpeg.size()), Status::bad_image, "Huffman table declares 512 codes");
     CHECK_THROWS_STATUS(decode_image(nullptr, 0), Status::bad_image, "empty");
     test::TempDir dir;
     CHECK_THROWS_STATUS(load_image(dir / "missing.png"), Status::io, "missing.png");
