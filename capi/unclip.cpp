@@ -193,11 +193,16 @@ unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipe
     return guarded([&] {
         require(out, "out");
         const unclip_open_params p = read_params(params, "params", default_open);
-        if (!p.model_path || !*p.model_path) invalid("params->model_path is empty");
+        const auto text = [](const char* s) { return std::string(s ? s : ""); };
+        if (text(p.model_path).empty() && text(p.unet_path).empty())
+            invalid("params->model_path is empty (and no params->unet_path)");
         if (p.threads < 0) invalid("params->threads " + std::to_string(p.threads) + " is negative");
         unclip::PipelineOptions options;
-        options.model_path = p.model_path;
-        options.clip_vision_path = p.clip_vision_path ? p.clip_vision_path : "";
+        options.model_path = text(p.model_path);
+        options.clip_vision_path = text(p.clip_vision_path);
+        options.unet_path = text(p.unet_path);
+        options.vae_path = text(p.vae_path);
+        options.text_encoder_path = text(p.text_encoder_path);
         options.threads = p.threads;
         options.allow_reduced = p.allow_reduced;
         switch (p.prediction) {

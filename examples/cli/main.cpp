@@ -1,5 +1,5 @@
 // unclip command-line tool. Subcommands:
-//   unclip variation [--model M] --image IN[:strength[:noise_aug]] ... -o OUT.png [options]   image variations
+//   unclip variation [--model M] [--unet U --vae V --text-encoder T] --image IN[:strength[:noise_aug]] ... -o OUT.png [options]   image variations
 //   unclip make-tiny-model OUT.safetensors    a tiny random-weight unclip-h model (the built-in demo model)
 //   unclip info                               library version, CPU paths and CUDA devices
 //   unclip inspect FILE [--stats]             validate a safetensors checkpoint and list its tensors
@@ -90,7 +90,7 @@ int run_make_tiny_model(const std::string& output, std::uint64_t seed, bool diff
 }
 
 struct VariationArgs {
-    std::string model, clip_vision, out = "variation.png", init, mask, device = "cpu";
+    std::string model, clip_vision, unet, vae, text_encoder, out = "variation.png", init, mask, device = "cpu";
     std::vector<std::string> images;
     unclip::GenerateParams params;
     int threads = 0;
@@ -151,10 +151,16 @@ int run_variation(VariationArgs& a) {
         throw unclip::Error(unclip::Status::device, "--device cuda: the pipeline runs on the CPU in this version (" +
                                                         unclip::cuda::device_description() + ")");
     unclip::PipelineOptions options;
-    options.model_path = a.model.empty() ? default_model_path() : a.model;
+    // With --unet and no --model the components make the model; the demo model is the default only
+    // when neither is given.
+    const bool demo = a.model.empty() && a.unet.empty();
+    options.model_path = demo ? default_model_path() : a.model;
     options.clip_vision_path = a.clip_vision;
+    options.unet_path = a.unet;
+    options.vae_path = a.vae;
+    options.text_encoder_path = a.text_encoder;
     options.threads = a.threads;
-    options.allow_reduced = a.allow_reduced || a.model.empty();
+    options.allow_reduced = a.allow_reduced || demo;
     auto t0 = std::chrono::steady_clock::now();
     unclip::Pipeline pipeline(options);
     const auto& cfg = pipeline.model_config();
@@ -187,7 +193,7 @@ int run_variation(VariationArgs& a) {
     const auto images = pipeline.generate(a.params);
     std::printf("generated %zu image(s) %dx%d in %.1f s\n", images.size(), images.front().width, images.front().height,
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    const unclip::PngText text{{"parameters", describe(a, options.model_path)}};
+    const unclip::PngText text{{"parameters", describe(a, options.model_path.empty() ? options.unet_path : options.model_path)}};
     for (std::size_t i = 0; i < images.size(); ++i) {
         std::string path = a.out;
         if (images.size() > 1) {
@@ -226,6 +232,9 @@ int main(int argc, char** argv) {
     variation->add_option("--mask", v.mask, "with --init: repaint where white (or transparent)");
     variation->add_option("--vae-tile", v.params.vae_tile, "decode the VAE in tiles of this many pixels (0 = automatic)");
     variation->add_option("--clip-vision", v.clip_vision, "separate CLIP vision model file");
+    variation->add_option("--unet", v.unet, "separate UNet file or diffusers unet/ folder (replaces the model's; without --model, the model is made of --unet, --vae and --text-encoder)");
+    variation->add_option("--vae", v.vae, "separate VAE file (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or diffusers vae/ folder");
+    variation->add_option("--text-encoder", v.text_encoder, "separate OpenCLIP text encoder file or diffusers text_encoder/ folder");
     variation->add_option("--threads", v.threads, "CPU threads (default: all)");
     variation->add_option("--device", v.device, "cpu or cuda (default cpu)");
     variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures");

@@ -31,6 +31,14 @@ namespace unclip {
 struct PipelineOptions {
     std::string model_path;         // .safetensors / .ckpt single file, or a diffusers folder
     std::string clip_vision_path;   // optional separate CLIP vision file (replaces the checkpoint's)
+    // Optional separate component files, as ComfyUI's UNETLoader / VAELoader / CLIPLoader take
+    // them (LDM keys with or without their prefix, or diffusers unet/ vae/ text_encoder/ folders
+    // or weight files; see io::load_component). Empty: from model_path. A given file replaces
+    // that component of model_path and must match its architecture; model_path must still hold
+    // all three. model_path may be empty when unet_path is given: the UNet then decides the
+    // variant, vae_path and text_encoder_path are required, and pictures as conditioning need
+    // clip_vision_path (image embeddings work without).
+    std::string unet_path, vae_path, text_encoder_path;
     int threads = 0;                // CPU threads; 0 = one per hardware thread
     std::optional<io::Prediction> prediction;  // override the detected v / eps prediction
     bool allow_reduced = false;     // accept architectures smaller than the official ones (tests)

@@ -10,10 +10,15 @@
 namespace unclip {
 
 Pipeline::Pipeline(const PipelineOptions& options) : impl_(std::make_unique<Impl>(options)) {
-    if (options.model_path.empty()) throw Error(Status::invalid_argument, "Pipeline: model_path is empty");
+    if (options.model_path.empty() && options.unet_path.empty())
+        throw Error(Status::invalid_argument, "Pipeline: model_path is empty (give a checkpoint, or unet_path, vae_path "
+                                              "and text_encoder_path)");
     io::LoadOptions load;
     load.prediction = options.prediction;
     load.clip_vision_path = options.clip_vision_path;
+    load.unet_path = options.unet_path;
+    load.vae_path = options.vae_path;
+    load.text_encoder_path = options.text_encoder_path;
     load.allow_reduced = options.allow_reduced;
     impl_->models = pipeline::load_models(options.model_path, load);
 }

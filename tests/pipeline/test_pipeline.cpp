@@ -5,6 +5,7 @@
 
 #include "test_support.hpp"
 #include "tiny_model.hpp"
+#include "unclip/io/safetensors.hpp"
 #include "unclip/pipeline.hpp"
 
 using namespace unclip;
@@ -41,6 +42,26 @@ GenerateParams small_params() {
     p.seed = 5;
     p.images.push_back({sample_image(40, 30, 1), {}, 1.0f, 0.1f});
     return p;
+}
+
+// The tiny model's tensors under `prefix` as a file of their own, renamed to `rename` + the rest of
+// the name; `nudged` (a full name), if given, gets 0.5 added to every value.
+std::string cut_component(const test::TempDir& dir, const std::string& name, const std::string& prefix,
+                          const std::string& rename, const std::string& nudged = "") {
+    const auto file = io::SafetensorsFile::open(test::tiny_model_path());
+    const std::string path = (dir / name).string();
+    io::SafetensorsWriter writer(path);
+    for (const auto& e : file.entries()) {
+        if (e.name.rfind(prefix, 0) != 0) continue;
+        Tensor t = file.get(e.name);
+        if (e.name == nudged) {
+            t = t.to(DType::f32);
+            for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] += 0.5f;
+        }
+        writer.add(rename + e.name.substr(prefix.size()), t);
+    }
+    writer.finish();
+    return path;
 }
 
 double mean_abs_difference(const Image& a, const Image& b) {
@@ -244,6 +265,50 @@ TEST_CASE("bad generation parameters are refused naming the parameter") {
     GenerateParams huge = small_params();
     huge.width = 65536;
     CHECK_THROWS_STATUS(pipeline.generate(huge), Status::bad_image, "65536");
+}
+
+TEST_CASE("separate UNet, VAE and text encoder files give the pixels of the whole model file") {
+    test::TempDir dir;
+    const std::string unet = cut_component(dir, "unet.safetensors", "model.diffusion_model.", "model.diffusion_model.");
+    const std::string vae = cut_component(dir, "vae.safetensors", "first_stage_model.", "");  // ComfyUI VAE files: bare keys
+    const std::string text = cut_component(dir, "text.safetensors", "cond_stage_model.model.", "");
+    const std::string vision = cut_component(dir, "vision.safetensors", "embedder.model.visual.", "visual.");
+    GenerateParams p = small_params();
+    p.prompt = "a (red:1.2) bird";
+    const auto expected = tiny_pipeline().generate(p);
+
+    PipelineOptions replaced = tiny_options(2);
+    replaced.unet_path = unet;
+    replaced.vae_path = vae;
+    replaced.text_encoder_path = text;
+    CHECK(Pipeline(replaced).generate(p)[0].pixels == expected[0].pixels);
+
+    PipelineOptions separate = tiny_options(2);
+    separate.model_path.clear();
+    separate.unet_path = unet;
+    separate.vae_path = vae;
+    separate.text_encoder_path = text;
+    separate.clip_vision_path = vision;
+    Pipeline from_components(separate);
+    CHECK(from_components.model_config().variant == io::Variant::unclip_h);
+    CHECK(from_components.generate(p)[0].pixels == expected[0].pixels);
+
+    // The given file is the one used: a VAE whose last bias differs changes the picture.
+    PipelineOptions other_vae = tiny_options(2);
+    other_vae.vae_path = cut_component(dir, "vae2.safetensors", "first_stage_model.", "", "first_stage_model.decoder.conv_out.bias");
+    CHECK(mean_abs_difference(Pipeline(other_vae).generate(p)[0], expected[0]) > 1.0);
+}
+
+TEST_CASE("a pipeline without model_path needs the UNet, VAE and text encoder files") {
+    test::TempDir dir;
+    PipelineOptions o = tiny_options(1);
+    o.model_path.clear();
+    CHECK_THROWS_STATUS(Pipeline{o}, Status::invalid_argument, "model_path is empty");
+    o.unet_path = cut_component(dir, "unet.safetensors", "model.diffusion_model.", "");
+    CHECK_THROWS_STATUS(Pipeline{o}, Status::invalid_argument, "missing: vae_path and text_encoder_path");
+    o.vae_path = cut_component(dir, "text.safetensors", "cond_stage_model.model.", "");
+    o.text_encoder_path = o.vae_path;
+    CHECK_THROWS_STATUS(Pipeline{o}, Status::bad_model, "open '" + o.vae_path + "': holds a text encoder, not a VAE");
 }
 
 TEST_CASE("opening a missing or malformed model fails with the file named") {
