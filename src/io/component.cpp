@@ -25,13 +25,8 @@ const char* noun(Component component) {
 // Where LDM-named files put a component: the checkpoint prefix first, then what standalone files
 // use (ComfyUI's VAE files and OpenCLIP towers have bare names; open_clip's image tower "visual.").
 std::vector<std::string> ldm_prefixes(Component component) {
-    switch (component) {
-        case Component::unet: return {ldm_prefix(component), ""};
-        case Component::vae: return {ldm_prefix(component), ""};
-        case Component::text: return {ldm_prefix(component), ""};
-        case Component::vision: return {ldm_prefix(component), "visual.", "model.visual.", ""};
-    }
-    return {};
+    if (component == Component::vision) return {ldm_prefix(component), "visual.", "model.visual.", ""};
+    return {ldm_prefix(component), ""};
 }
 
 // A key that only this component's LDM layout has, relative to its prefix. The VAE's is a block
@@ -98,8 +93,21 @@ ComponentSource open_component(const std::string& path, Component component, con
             if (!fs::is_directory(dir, ec))
                 fail(path, std::string("a diffusers pipeline folder without ") + diffusers_folder(component) + "/");
         }
-        const bool model_stem = component == Component::text || component == Component::vision;
-        out.source = open_weights(dir.string(), model_stem ? "model" : "diffusion_pytorch_model", variant);
+        // diffusers names its weights after the library that saves them; a folder with the other
+        // library's file holds another component, which the checks below then name.
+        const bool transformers = component == Component::text || component == Component::vision;
+        const char* stem = transformers ? "model" : "diffusion_pytorch_model";
+        const char* other_stem = transformers ? "diffusion_pytorch_model" : "model";
+        try {
+            out.source = open_weights(dir.string(), stem, variant);
+        } catch (const Error& e) {
+            if (e.status() != Status::bad_model) throw;
+            try {
+                out.source = open_weights(dir.string(), other_stem, variant);
+            } catch (const Error&) {
+                throw e;
+            }
+        }
     } else {
         out.source = open_source(path);
     }

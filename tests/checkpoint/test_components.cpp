@@ -154,6 +154,11 @@ TEST_CASE("a VAE file given as the text encoder is named as a VAE") {
     const std::string unet = (fs::path(test::golden("tiny_unclip_l")) / "unet").string();
     CHECK_THROWS_STATUS(io::load_component(unet, io::Component::vae, whole().config), Status::bad_model,
                         "holds a UNet, not a VAE");
+    const std::string text = (fs::path(test::golden("tiny_unclip_l")) / "text_encoder").string();
+    CHECK_THROWS_STATUS(io::load_component(text, io::Component::vae, whole().config), Status::bad_model,
+                        "model.safetensors': holds a text encoder, not a VAE");
+    CHECK_THROWS_STATUS(io::load_component(test::TempDir().path().string(), io::Component::vae, whole().config),
+                        Status::bad_model, "no weights: neither diffusion_pytorch_model.safetensors");
 }
 
 TEST_CASE("a component file with a wrong shape names the file, the tensor and both shapes") {
