@@ -2,8 +2,9 @@
 
     python3 variation.py LIBUNCLIP.so MODEL IMAGE OUT.png [--allow-reduced]
 
-The structs below mirror capi/unclip.h field by field; struct_size lets the library tell which
-fields this script knows, so it keeps working with newer libraries.
+The structs below mirror capi/unclip.h field by field: the *_default* functions fill the whole
+struct of the header's version, so every field must be declared here. struct_size then tells a
+newer library which fields this script knows, so it keeps working with newer libraries.
 """
 import ctypes as C
 import sys
@@ -16,7 +17,8 @@ class ImageView(C.Structure):
 
 class OpenParams(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("model_path", C.c_char_p), ("clip_vision_path", C.c_char_p),
-                ("threads", C.c_int32), ("prediction", C.c_int), ("allow_reduced", C.c_bool)]
+                ("threads", C.c_int32), ("prediction", C.c_int), ("allow_reduced", C.c_bool),
+                ("unet_path", C.c_char_p), ("vae_path", C.c_char_p), ("text_encoder_path", C.c_char_p)]
 
 
 class Conditioning(C.Structure):

@@ -5,10 +5,13 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "unclip/backend/cpu.hpp"
+#include "unclip/error.hpp"
 
 namespace unclip {
 namespace detail {
@@ -16,17 +19,26 @@ namespace detail {
 class ThreadPool {
 public:
     explicit ThreadPool(int threads) : threads_(std::max(1, threads)) {
-        for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { work(); });
+        try {
+            for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { work(); });
+        } catch (const std::system_error& e) {
+            stop();  // the destructor does not run for a half-built pool
+            throw Error(Status::out_of_memory, "cpu: cannot start " + std::to_string(threads_ - 1) +
+                                                   " worker threads (" + e.what() + ")");
+        }
     }
-    ~ThreadPool() {
+    ~ThreadPool() { stop(); }
+    int threads() const noexcept { return threads_; }
+
+    void stop() noexcept {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             stopping_ = true;
         }
         wake_.notify_all();
         for (auto& w : workers_) w.join();
+        workers_.clear();
     }
-    int threads() const noexcept { return threads_; }
 
     void run(std::int64_t pieces, const std::function<void(std::int64_t)>& piece) {
         if (pieces <= 0) return;
@@ -99,6 +111,9 @@ private:
 }  // namespace detail
 
 CpuBackend::Context::Context(int threads) {
+    if (threads > kMaxCpuThreads)
+        throw Error(Status::invalid_argument, "cpu: " + std::to_string(threads) + " threads requested, at most " +
+                                                  std::to_string(kMaxCpuThreads) + " are supported");
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     pool_ = std::make_unique<detail::ThreadPool>(threads);
 }

@@ -2,6 +2,10 @@
 #include <cstring>
 
 #include "test_support.hpp"
+#include <algorithm>
+#include <vector>
+
+#include "unclip/backend/cpu.hpp"
 #include "unclip/backend/cuda.hpp"
 #include "unclip/scratch.hpp"
 #include "unclip/tensor.hpp"
@@ -112,6 +116,23 @@ TEST_CASE("scratch hands out aligned buffers, restores frames and reports under-
         CHECK_THROWS_STATUS(scratch.reserve(1 << 20), Status::internal, "cannot grow");
     }
     CHECK(scratch.used() == 0);
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("foundation") {
+
+TEST_CASE("a CPU context refuses absurd thread counts and runs every piece of a parallel loop once") {
+    CHECK_THROWS_STATUS(CpuBackend::Context(100000), Status::invalid_argument, "100000 threads");
+    const CpuBackend::Context ctx(3);
+    CHECK(ctx.threads() == 3);
+    std::vector<int> hits(1000, 0);
+    ctx.parallel_for(1000, 7, [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t i = b; i < e; ++i) ++hits[static_cast<std::size_t>(i)];
+    });
+    CHECK(std::count(hits.begin(), hits.end(), 1) == 1000);
+    CHECK_THROWS_STATUS(ctx.parallel_for(10, 1, [](std::int64_t, std::int64_t) { throw Error(Status::internal, "boom"); }),
+                        Status::internal, "boom");
 }
 
 }  // TEST_SUITE

@@ -87,7 +87,7 @@ void write_bytes(const std::filesystem::path& path, const std::string& bytes);
             statement;                                                                        \
         } catch (const ::unclip::Error& unclip_error_) {                                      \
             unclip_thrown_ = true;                                                            \
-            INFO("message: " << unclip_error_.what());                                        \
+            INFO("message: " << std::string(unclip_error_.what()));                                        \
             CHECK(unclip_error_.status() == (expected_status));                                        \
             CHECK(std::string(unclip_error_.what()).find(needle) != std::string::npos);       \
         }                                                                                     \

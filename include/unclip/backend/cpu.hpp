@@ -19,12 +19,16 @@ class ThreadPool;
 // The instruction set the CPU kernels run with on this machine: "avx512", "avx2" or "baseline".
 UNCLIP_CXX_API const char* cpu_kernel_isa() noexcept;
 
+// More threads than this in one Context is refused (Status::invalid_argument): a mistake, not a machine.
+inline constexpr int kMaxCpuThreads = 1024;
+
 struct CpuBackend {
     // Per-caller execution state: the worker threads. A Context is used by one thread at a time;
     // several threads may run the same (const) modules, each with its own Context and Scratch.
     class UNCLIP_CXX_API Context {
     public:
-        // threads <= 0: one per hardware thread.
+        // threads <= 0: one per hardware thread. Throws Error(Status::invalid_argument) above
+        // kMaxCpuThreads and Error(Status::out_of_memory) when the threads cannot be started.
         explicit Context(int threads = 0);
         ~Context();
         Context(Context&&) noexcept;
