@@ -13,6 +13,7 @@ namespace {
 
 using detail::add;
 using detail::mul;
+using detail::rounded;
 using detail::sub;
 
 inline std::uint32_t bits(float x) {
@@ -27,6 +28,9 @@ inline float from_bits(std::uint32_t u) {
 }
 
 // One lane of avx_mathfun.h log256_ps (Cephes logf, as PyTorch ships it), for x in (0, 1].
+// PyTorch compiles its AVX2 kernels with -mfma, and GCC fuses a multiply into the add or subtract
+// that is its only use (taking the first such multiply in program order when both operands are
+// products): those steps are std::fma here. Checked bit for bit against torch 2.15.
 float avx2_log(float x) {
     const float min_norm_pos = from_bits(0x00800000u);
     x = x < min_norm_pos ? min_norm_pos : x;
@@ -45,16 +49,15 @@ float avx2_log(float x) {
                                 -1.2420140846E-1, +1.4249322787E-1, -1.6668057665E-1,
                                 +2.0000714765E-1, -2.4999993993E-1, +3.3333331174E-1};
     float y = static_cast<float>(p[0]);
-    for (int i = 1; i < 9; ++i) y = add(mul(y, x), static_cast<float>(p[i]));
+    for (int i = 1; i < 9; ++i) y = rounded(std::fma(y, x, static_cast<float>(p[i])));
     y = mul(y, x);
-    y = mul(y, z);
-    y = add(y, mul(e, static_cast<float>(-2.12194440e-4)));
-    y = sub(y, mul(z, 0.5f));
+    y = rounded(std::fma(y, z, mul(e, static_cast<float>(-2.12194440e-4))));  // y*z comes first
+    y = sub(y, mul(z, 0.5f));  // z * 0.5 is exact: fused or not, one rounding
     x = add(x, y);
-    return add(x, mul(e, 0.693359375f));
+    return rounded(std::fma(e, 0.693359375f, x));
 }
 
-// One lane of avx_mathfun.h sincos256_ps (Cephes sinf/cosf), for x >= 0.
+// One lane of avx_mathfun.h sincos256_ps (Cephes sinf/cosf), for x >= 0, fused as above.
 void avx2_sincos(float x, float* s, float* c) {
     std::uint32_t sign_sin = bits(x) & 0x80000000u;
     x = from_bits(bits(x) & 0x7fffffffu);
@@ -64,27 +67,24 @@ void avx2_sincos(float x, float* s, float* c) {
     y = static_cast<float>(j);
     const std::uint32_t swap_sign_sin = (static_cast<std::uint32_t>(j) & 4u) << 29;
     const bool poly2 = (j & 2) == 0;  // the sine polynomial for sin, the cosine one for cos
-    x = add(x, mul(y, -0.78515625f));
-    x = add(x, mul(y, -2.4187564849853515625e-4f));
-    x = add(x, mul(y, static_cast<float>(-3.77489497744594108e-8)));
+    x = rounded(std::fma(y, -0.78515625f, x));
+    x = rounded(std::fma(y, -2.4187564849853515625e-4f, x));
+    x = rounded(std::fma(y, static_cast<float>(-3.77489497744594108e-8), x));
     const std::uint32_t sign_cos = (~static_cast<std::uint32_t>(j - 2) & 4u) << 29;
     sign_sin ^= swap_sign_sin;
 
     const float z = mul(x, x);
-    float yc = static_cast<float>(2.443315711809948E-005);
-    yc = add(mul(yc, z), static_cast<float>(-1.388731625493765E-003));
-    yc = add(mul(yc, z), static_cast<float>(4.166664568298827E-002));
+    float yc = rounded(std::fma(static_cast<float>(2.443315711809948E-005), z,
+                                static_cast<float>(-1.388731625493765E-003)));
+    yc = rounded(std::fma(yc, z, static_cast<float>(4.166664568298827E-002)));
     yc = mul(yc, z);
-    yc = mul(yc, z);
-    yc = sub(yc, mul(z, 0.5f));
+    yc = rounded(std::fma(yc, z, -mul(z, 0.5f)));
     yc = add(yc, 1.0f);
 
-    float ys = static_cast<float>(-1.9515295891E-4);
-    ys = add(mul(ys, z), static_cast<float>(8.3321608736E-3));
-    ys = add(mul(ys, z), static_cast<float>(-1.6666654611E-1));
+    float ys = rounded(std::fma(static_cast<float>(-1.9515295891E-4), z, static_cast<float>(8.3321608736E-3)));
+    ys = rounded(std::fma(ys, z, static_cast<float>(-1.6666654611E-1)));
     ys = mul(ys, z);
-    ys = mul(ys, x);
-    ys = add(ys, x);
+    ys = rounded(std::fma(ys, x, x));
 
     // Lane selection as in the vector code: the sine takes ys where poly2, else yc; the cosine the
     // other one. (x - x_selected) + 0 keeps the sign of zero exactly as the masked subtraction does.

@@ -114,7 +114,8 @@ TEST_CASE("CFG evaluates positive and negative rows in one batch and mixes them"
 
 TEST_CASE("Whole KSampler runs reproduce ComfyUI's composition: seed, schedule, noise scaling, CFG, sampler") {
     const test::Fixture fx("sampling/ksampler.safetensors");
-    for (const auto& run : fx.config().at("runs")) {
+    const auto config = fx.config();
+    for (const auto& run : config.at("runs")) {
         INFO(run.dump());
         std::vector<float> out = run_ksampler(fx, run);
         CHECK_CLOSE(test::as_tensor(out), test::flat(fx[run.at("name").get<std::string>() + ".out"]),

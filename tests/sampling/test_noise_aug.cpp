@@ -36,7 +36,8 @@ TEST_SUITE("sampling") {
 
 TEST_CASE("Noise augmentation matches diffusers' noise_image_embeddings at every level, with and without statistics") {
     const test::Fixture fx("sampling/noise_aug.safetensors");
-    for (const auto& c : fx.config().at("diffusers")) {
+    const auto config = fx.config();
+    for (const auto& c : config.at("diffusers")) {
         const auto dim = c.at("dim").get<std::int64_t>();
         const std::string prefix = "diffusers." + std::to_string(dim);
         std::vector<float> mean, std;

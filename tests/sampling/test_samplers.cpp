@@ -58,7 +58,8 @@ TEST_CASE("Every sampler's trajectory matches k-diffusion / the UniPC reference 
 TEST_CASE("UniPC bh1 and bh2 match diffusers' UniPCMultistepScheduler where the two agree") {
     const test::Fixture fx("sampling/samplers.safetensors");
     const test::GaussianDenoiser data(test::values(fx["data.mu"]), test::values(fx["data.s"]));
-    for (const auto& c : fx.config().at("diffusers_unipc")) {
+    const auto config = fx.config();
+    for (const auto& c : config.at("diffusers_unipc")) {
         const std::string name = c.at("name");
         INFO(name);
         std::vector<float> x = test::values(fx[name + ".x_init"]);

@@ -15,8 +15,8 @@
 // Seeds: the initial noise is torch.manual_seed(seed) + torch.randn(latent) on the CPU, bit-exact
 // (rng.hpp). Ancestral noise (euler_ancestral) is what ComfyUI draws on a CPU device: a fresh
 // torch CPU generator seeded with the same seed, one torch.randn(latent) per step, so the run
-// reproduces ComfyUI's latent when ComfyUI samples on the CPU (on a GPU it draws that noise from
-// the CUDA Philox generator instead). The SDE samplers (dpmpp_sde, dpmpp_2m_sde) use ComfyUI's
+// reproduces ComfyUI's latent to float32 rounding when ComfyUI samples on the CPU (on a GPU it
+// draws that noise from the CUDA Philox generator instead; the initial noise is the same there). The SDE samplers (dpmpp_sde, dpmpp_2m_sde) use ComfyUI's
 // update rules, but their Brownian noise comes from BrownianNoiseSampler below, not from torchsde.
 //
 // Errors: Error(Status::invalid_argument) naming the bad argument; Error(Status::cancelled) when
