@@ -24,6 +24,10 @@ References, by fixture:
                          ComfyUI's unclip_adm (re-derived below) for the ComfyUI semantics.
   ksampler.safetensors   whole KSampler runs with a fake v-prediction network: seed -> initial noise,
                          schedule, noise scaling, CFG wrapper and sampler as ComfyUI composes them.
+  unet_e2e.safetensors   the same composition around a real network: diffusers' UNet2DConditionModel
+                         with the weights of tests/data/unet/unet_tiny_adm.safetensors (read from there,
+                         so regenerate the unet area first if its seed or config ever changes), with
+                         the ADM vector from the unclip_adm re-derivation (an ADM of 12 = 2 x dim 6).
 """
 import json
 import math
@@ -36,7 +40,7 @@ import types
 import numpy as np
 import torch
 
-from common import import_k_diffusion_sampling, write_fixture
+from common import DATA, import_k_diffusion_sampling, write_fixture
 
 AREA = "sampling"
 F32 = torch.float32
@@ -523,8 +527,9 @@ def fake_network(x_in, t, mu):
     return a * x_in + b * mu
 
 
-def comfy_denoiser(ms, mu_pos, mu_neg, cfg):
-    """comfy/model_base.py _apply_model (V_PREDICTION) + comfy/samplers.py cfg_function."""
+def comfy_denoiser(ms, network, cfg):
+    """comfy/model_base.py _apply_model (V_PREDICTION) + comfy/samplers.py cfg_function;
+    network(x_in, t, negative) -> v."""
     def denoise(x, sigma):
         sigma = sigma.reshape(-1)[0].to(F32)
         x_in = x / (sigma ** 2 + 1.0) ** 0.5
@@ -532,12 +537,31 @@ def comfy_denoiser(ms, mu_pos, mu_neg, cfg):
 
         def to_denoised(out):
             return x * 1.0 / (sigma ** 2 + 1.0) - out * sigma * 1.0 / (sigma ** 2 + 1.0) ** 0.5
-        cond = to_denoised(fake_network(x_in, t, mu_pos))
+        cond = to_denoised(network(x_in, t, False))
         if math.isclose(cfg, 1.0):
             return cond
-        uncond = to_denoised(fake_network(x_in, t, mu_neg))
+        uncond = to_denoised(network(x_in, t, True))
         return uncond + (cond - uncond) * cfg
     return denoise
+
+
+def comfy_ksample(ms, denoise_fn, sampler, scheduler, steps, denoise, seed, latent):
+    """comfy/sample.py prepare_noise, comfy/samplers.py KSampler sigmas, max_denoise, EPS.noise_scaling,
+    then the sampler (ancestral noise: default_noise_sampler(x, seed) on a CPU device)."""
+    kd = import_k_diffusion_sampling()
+    sigmas = ksampler_sigmas(ms, scheduler, sampler, steps, denoise)
+    noise = torch.randn(latent.shape, generator=torch.manual_seed(seed), device="cpu")
+    max_denoise = math.isclose(float(ms.sigma_max), float(sigmas[0]), rel_tol=1e-05) or float(sigmas[0]) > float(ms.sigma_max)
+    x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0) if max_denoise else noise * sigmas[0]
+    x = x + latent
+    if sampler in ("uni_pc", "uni_pc_bh2"):
+        return unipc_rederived(denoise_fn, x, sigmas, "bh2" if sampler == "uni_pc_bh2" else "bh1")
+    kwargs = {}
+    if sampler == "euler_ancestral":
+        noise_gen = torch.Generator(device="cpu")
+        noise_gen.manual_seed(seed)
+        kwargs["noise_sampler"] = lambda s, sn: torch.randn(x.size(), generator=noise_gen)
+    return getattr(kd, K_SAMPLERS[sampler])(lambda x_, s_: denoise_fn(x_, s_), x, sigmas, disable=True, **kwargs)
 
 
 KSAMPLER_RUNS = [  # sampler, scheduler, steps, cfg, denoise, seed, batch, img2img
@@ -551,7 +575,6 @@ KSAMPLER_RUNS = [  # sampler, scheduler, steps, cfg, denoise, seed, batch, img2i
 
 
 def ksampler_fixture():
-    kd = import_k_diffusion_sampling()
     ms = ModelSamplingDiscrete()
     gen = torch.Generator().manual_seed(4242)
     tensors, config = {}, {"runs": []}
@@ -560,22 +583,9 @@ def ksampler_fixture():
         mu_pos = torch.randn(shape[1:], generator=gen)
         mu_neg = torch.randn(shape[1:], generator=gen)
         latent = torch.randn(shape, generator=gen) * 0.8 if img2img else torch.zeros(shape)
-        sigmas = ksampler_sigmas(ms, scheduler, sampler, steps, denoise)
-        # comfy/sample.py prepare_noise, comfy/samplers.py max_denoise + EPS.noise_scaling
-        noise = torch.randn(shape, generator=torch.manual_seed(seed), device="cpu")
-        max_denoise = math.isclose(float(ms.sigma_max), float(sigmas[0]), rel_tol=1e-05) or float(sigmas[0]) > float(ms.sigma_max)
-        x = noise * torch.sqrt(1.0 + sigmas[0] ** 2.0) if max_denoise else noise * sigmas[0]
-        x = x + latent
-        denoise_fn = comfy_denoiser(ms, mu_pos, mu_neg, cfg)
-        if sampler in ("uni_pc", "uni_pc_bh2"):
-            out = unipc_rederived(denoise_fn, x, sigmas, "bh2" if sampler == "uni_pc_bh2" else "bh1")
-        else:
-            kwargs = {}
-            if sampler == "euler_ancestral":  # default_noise_sampler(x, seed) on a CPU device
-                noise_gen = torch.Generator(device="cpu")
-                noise_gen.manual_seed(seed)
-                kwargs["noise_sampler"] = lambda s, sn: torch.randn(x.size(), generator=noise_gen)
-            out = getattr(kd, K_SAMPLERS[sampler])(lambda x_, s_: denoise_fn(x_, s_), x, sigmas, disable=True, **kwargs)
+        denoise_fn = comfy_denoiser(ms, lambda x_in, t, negative: fake_network(x_in, t, mu_neg if negative else mu_pos),
+                                    cfg)
+        out = comfy_ksample(ms, denoise_fn, sampler, scheduler, steps, denoise, seed, latent)
         name = f"run{index}"
         tensors[f"{name}.mu_pos"], tensors[f"{name}.mu_neg"] = mu_pos, mu_neg
         tensors[f"{name}.latent"], tensors[f"{name}.out"] = latent, out
@@ -586,6 +596,44 @@ def ksampler_fixture():
                        "cfg_function) around k_diffusion.sampling / the UniPC re-derivation, fake network")
 
 
+UNET_RUNS = [  # sampler, scheduler, steps, cfg, seed, noise_augmentation, strength
+    ("uni_pc_bh2", "normal", 6, 5.0, 77, 0.1, 1.0),
+    ("euler_ancestral", "karras", 5, 7.0, 3, 0.0, 1.5),
+]
+
+
+def unet_e2e_fixture():
+    from safetensors.torch import load_file
+    import unet as unet_area
+    source = "unet/unet_tiny_adm.safetensors"
+    weights = load_file(str(DATA / source))
+    model = unet_area.build(12)
+    model.load_state_dict({k: weights[f"unet.{unet_area.to_ldm(k)}"] for k in model.state_dict()})
+    ms, tables, dim = ModelSamplingDiscrete(), comfy_tables(), 6
+    gen = torch.Generator().manual_seed(5151)
+    tensors, config = {}, {"weights": source, "embedding_dim": dim, "latent": [1, 4, 16, 16], "runs": []}
+    for index, (sampler, scheduler, steps, cfg, seed, aug, strength) in enumerate(UNET_RUNS):
+        embeds = torch.randn([1, dim], generator=gen) * 0.5
+        context = torch.randn([2, 5, unet_area.TINY["context_dim"]], generator=gen)  # [positive; negative]
+        image = {"embeds": embeds, "strength": strength, "noise_augmentation": aug}
+        y = torch.cat([comfy_unclip_adm([image], seed, dim, tables), torch.zeros(1, 2 * dim)])
+
+        def network(x_in, t, negative, context=context, y=y):
+            row = slice(1, 2) if negative else slice(0, 1)
+            with torch.no_grad():
+                return model(x_in, torch.tensor([float(t)]), encoder_hidden_states=context[row],
+                             class_labels=y[row]).sample
+        out = comfy_ksample(ms, comfy_denoiser(ms, network, cfg), sampler, scheduler, steps, 1.0, seed,
+                            torch.zeros(config["latent"]))
+        name = f"run{index}"
+        tensors[f"{name}.embeds"], tensors[f"{name}.context"], tensors[f"{name}.out"] = embeds, context, out
+        config["runs"].append({"name": name, "sampler": sampler, "scheduler": scheduler, "steps": steps, "cfg": cfg,
+                               "seed": str(seed), "noise_augmentation": aug, "strength": strength})
+    write_fixture(AREA, "unet_e2e", tensors, seed=5151, config=config,
+                  note="ComfyUI's KSampler composition re-derived around diffusers.UNet2DConditionModel "
+                       f"({source} weights) and the unclip_adm re-derivation")
+
+
 def generate():
     torch.set_num_threads(1)
     rng_fixture()
@@ -593,3 +641,4 @@ def generate():
     samplers_fixture()
     noise_aug_fixture()
     ksampler_fixture()
+    unet_e2e_fixture()
