@@ -7,6 +7,19 @@
 namespace unclip::nn {
 
 namespace detail {
+// Two activation buffers used in turn: every step reads one and writes the other.
+template <class T>
+struct PingPong {
+    T* buffers[2];
+    int turn = 0;
+    PingPong(Scratch& scratch, std::size_t elements) : buffers{scratch.take<T>(elements), scratch.take<T>(elements)} {}
+    View<T> fresh(const Shape& shape) {
+        turn ^= 1;
+        return {buffers[turn], shape};
+    }
+    View<T> idle(const Shape& shape) const { return {buffers[turn ^ 1], shape}; }
+};
+
 // Per-axis tile placement: origins stepping by tile - overlap, the last tile flush with the end.
 inline std::vector<std::int64_t> tile_origins(std::int64_t length, std::int64_t tile, std::int64_t overlap, std::int64_t align) {
     if (length <= tile) return {0};
@@ -175,20 +188,15 @@ void AutoencoderKL<Backend, T>::decode(const typename Backend::Context& ctx, CVi
     detail::check_shape("VAE decode", "image", image.shape,
                         {batch, cfg_.image_channels, latent.shape[2] * f, latent.shape[3] * f});
     Scratch::Frame frame(scratch);
-    // Two activation buffers in turn: every step reads one and writes the other.
-    T* buffers[2] = {scratch.take<T>(largest), scratch.take<T>(largest)};
-    int turn = 0;
-    auto fresh = [&](const Shape& shape) {
-        turn ^= 1;
-        return View<T>{buffers[turn], shape};
-    };
+    detail::PingPong<T> buffers(scratch, largest);
+    auto fresh = [&](const Shape& shape) { return buffers.fresh(shape); };
     std::int64_t h = latent.shape[2], w = latent.shape[3];
     const std::int64_t top = detail::vae_width(cfg_, cfg_.ch_mult.size() - 1);
     View<T> z = fresh({batch, cfg_.z_channels, h, w});
     d.post_quant_conv.forward(ctx, latent, z, scratch);
     View<T> cur = fresh({batch, top, h, w});
     d.conv_in.forward(ctx, z, cur, scratch);
-    View<T> spare{buffers[turn ^ 1], cur.shape};
+    View<T> spare = buffers.idle(cur.shape);
     run_mid(ctx, d.mid, cur, &spare, scratch);
     for (std::size_t i = cfg_.ch_mult.size(); i-- > 0;) {
         for (const auto& b : d.up[i].blocks) {
@@ -260,12 +268,8 @@ void AutoencoderKL<Backend, T>::encode(const typename Backend::Context& ctx, CVi
     detail::check_shape("VAE encode", "moments", moments.shape,
                         {batch, 2 * cfg_.embed_dim, image.shape[2] / f, image.shape[3] / f});
     Scratch::Frame frame(scratch);
-    T* buffers[2] = {scratch.take<T>(largest), scratch.take<T>(largest)};
-    int turn = 0;
-    auto fresh = [&](const Shape& shape) {
-        turn ^= 1;
-        return View<T>{buffers[turn], shape};
-    };
+    detail::PingPong<T> buffers(scratch, largest);
+    auto fresh = [&](const Shape& shape) { return buffers.fresh(shape); };
     std::int64_t h = image.shape[2], w = image.shape[3];
     View<T> cur = fresh({batch, cfg_.ch, h, w});
     e.conv_in.forward(ctx, image, cur, scratch);
@@ -283,7 +287,7 @@ void AutoencoderKL<Backend, T>::encode(const typename Backend::Context& ctx, CVi
             cur = next;
         }
     }
-    View<T> spare{buffers[turn ^ 1], cur.shape};
+    View<T> spare = buffers.idle(cur.shape);
     run_mid(ctx, e.mid, cur, &spare, scratch);
     View<T> normed = fresh(cur.shape);
     e.norm_out.forward(ctx, cur.data, normed.data, batch, h * w, true);
