@@ -136,7 +136,9 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         const std::vector<float> m = latent_mask(*p.mask, h, w);
         for (std::int64_t r = 0; r < batch * 4; ++r) mask_weights.insert(mask_weights.end(), m.begin(), m.end());
         noise.resize(latent.size());
-        sampling::TorchGenerator(p.seed).randn(noise.data(), noise.size());  // prepare_noise's draw
+        // KSamplerX0Inpaint re-noises the held region with the initial noise; ComfyUI's ddim
+        // sampler hands it a separate CPU noise seeded seed + 1 instead (spec §8.2).
+        sampling::TorchGenerator(sampler == sampling::Sampler::ddim ? p.seed + 1 : p.seed).randn(noise.data(), noise.size());
         denoise = [&, inner = denoise](const float* x, float sigma, float* out) {
             std::vector<float> held(latent.size());
             for (std::size_t i = 0; i < held.size(); ++i)

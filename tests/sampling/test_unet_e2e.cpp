@@ -2,6 +2,7 @@
 
 #include "sampling_support.hpp"
 #include "unclip/nn/instances.hpp"
+#include "unet_fixture.hpp"
 #include "unclip/sampling/conditioning.hpp"
 #include "unclip/sampling/denoiser.hpp"
 #include "unclip/sampling/samplers.hpp"
@@ -9,28 +10,13 @@
 using namespace unclip;
 using namespace unclip::sampling;
 
-namespace {
-nn::UNetConfig tiny_unet_config(const nlohmann::json& j) {
-    nn::UNetConfig cfg;
-    cfg.model_channels = j.at("model_channels");
-    cfg.channel_mult = j.at("channel_mult").get<std::vector<int>>();
-    cfg.num_res_blocks = j.at("num_res_blocks");
-    cfg.attention_levels = j.at("attention_levels").get<std::vector<bool>>();
-    cfg.head_channels = j.at("head_channels");
-    cfg.context_dim = j.at("context_dim");
-    cfg.adm_in_channels = j.at("adm_in_channels");
-    cfg.groups = j.at("groups");
-    return cfg;
-}
-}  // namespace
-
 TEST_SUITE("sampling") {
 
 TEST_CASE("A KSampler run around the tiny unCLIP UNet matches ComfyUI's composition around diffusers' UNet") {
     const test::Fixture fx("sampling/unet_e2e.safetensors");
     const auto config = fx.config();
     const test::Fixture weights_fx(config.at("weights").get<std::string>());
-    const auto unet_cfg = tiny_unet_config(weights_fx.config());
+    const auto unet_cfg = test::unet_config(weights_fx.config());
     const nn::UNet<CpuBackend, float> unet(unet_cfg, nn::load_unet<float>(weights_fx.weights("unet."), "", unet_cfg));
     const auto latent_shape = config.at("latent");
     const Shape row_shape{1, latent_shape[1].get<std::int64_t>(), latent_shape[2].get<std::int64_t>(),

@@ -3,22 +3,11 @@
 
 #include "test_support.hpp"
 #include "unclip/nn/instances.hpp"
+#include "unet_fixture.hpp"
 
 using namespace unclip;
 
 namespace {
-nn::UNetConfig unet_config(const nlohmann::json& j) {
-    nn::UNetConfig cfg;
-    cfg.model_channels = j.at("model_channels");
-    cfg.channel_mult = j.at("channel_mult").get<std::vector<int>>();
-    cfg.num_res_blocks = j.at("num_res_blocks");
-    cfg.attention_levels = j.at("attention_levels").get<std::vector<bool>>();
-    cfg.head_channels = j.at("head_channels");
-    cfg.context_dim = j.at("context_dim");
-    cfg.adm_in_channels = j.at("adm_in_channels");
-    cfg.groups = j.at("groups");
-    return cfg;
-}
 
 Tensor run_unet(const nn::UNet<CpuBackend, float>& unet, const test::Fixture& fx, const std::string& tag, int threads) {
     const Tensor x = fx[tag + ".x"], t = fx[tag + ".t"], context = fx[tag + ".context"];
@@ -39,7 +28,7 @@ TEST_SUITE("unet") {
 
 TEST_CASE("UNet matches diffusers UNet2DConditionModel with the unCLIP projection class embedding") {
     const test::Fixture fx("unet/unet_tiny_adm.safetensors");
-    const auto cfg = unet_config(fx.config());
+    const auto cfg = test::unet_config(fx.config());
     const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
     for (const std::string tag : {"a", "b", "c"}) {
         INFO("case " << tag << ": latent " << fx[tag + ".x"].shape().str());
@@ -49,14 +38,14 @@ TEST_CASE("UNet matches diffusers UNet2DConditionModel with the unCLIP projectio
 
 TEST_CASE("UNet without label embedding matches diffusers as plain SD 2.x") {
     const test::Fixture fx("unet/unet_tiny_plain.safetensors");
-    const auto cfg = unet_config(fx.config());
+    const auto cfg = test::unet_config(fx.config());
     const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
     CHECK_CLOSE(run_unet(unet, fx, "a", 2), fx["a.expected"], test::kFp32Golden);
 }
 
 TEST_CASE("UNet output is bit-identical for one and two threads") {
     const test::Fixture fx("unet/unet_tiny_adm.safetensors");
-    const auto cfg = unet_config(fx.config());
+    const auto cfg = test::unet_config(fx.config());
     const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
     const Tensor one = run_unet(unet, fx, "a", 1), two = run_unet(unet, fx, "a", 2);
     CHECK(std::memcmp(one.raw_data(), two.raw_data(), one.nbytes()) == 0);
@@ -64,7 +53,7 @@ TEST_CASE("UNet output is bit-identical for one and two threads") {
 
 TEST_CASE("UNet refuses a missing label embedding, a wrong ADM width and a missing ADM vector by name") {
     const test::Fixture fx("unet/unet_tiny_adm.safetensors");
-    auto cfg = unet_config(fx.config());
+    auto cfg = test::unet_config(fx.config());
     const auto weights = fx.weights("unet.");
     auto wrong = cfg;
     wrong.adm_in_channels = 2048;
