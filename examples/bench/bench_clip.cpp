@@ -12,23 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_timing.hpp"
 #include "unclip/nn/instances.hpp"
 #include "unclip/text/tokenizer.hpp"
 
 using namespace unclip;
 
 namespace {
-double median_seconds(int repeats, const std::function<void()>& fn) {
-    fn();  // warm-up
-    std::vector<double> times;
-    for (int i = 0; i < repeats; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        fn();
-        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-}
 
 // Small uniform values from a xorshift generator: fast for a billion weights; the values do not
 // matter for timing as long as they stay finite and normal.
@@ -94,7 +84,7 @@ int main(int argc, char** argv) {
         Tensor pooled = Tensor::empty(DType::f32, {1, cfg.embed_dim});
         View<float> pooled_view = view_of<float>(pooled);
         Scratch scratch(model.scratch_bytes(1, 77));
-        const double s = median_seconds(repeats, [&] {
+        const double s = bench::median_seconds(repeats, [&] {
             model.forward(ctx, CView<std::int32_t>{ids.data(), {1, 77}}, view_of<float>(hidden), &pooled_view, scratch);
         });
         std::printf("%-44s %10.3f\n", "text ViT-H/14, 1x77 tokens, 24 blocks + pooled", s);
@@ -116,7 +106,7 @@ int main(int argc, char** argv) {
         fill(pixels, 4.0f, 0.0f, state);
         Tensor embeds = Tensor::empty(DType::f32, {1, cfg.embed_dim});
         Scratch scratch(model.scratch_bytes(1));
-        const double s = median_seconds(repeats, [&] {
+        const double s = bench::median_seconds(repeats, [&] {
             model.forward(ctx, view_of<const float>(pixels), view_of<float>(embeds), scratch);
         });
         std::printf("%-44s %10.3f\n", "vision ViT-H/14, 1x3x224x224, 32 blocks", s);

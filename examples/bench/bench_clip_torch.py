@@ -3,22 +3,12 @@ CLIPVisionModelWithProjection at OpenCLIP ViT-H/14 sizes with random weights, fp
 the same threads and repeats. The text run also returns the hidden states (ComfyUI reads the
 penultimate one). Median wall time after a warm-up."""
 import argparse
-import statistics
-import time
 
 import torch
+
+from bench_timing import median_seconds
 from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
                           CLIPVisionModelWithProjection)
-
-
-def median_seconds(repeats, fn):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():

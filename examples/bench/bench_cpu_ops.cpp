@@ -12,22 +12,12 @@
 #include <random>
 #include <vector>
 
+#include "bench_timing.hpp"
 #include "unclip/backend/cpu.hpp"
 
 using unclip::CpuBackend;
 
 namespace {
-double median_seconds(int repeats, const std::function<void()>& fn) {
-    fn();  // warm-up
-    std::vector<double> times;
-    for (int i = 0; i < repeats; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        fn();
-        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-}
 
 std::vector<float> random_floats(std::size_t n) {
     std::mt19937 rng(7);
@@ -50,7 +40,7 @@ int main(int argc, char** argv) {
     {
         const std::int64_t n = 2048;
         auto a = random_floats(n * n), b = random_floats(n * n), c = random_floats(n * n);
-        const double s = median_seconds(repeats, [&] {
+        const double s = unclip::bench::median_seconds(repeats, [&] {
             CpuBackend::gemm(ctx, false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
         });
         std::printf("%-34s %10.2f %10.1f\n", "gemm 2048x2048x2048", s * 1e3, 2.0 * n * n * n / s / 1e9);
@@ -77,7 +67,7 @@ int main(int argc, char** argv) {
         args.bias = bias.data();
         args.y = y.data();
         unclip::Scratch scratch(CpuBackend::conv2d_scratch_bytes(args));
-        const double s = median_seconds(repeats, [&] { CpuBackend::conv2d(ctx, args, scratch); });
+        const double s = unclip::bench::median_seconds(repeats, [&] { CpuBackend::conv2d(ctx, args, scratch); });
         const double flops = 2.0 * 2 * cc.channels * cc.channels * 9 * cc.size * cc.size;
         std::printf("%-34s %10.2f %10.1f\n", cc.name, s * 1e3, flops / s / 1e9);
     }

@@ -1,19 +1,10 @@
 """The PyTorch side of bench_cpu_ops: same shapes, same thread count, median of N after a warm-up.
     python bench_cpu_ops_torch.py [--threads 2] [--repeats 5]"""
 import argparse
-import time
 
 import torch
 
-
-def median_seconds(repeats, fn):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+from bench_timing import median_seconds
 
 
 def main():

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_timing.hpp"
 #include "unclip/io/checkpoint.hpp"
 #include "unclip/io/random_checkpoint.hpp"
 #include "unclip/module_configs.hpp"
@@ -24,17 +25,6 @@
 using namespace unclip;
 
 namespace {
-double median_seconds(int repeats, const std::function<void()>& fn) {
-    fn();
-    std::vector<double> times;
-    for (int i = 0; i < repeats; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        fn();
-        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-}
 
 Tensor random_tensor(const Shape& shape, unsigned seed) {
     Tensor t = Tensor::empty(DType::f32, shape);
@@ -84,7 +74,7 @@ int main(int argc, char** argv) {
         const float timesteps[2] = {999.0f, 999.0f};
         Tensor out = Tensor::empty(DType::f32, x.shape());
         Scratch scratch(unet.scratch_bytes(x.shape(), 77));
-        const double s = median_seconds(repeats, [&] {
+        const double s = bench::median_seconds(repeats, [&] {
             unet.forward(ctx, view_of<const float>(x), timesteps, view_of<const float>(context), y.data<const float>(),
                          view_of<float>(out), scratch);
         });
@@ -99,7 +89,7 @@ int main(int argc, char** argv) {
             const Tensor latent = random_tensor({1, 4, h, w}, 4);
             Tensor image = Tensor::empty(DType::f32, {1, 3, size, size});
             Scratch vae_scratch(vae.decode_scratch_bytes(latent.shape()));
-            const double sv = median_seconds(repeats, [&] {
+            const double sv = bench::median_seconds(repeats, [&] {
                 vae.decode(ctx, view_of<const float>(latent), view_of<float>(image), vae_scratch);
             });
             std::printf("VAE decode %dx%d batch 1, %d threads: %.2f s (median of %d), scratch %.0f MiB\n", size, size,

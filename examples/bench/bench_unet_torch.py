@@ -2,20 +2,11 @@
 and AutoencoderKL's decoder with random weights, same shapes and threads, median of N after a warm-up.
     python bench_unet_torch.py [--size 768] [--threads 2] [--repeats 3] [--skip-vae]"""
 import argparse
-import time
 
 import torch
+
+from bench_timing import median_seconds
 from diffusers import AutoencoderKL, UNet2DConditionModel
-
-
-def median_seconds(repeats, fn):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def main():
