@@ -129,6 +129,16 @@ const char* const kSamplerNames[] = {"euler", "euler_ancestral", "heun", "dpm_2"
                                      "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "uni_pc_bh2"};
 const char* const kSchedulerNames[] = {"normal", "karras", "exponential", "simple", "sgm_uniform", "ddim_uniform"};
 
+// Enum fields and arguments come from C, where any int is a valid enum value; in C++ loading an
+// out-of-range enum is undefined, so the bits are read as the int they are.
+template <class E>
+int raw_enum(const E& value) {
+    static_assert(sizeof(E) == sizeof(int), "C enums are int-sized on supported ABIs");
+    int raw;
+    std::memcpy(&raw, &value, sizeof raw);
+    return raw;
+}
+
 template <std::size_t N>
 const char* enum_name(const char* const (&names)[N], int value) {
     return value >= 0 && static_cast<std::size_t>(value) < N ? names[value] : nullptr;
@@ -143,8 +153,8 @@ const char* unclip_status_name(unclip_status status) { return unclip::status_nam
 const char* unclip_last_error(void) { return g_thread_error.c_str(); }
 int32_t unclip_cuda_device_count(void) { return unclip::cuda::device_count(); }
 
-const char* unclip_sampler_name(unclip_sampler sampler) { return enum_name(kSamplerNames, sampler); }
-const char* unclip_scheduler_name(unclip_scheduler scheduler) { return enum_name(kSchedulerNames, scheduler); }
+const char* unclip_sampler_name(unclip_sampler sampler) { return enum_name(kSamplerNames, raw_enum(sampler)); }
+const char* unclip_scheduler_name(unclip_scheduler scheduler) { return enum_name(kSchedulerNames, raw_enum(scheduler)); }
 
 unclip_status unclip_sampler_from_name(const char* name, unclip_sampler* out) {
     return guarded([&] {
@@ -205,11 +215,11 @@ unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipe
         options.text_encoder_path = text(p.text_encoder_path);
         options.threads = p.threads;
         options.allow_reduced = p.allow_reduced;
-        switch (p.prediction) {
+        switch (raw_enum(p.prediction)) {
             case UNCLIP_PREDICTION_AUTO: break;
             case UNCLIP_PREDICTION_EPS: options.prediction = unclip::io::Prediction::eps; break;
             case UNCLIP_PREDICTION_V: options.prediction = unclip::io::Prediction::v; break;
-            default: invalid("params->prediction " + std::to_string(static_cast<int>(p.prediction)) + " is not a unclip_prediction");
+            default: invalid("params->prediction " + std::to_string(raw_enum(p.prediction)) + " is not a unclip_prediction");
         }
         auto handle = std::make_unique<unclip_pipeline>();
         handle->pipeline = std::make_unique<unclip::Pipeline>(options);
@@ -272,10 +282,10 @@ unclip_status unclip_generate(unclip_pipeline* pipeline, const unclip_generate_p
         g.negative_prompt = p.negative_prompt ? p.negative_prompt : "";
         g.steps = p.steps;
         g.cfg_scale = p.cfg_scale;
-        const char* sampler = unclip_sampler_name(p.sampler);
-        const char* scheduler = unclip_scheduler_name(p.scheduler);
-        if (!sampler) invalid("params->sampler " + std::to_string(static_cast<int>(p.sampler)) + " is not a unclip_sampler");
-        if (!scheduler) invalid("params->scheduler " + std::to_string(static_cast<int>(p.scheduler)) + " is not a unclip_scheduler");
+        const char* sampler = enum_name(kSamplerNames, raw_enum(p.sampler));
+        const char* scheduler = enum_name(kSchedulerNames, raw_enum(p.scheduler));
+        if (!sampler) invalid("params->sampler " + std::to_string(raw_enum(p.sampler)) + " is not a unclip_sampler");
+        if (!scheduler) invalid("params->scheduler " + std::to_string(raw_enum(p.scheduler)) + " is not a unclip_scheduler");
         g.sampler = sampler;
         g.scheduler = scheduler;
         g.seed = p.seed;
