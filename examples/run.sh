@@ -4,7 +4,7 @@
 # written at first run: its output is noise-like, it proves the whole pipeline runs end to end).
 #   bash examples/run.sh [extra `unclip variation` options]
 # With real weights:
-#   build/release/examples/unclip variation --model sd21-unclip-h.ckpt --image photo.png --out out.png
+#   build/release/examples/unclip variation --model sd21-unclip-h.ckpt --image photo.png -o out.png
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -15,6 +15,6 @@ cli=build/release/examples/unclip
 model=build/release/tiny-unclip-h.safetensors
 "$cli" info
 [ -f "$model" ] || "$cli" make-tiny-model "$model"
-"$cli" variation --model "$model" --allow-reduced --image examples/data/sample.png \
-  --width 256 --height 256 --steps 10 --seed 42 --noise-augmentation 0.1 --out variation.png "$@"
+"$cli" variation --model "$model" --allow-reduced --image examples/data/sample.png:1:0.1 \
+  --width 256 --height 256 --steps 10 --seed 42 --output variation.png "$@"
 echo "variation.png: a variation of examples/data/sample.png by the random-weight demo model (noise-like by design)."
