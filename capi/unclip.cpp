@@ -125,9 +125,16 @@ unclip_image_view to_view(const unclip::Image& image) {
             static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.channels)};
 }
 
-const char* const kSamplerNames[] = {"euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m",
-                                     "dpmpp_2m_sde", "dpmpp_sde", "ddim", "uni_pc", "uni_pc_bh2"};
-const char* const kSchedulerNames[] = {"normal", "karras", "exponential", "simple", "sgm_uniform", "ddim_uniform"};
+// The C enums number the C++ ones identically, so names come from the sampling library alone.
+using unclip::sampling::Sampler;
+using unclip::sampling::Scheduler;
+static_assert(UNCLIP_SAMPLER_EULER == static_cast<int>(Sampler::euler) &&
+                  UNCLIP_SAMPLER_DPMPP_SDE == static_cast<int>(Sampler::dpmpp_sde) &&
+                  UNCLIP_SAMPLER_UNI_PC_BH2 == static_cast<int>(Sampler::uni_pc_bh2),
+              "unclip_sampler must number the samplers as sampling::Sampler");
+static_assert(UNCLIP_SCHEDULER_NORMAL == static_cast<int>(Scheduler::normal) &&
+                  UNCLIP_SCHEDULER_DDIM_UNIFORM == static_cast<int>(Scheduler::ddim_uniform),
+              "unclip_scheduler must number the schedulers as sampling::Scheduler");
 
 // Enum fields and arguments come from C, where any int is a valid enum value; in C++ loading an
 // out-of-range enum is undefined, so the bits are read as the int they are.
@@ -139,9 +146,15 @@ int raw_enum(const E& value) {
     return raw;
 }
 
-template <std::size_t N>
-const char* enum_name(const char* const (&names)[N], int value) {
-    return value >= 0 && static_cast<std::size_t>(value) < N ? names[value] : nullptr;
+const char* sampler_name(int value) {
+    return value >= UNCLIP_SAMPLER_EULER && value <= UNCLIP_SAMPLER_UNI_PC_BH2
+               ? unclip::sampling::sampler_name(static_cast<Sampler>(value))
+               : nullptr;
+}
+const char* scheduler_name(int value) {
+    return value >= UNCLIP_SCHEDULER_NORMAL && value <= UNCLIP_SCHEDULER_DDIM_UNIFORM
+               ? unclip::sampling::scheduler_name(static_cast<Scheduler>(value))
+               : nullptr;
 }
 }  // namespace
 
@@ -153,17 +166,14 @@ const char* unclip_status_name(unclip_status status) { return unclip::status_nam
 const char* unclip_last_error(void) { return g_thread_error.c_str(); }
 int32_t unclip_cuda_device_count(void) { return unclip::cuda::device_count(); }
 
-const char* unclip_sampler_name(unclip_sampler sampler) { return enum_name(kSamplerNames, raw_enum(sampler)); }
-const char* unclip_scheduler_name(unclip_scheduler scheduler) { return enum_name(kSchedulerNames, raw_enum(scheduler)); }
+const char* unclip_sampler_name(unclip_sampler sampler) { return sampler_name(raw_enum(sampler)); }
+const char* unclip_scheduler_name(unclip_scheduler scheduler) { return scheduler_name(raw_enum(scheduler)); }
 
 unclip_status unclip_sampler_from_name(const char* name, unclip_sampler* out) {
     return guarded([&] {
         require(name, "name");
         require(out, "out");
-        const auto sampler = unclip::sampling::sampler_from_name(name);  // throws listing the valid names
-        *out = static_cast<unclip_sampler>(std::find_if(std::begin(kSamplerNames), std::end(kSamplerNames),
-                                                        [&](const char* n) { return std::strcmp(n, unclip::sampling::sampler_name(sampler)) == 0; }) -
-                                           std::begin(kSamplerNames));
+        *out = static_cast<unclip_sampler>(unclip::sampling::sampler_from_name(name));  // throws listing the valid names
     });
 }
 
@@ -171,10 +181,7 @@ unclip_status unclip_scheduler_from_name(const char* name, unclip_scheduler* out
     return guarded([&] {
         require(name, "name");
         require(out, "out");
-        const auto scheduler = unclip::sampling::scheduler_from_name(name);
-        *out = static_cast<unclip_scheduler>(std::find_if(std::begin(kSchedulerNames), std::end(kSchedulerNames),
-                                                          [&](const char* n) { return std::strcmp(n, unclip::sampling::scheduler_name(scheduler)) == 0; }) -
-                                             std::begin(kSchedulerNames));
+        *out = static_cast<unclip_scheduler>(unclip::sampling::scheduler_from_name(name));
     });
 }
 
@@ -282,8 +289,8 @@ unclip_status unclip_generate(unclip_pipeline* pipeline, const unclip_generate_p
         g.negative_prompt = p.negative_prompt ? p.negative_prompt : "";
         g.steps = p.steps;
         g.cfg_scale = p.cfg_scale;
-        const char* sampler = enum_name(kSamplerNames, raw_enum(p.sampler));
-        const char* scheduler = enum_name(kSchedulerNames, raw_enum(p.scheduler));
+        const char* sampler = sampler_name(raw_enum(p.sampler));
+        const char* scheduler = scheduler_name(raw_enum(p.scheduler));
         if (!sampler) invalid("params->sampler " + std::to_string(raw_enum(p.sampler)) + " is not a unclip_sampler");
         if (!scheduler) invalid("params->scheduler " + std::to_string(raw_enum(p.scheduler)) + " is not a unclip_scheduler");
         g.sampler = sampler;
