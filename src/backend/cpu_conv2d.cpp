@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/kernel_table.hpp"
 #include "unclip/backend/cpu.hpp"
 
 namespace unclip {
@@ -61,7 +62,7 @@ void im2col(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, con
 }  // namespace
 
 std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
-    if (is_pointwise(a)) return 0;
+    if (is_pointwise(a) || detail::kernels().gemm) return 0;
     const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
     return Scratch::bytes_for<float>(static_cast<std::size_t>(k * band_rows(a) * a.out_width()));
 }
@@ -70,6 +71,27 @@ void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratc
     const std::int64_t ho = a.out_height(), wo = a.out_width(), plane_out = ho * wo;
     const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
     const float beta = a.accumulate ? 1.0f : 0.0f;
+    if (const auto& kt = detail::kernels(); kt.gemm) {
+        if (a.batch <= 0 || a.out_channels <= 0 || plane_out <= 0) return;
+        detail::GemmProblem g;
+        g.batch = a.batch;
+        g.m = a.out_channels;
+        g.n = plane_out;
+        g.k = k;
+        g.a = a.weight;
+        g.lda = k;
+        g.b = a.x;
+        g.ldb = plane_out;
+        g.b_batch_stride = a.in_channels * a.height * a.width;
+        g.conv = is_pointwise(a) ? nullptr : &a;
+        g.c = a.y;
+        g.ldc = plane_out;
+        g.c_batch_stride = a.out_channels * plane_out;
+        g.beta = beta;
+        g.row_bias = a.bias;
+        kt.gemm(ctx, g);
+        return;
+    }
     Scratch::Frame frame(scratch);
     const bool pointwise = is_pointwise(a);
     const std::int64_t rows_per_band = band_rows(a);

@@ -1,26 +1,52 @@
 // Chooses the Eigen kernel build for this CPU once, and routes the CPU primitives through it.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "backend/kernel_table.hpp"
 #include "unclip/error.hpp"
 
+#if defined(UNCLIP_KERNELS_X86)
+#include <cpuid.h>
+#endif
+
 namespace unclip {
 namespace detail {
 
-const KernelTable& kernels() noexcept {
+#if defined(UNCLIP_KERNELS_X86)
+// CPUID leaf 1, ECX bit 29: clang before 15 does not know "f16c" in __builtin_cpu_supports.
+static bool cpu_has_f16c() noexcept {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+#endif
+
+namespace {
+const KernelTable& best_for_this_cpu() noexcept {
     static const KernelTable& chosen = [&]() -> const KernelTable& {
 #if defined(UNCLIP_KERNELS_X86)
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
             return kernel_table_avx512();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
             return kernel_table_avx2();
 #endif
         return kernel_table_baseline();
     }();
     return chosen;
+}
+}  // namespace
+
+// UNCLIP_CPU_GEMM=eigen keeps Eigen's GEMM on CPUs that have the packed one (for comparisons).
+const KernelTable& kernels() noexcept {
+    static const KernelTable table = [] {
+        KernelTable t = best_for_this_cpu();
+        if (const char* choice = std::getenv("UNCLIP_CPU_GEMM"); choice && std::string(choice) == "eigen") t.gemm = nullptr;
+        return t;
+    }();
+    return table;
 }
 
 }  // namespace detail
@@ -44,11 +70,55 @@ void CpuBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64
         return;
     }
     const auto& kt = detail::kernels();
+    if (kt.gemm) {
+        detail::GemmProblem g;
+        g.m = m;
+        g.n = n;
+        g.k = k;
+        g.a = a;
+        g.lda = lda;
+        g.trans_a = trans_a;
+        g.b = b;
+        g.ldb = ldb;
+        g.trans_b = trans_b;
+        g.c = c;
+        g.ldc = ldc;
+        g.alpha = alpha;
+        g.beta = beta;
+        kt.gemm(ctx, g);
+        return;
+    }
     const bool split_columns = n >= m;
     ctx.parallel_for(split_columns ? n : m, kGemmBlock, [&](std::int64_t begin, std::int64_t end) {
         if (split_columns) kt.gemm_block(trans_a, trans_b, 0, m, begin, end, k, alpha, a, lda, b, ldb, beta, c, ldc);
         else kt.gemm_block(trans_a, trans_b, begin, end, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     });
+}
+
+void CpuBackend::linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
+                        std::int64_t out_features, const float* weight, const float* bias, float* y, bool accumulate) {
+    const auto& kt = detail::kernels();
+    if (!kt.gemm || in_features <= 0) {
+        gemm(ctx, false, true, rows, out_features, in_features, 1.0f, x, in_features, weight, in_features,
+             accumulate ? 1.0f : 0.0f, y, out_features);
+        if (bias) add_row_bias(ctx, y, bias, rows, out_features);
+        return;
+    }
+    if (rows <= 0 || out_features <= 0) return;
+    detail::GemmProblem g;
+    g.m = rows;
+    g.n = out_features;
+    g.k = in_features;
+    g.a = x;
+    g.lda = in_features;
+    g.b = weight;
+    g.ldb = in_features;
+    g.trans_b = true;
+    g.c = y;
+    g.ldc = out_features;
+    g.beta = accumulate ? 1.0f : 0.0f;
+    g.col_bias = bias;
+    kt.gemm(ctx, g);
 }
 
 void CpuBackend::attention(const Context& ctx, const AttentionArgs& a) {

@@ -8,6 +8,25 @@
 
 namespace unclip::detail {
 
+// C[b] = alpha op(A[b]) op(B[b]) + beta C[b] (+ row_bias[i] or col_bias[j]) for b < batch, row-major with
+// leading dimensions; with `conv` set, B[b] is the im2col unfolding of the image at b + b * b_batch_stride
+// (k = C_in * kernel_h * kernel_w, n = H_out * W_out).
+struct GemmProblem {
+    std::int64_t batch = 1, m = 0, n = 0, k = 0;
+    const float* a = nullptr;
+    std::int64_t lda = 0, a_batch_stride = 0;
+    bool trans_a = false;
+    const float* b = nullptr;
+    std::int64_t ldb = 0, b_batch_stride = 0;
+    bool trans_b = false;
+    const CpuBackend::Conv2dArgs* conv = nullptr;
+    float* c = nullptr;
+    std::int64_t ldc = 0, c_batch_stride = 0;
+    float alpha = 1.0f, beta = 0.0f;
+    const float* row_bias = nullptr;
+    const float* col_bias = nullptr;
+};
+
 struct KernelTable {
     const char* isa;
     // C[m0:m1, n0:n1] of CpuBackend::gemm.
@@ -20,12 +39,17 @@ struct KernelTable {
     void (*gelu)(const float* x, float* y, std::int64_t n);
     void (*quick_gelu)(const float* x, float* y, std::int64_t n);
     void (*geglu_rows)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t inner);
+    // The packed-B GEMM with fused epilogue and implicit convolution; nullptr where only Eigen's is built.
+    void (*gemm)(const CpuBackend::Context& ctx, const GemmProblem& problem);
 };
 
 // The best table this CPU runs, chosen on first use.
 const KernelTable& kernels() noexcept;
 
 const KernelTable& kernel_table_baseline() noexcept;
+#if defined(UNCLIP_KERNELS_X86)
+void gemm_avx512(const CpuBackend::Context& ctx, const GemmProblem& problem);
+#endif
 #if defined(UNCLIP_KERNELS_X86)
 const KernelTable& kernel_table_avx2() noexcept;
 const KernelTable& kernel_table_avx512() noexcept;

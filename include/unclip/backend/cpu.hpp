@@ -50,6 +50,12 @@ struct CpuBackend {
                                     std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
                                     std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 
+    // A linear layer over rows: y[rows, out] = x[rows, in] W^T + bias, W stored [out, in] (bias may be
+    // nullptr); `accumulate` adds the result into y. The bias is fused into the GEMM's store.
+    UNCLIP_CXX_API static void linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
+                                      std::int64_t out_features, const float* weight, const float* bias, float* y,
+                                      bool accumulate);
+
     struct Conv2dArgs {
         const float* x = nullptr;       // [B, C_in, H, W]
         const float* weight = nullptr;  // [C_out, C_in, kernel_h, kernel_w]
@@ -62,7 +68,8 @@ struct CpuBackend {
         std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
     };
     UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
-    // im2col over bands of output rows, each band one GEMM; 1x1 stride-1 convolutions skip im2col.
+    // One GEMM per image whose B operand is the input unfolded while it is packed (AVX-512), or im2col
+    // over bands of output rows with Eigen's GEMM; 1x1 stride-1 convolutions need no unfolding.
     UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
 
     // y = GroupNorm(x) * gamma + beta over [B, C, spatial], then SiLU if `silu`. Statistics in

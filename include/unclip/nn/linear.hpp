@@ -43,9 +43,8 @@ public:
     // `accumulate`: y += x W^T + b instead of y = x W^T + b.
     void forward(const typename Backend::Context& ctx, const T* x, std::int64_t rows, T* y,
                  bool accumulate = false) const {
-        Backend::gemm(ctx, false, true, rows, cfg_.out_features, cfg_.in_features, 1.0f, x, cfg_.in_features,
-                      w_.weight.data, cfg_.in_features, accumulate ? 1.0f : 0.0f, y, cfg_.out_features);
-        if (w_.bias) Backend::add_row_bias(ctx, y, w_.bias->data, rows, cfg_.out_features);
+        Backend::linear(ctx, x, rows, cfg_.in_features, cfg_.out_features, w_.weight.data,
+                        w_.bias ? w_.bias->data : nullptr, y, accumulate);
     }
 
 private:

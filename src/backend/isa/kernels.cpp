@@ -140,8 +140,13 @@ void geglu_rows(const float* x, float* y, std::int64_t r0, std::int64_t r1, std:
 }  // namespace
 
 const KernelTable& UNCLIP_CONCAT(kernel_table_, UNCLIP_KERNEL_ISA)() noexcept {
+#if defined(UNCLIP_KERNEL_GEMM_AVX512)
+    constexpr auto packed_gemm = &gemm_avx512;
+#else
+    constexpr void (*packed_gemm)(const CpuBackend::Context&, const GemmProblem&) = nullptr;
+#endif
     static const KernelTable table{UNCLIP_KERNEL_ISA_NAME, gemm_block, attention_tasks, kQueryBlock,
-                                   gelu, quick_gelu, geglu_rows};
+                                   gelu, quick_gelu, geglu_rows, packed_gemm};
     return table;
 }
 

@@ -1,0 +1,300 @@
+// AVX-512 fp32 GEMM: C = alpha op(A) op(B) + beta C (+ row or column bias), in 14x32 register
+// tiles. Only B is packed (into per-thread panels of kDepthBlock x kColumnBlock); A is read in
+// place, 14 rows at a time, since one 14-row slice of a depth block stays in L1 while it sweeps the
+// whole packed B panel. B can also be the implicit im2col unfolding of a convolution input, packed
+// straight from the image, so a 3x3 convolution never materialises its column matrix.
+//
+// Every element of C is one chain of FMAs over k in a fixed order (blocks of kDepthBlock, each
+// added to C in turn), whatever the tiling of m and n or the number of threads: results are
+// bit-identical across thread counts.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "backend/kernel_table.hpp"
+#include "unclip/error.hpp"
+
+namespace unclip::detail {
+namespace {
+constexpr int kTileRows = 14;                 // MR: 28 accumulators + 2 B vectors + a broadcast
+constexpr int kTileCols = 32;                 // NR: two zmm
+constexpr std::int64_t kDepthBlock = 256;     // KC
+constexpr std::int64_t kColumnBlock = 2048;   // NC: a 2 MiB packed B panel, read from L2/L3 at 4.5 B/cycle
+constexpr std::int64_t kRowBlock = kTileRows * 24;  // rows per task
+
+struct Epilogue {
+    float alpha = 1.0f, beta = 0.0f;
+    bool first = true;  // first depth block: apply beta and the biases; later ones add to C
+    const float* row_bias = nullptr;
+    const float* col_bias = nullptr;
+};
+
+inline __mmask16 lanes(std::int64_t count) {
+    return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << std::max<std::int64_t>(count, 0)) - 1u);
+}
+
+// acc (14 x 32) = A[14 x kc] * Bp[kc x 32], A packed as ap[p * 14 + r].
+inline __attribute__((always_inline)) void tile_kernel(std::int64_t kc, const float* ap, const float* bp,
+                                                       __m512 (&acc)[28]) {
+#pragma GCC unroll 28
+    for (int i = 0; i < 28; ++i) acc[i] = _mm512_setzero_ps();
+    for (std::int64_t p = 0; p < kc; ++p, ap += kTileRows, bp += kTileCols) {
+        const __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+#pragma GCC unroll 14
+        for (int r = 0; r < kTileRows; ++r) {
+            const __m512 av = _mm512_set1_ps(ap[r]);
+            acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
+            acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
+        }
+    }
+}
+
+// Rows [i, i + rows) x depth [p0, p0 + kc) of op(A) as ap[p * 14 + r], zero past `rows`. A slice read
+// in place would put 14 rows a leading dimension apart in L1, which aliases when lda is a multiple of 4 KiB.
+void pack_a_slice(const float* a, std::int64_t lda, bool trans_a, std::int64_t i, int rows, std::int64_t p0,
+                  std::int64_t kc, float* ap) {
+    if (trans_a) {
+        const __mmask16 m = lanes(rows);
+        for (std::int64_t p = 0; p < kc; ++p)
+            _mm512_mask_storeu_ps(ap + p * kTileRows, 0x3fff, _mm512_maskz_loadu_ps(m, a + (p0 + p) * lda + i));
+        return;
+    }
+    for (int r = 0; r < rows; ++r) {
+        const float* src = a + (i + r) * lda + p0;
+        for (std::int64_t p = 0; p < kc; ++p) ap[p * kTileRows + r] = src[p];
+    }
+    for (int r = rows; r < kTileRows; ++r)
+        for (std::int64_t p = 0; p < kc; ++p) ap[p * kTileRows + r] = 0.0f;
+}
+
+inline void store_tile(const __m512 (&acc)[28], float* c, std::int64_t ldc, int rows, std::int64_t cols,
+                       const Epilogue& e, std::int64_t row0, std::int64_t col0) {
+    const __mmask16 m0 = lanes(cols), m1 = lanes(cols - 16);
+    const __m512 alpha = _mm512_set1_ps(e.alpha), beta = _mm512_set1_ps(e.beta);
+    __m512 col_bias0 = _mm512_setzero_ps(), col_bias1 = _mm512_setzero_ps();
+    if (e.first && e.col_bias) {
+        col_bias0 = _mm512_maskz_loadu_ps(m0, e.col_bias + col0);
+        col_bias1 = _mm512_maskz_loadu_ps(m1, e.col_bias + col0 + 16);
+    }
+    for (int r = 0; r < rows; ++r) {
+        float* row = c + r * ldc;
+        __m512 v0 = acc[2 * r], v1 = acc[2 * r + 1];
+        if (e.alpha != 1.0f) {
+            v0 = _mm512_mul_ps(v0, alpha);
+            v1 = _mm512_mul_ps(v1, alpha);
+        }
+        if (e.first) {
+            if (e.beta != 0.0f) {
+                v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
+                v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
+            }
+            if (e.row_bias) {
+                const __m512 rb = _mm512_set1_ps(e.row_bias[row0 + r]);
+                v0 = _mm512_add_ps(v0, rb);
+                v1 = _mm512_add_ps(v1, rb);
+            }
+            if (e.col_bias) {
+                v0 = _mm512_add_ps(v0, col_bias0);
+                v1 = _mm512_add_ps(v1, col_bias1);
+            }
+        } else {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+        }
+        _mm512_mask_storeu_ps(row, m0, v0);
+        _mm512_mask_storeu_ps(row + 16, m1, v1);
+    }
+}
+
+// ---- Packing B into panels: bp[panel][p][32], zero-padded past n ------------------------------
+void pack_b_rows(const float* b, std::int64_t ldb, std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc,
+                 float* bp) {
+    for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
+        const std::int64_t cols = std::min<std::int64_t>(kTileCols, nc - jp);
+        const __mmask16 m0 = lanes(cols), m1 = lanes(cols - 16);
+        const float* src = b + p0 * ldb + j0 + jp;
+        for (std::int64_t p = 0; p < kc; ++p, src += ldb, bp += kTileCols) {
+            _mm512_store_ps(bp, _mm512_maskz_loadu_ps(m0, src));
+            _mm512_store_ps(bp + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+        }
+    }
+}
+
+// B stored transposed ([n, k] with leading dimension ldb): 16 x 16 blocks through a transpose.
+void pack_b_transposed(const float* b, std::int64_t ldb, std::int64_t p0, std::int64_t kc, std::int64_t j0,
+                       std::int64_t nc, float* bp) {
+    alignas(64) float block[16][16];
+    const __m512i row_starts = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
+    for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
+        float* panel = bp + jp * kc;
+        for (int half = 0; half < 2; ++half) {
+            const std::int64_t cols = std::min<std::int64_t>(16, nc - jp - 16 * half);
+            for (std::int64_t pb = 0; pb < kc; pb += 16) {
+                const std::int64_t depth = std::min<std::int64_t>(16, kc - pb);
+                const __mmask16 dm = lanes(depth);
+                for (int j = 0; j < 16; ++j) {
+                    const __m512 v = j < cols ? _mm512_maskz_loadu_ps(dm, b + (j0 + jp + 16 * half + j) * ldb + p0 + pb)
+                                              : _mm512_setzero_ps();
+                    _mm512_store_ps(block[j], v);
+                }
+                for (std::int64_t p = 0; p < depth; ++p) {
+                    const __m512i idx = _mm512_add_epi32(row_starts, _mm512_set1_epi32(static_cast<int>(p)));
+                    _mm512_store_ps(panel + (pb + p) * kTileCols + 16 * half, _mm512_i32gather_ps(idx, &block[0][0], 4));
+                }
+            }
+        }
+    }
+}
+
+// Implicit im2col of one image: B[(c*kh + ky)*kw + kx][oy*W_out + ox] = x[c][oy*s - pad_top + ky][ox*s - pad_left + kx].
+// Each 16-lane half of a panel is cut into runs of consecutive output columns on one output row;
+// with stride 1 a run is one masked load (lanes over the padding stay zero).
+void pack_b_conv(const CpuBackend::Conv2dArgs& a, const float* x, std::int64_t p0, std::int64_t kc, std::int64_t j0,
+                 std::int64_t nc, float* bp) {
+    struct Tap {
+        const float* plane;
+        int ky, kx;
+    };
+    Tap taps[kDepthBlock];
+    {
+        std::int64_t r = p0;
+        int kx = static_cast<int>(r % a.kernel_w), ky = static_cast<int>((r / a.kernel_w) % a.kernel_h);
+        std::int64_t c = r / (a.kernel_w * a.kernel_h);
+        for (std::int64_t p = 0; p < kc; ++p) {
+            taps[p] = {x + c * a.height * a.width, ky, kx};
+            if (++kx == a.kernel_w) {
+                kx = 0;
+                if (++ky == a.kernel_h) {
+                    ky = 0;
+                    ++c;
+                }
+            }
+        }
+    }
+    struct Run {
+        int lane0, lanes;
+        std::int64_t oy, ox;
+    };
+    const std::int64_t wo = a.out_width();
+    for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
+        float* panel = bp + jp * kc;
+        for (int half = 0; half < 2; ++half) {
+            const std::int64_t j = j0 + jp + 16 * half;
+            const int count = static_cast<int>(std::clamp<std::int64_t>(nc - jp - 16 * half, 0, 16));
+            Run runs[16];
+            int run_count = 0;
+            for (int l = 0; l < count;) {
+                const std::int64_t oy = (j + l) / wo, ox = (j + l) % wo;
+                const int len = static_cast<int>(std::min<std::int64_t>(count - l, wo - ox));
+                runs[run_count++] = {l, len, oy, ox};
+                l += len;
+            }
+            for (std::int64_t p = 0; p < kc; ++p) {
+                const Tap& t = taps[p];
+                float* out = panel + p * kTileCols + 16 * half;
+                if (a.stride != 1) {
+                    for (int l = 0; l < 16; ++l) out[l] = 0.0f;
+                    for (int q = 0; q < run_count; ++q) {
+                        const Run& run = runs[q];
+                        const std::int64_t iy = run.oy * a.stride - a.pad_top + t.ky;
+                        if (iy < 0 || iy >= a.height) continue;
+                        const float* row = t.plane + iy * a.width;
+                        for (int l = 0; l < run.lanes; ++l) {
+                            const std::int64_t ix = (run.ox + l) * a.stride - a.pad_left + t.kx;
+                            if (ix >= 0 && ix < a.width) out[run.lane0 + l] = row[ix];
+                        }
+                    }
+                    continue;
+                }
+                __m512 v = _mm512_setzero_ps();
+                for (int q = 0; q < run_count; ++q) {
+                    const Run& run = runs[q];
+                    const std::int64_t iy = run.oy - a.pad_top + t.ky;
+                    if (iy < 0 || iy >= a.height) continue;
+                    // lane l reads column ix0 + (l - lane0); keep 0 <= column < width
+                    const std::int64_t ix0 = run.ox - a.pad_left + t.kx;
+                    const std::int64_t lo = std::max<std::int64_t>(run.lane0, run.lane0 - ix0);
+                    const std::int64_t hi = std::min<std::int64_t>(run.lane0 + run.lanes, run.lane0 + a.width - ix0);
+                    if (lo >= hi) continue;
+                    const __mmask16 m = static_cast<__mmask16>(lanes(hi) & ~lanes(lo));
+                    // Lane 0's address may lie before the row; masked-off lanes are never read.
+                    const auto base = reinterpret_cast<std::uintptr_t>(t.plane + iy * a.width) +
+                                      static_cast<std::uintptr_t>((ix0 - run.lane0) * static_cast<std::int64_t>(sizeof(float)));
+                    v = _mm512_mask_loadu_ps(v, m, reinterpret_cast<const void*>(base));
+                }
+                _mm512_store_ps(out, v);
+            }
+        }
+    }
+}
+
+struct PackBuffer {
+    float* data = nullptr;
+    ~PackBuffer() { std::free(data); }
+};
+
+float* pack_buffer() {
+    thread_local PackBuffer buffer;
+    if (!buffer.data) {
+        buffer.data = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kDepthBlock * kColumnBlock));
+        if (!buffer.data) throw Error(Status::out_of_memory, "cpu gemm: cannot allocate the 2 MiB packing buffer");
+    }
+    return buffer.data;
+}
+
+// Rows [i0, i1) x columns [j0, j0 + nc) of C for one batch entry.
+void gemm_task(const GemmProblem& g, std::int64_t batch, std::int64_t i0, std::int64_t i1, std::int64_t j0,
+               std::int64_t nc) {
+    float* bp = pack_buffer();
+    const float* a = g.a + batch * g.a_batch_stride;
+    const float* b = g.b + batch * g.b_batch_stride;
+    float* c = g.c + batch * g.c_batch_stride;
+    alignas(64) float a_slice[kTileRows * kDepthBlock];
+    for (std::int64_t p0 = 0; p0 < g.k; p0 += kDepthBlock) {
+        const std::int64_t kc = std::min(kDepthBlock, g.k - p0);
+        if (g.conv) pack_b_conv(*g.conv, b, p0, kc, j0, nc, bp);
+        else if (g.trans_b) pack_b_transposed(b, g.ldb, p0, kc, j0, nc, bp);
+        else pack_b_rows(b, g.ldb, p0, kc, j0, nc, bp);
+        Epilogue e;
+        e.alpha = g.alpha;
+        e.beta = g.beta;
+        e.first = p0 == 0;
+        e.row_bias = g.row_bias;
+        e.col_bias = g.col_bias;
+        for (std::int64_t i = i0; i < i1; i += kTileRows) {
+            const int rows = static_cast<int>(std::min<std::int64_t>(kTileRows, i1 - i));
+            pack_a_slice(a, g.lda, g.trans_a, i, rows, p0, kc, a_slice);
+            float* crow = c + i * g.ldc;
+            for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
+                __m512 acc[28];
+                const float* panel = bp + jp * kc;
+                tile_kernel(kc, a_slice, panel, acc);
+                store_tile(acc, crow + j0 + jp, g.ldc, rows, std::min<std::int64_t>(kTileCols, nc - jp), e, i, j0 + jp);
+            }
+        }
+    }
+}
+}  // namespace
+
+void gemm_avx512(const CpuBackend::Context& ctx, const GemmProblem& g) {
+    const std::int64_t row_blocks = (g.m + kRowBlock - 1) / kRowBlock;
+    std::int64_t column_block = kColumnBlock;
+    const std::int64_t wanted_tasks = 4 * static_cast<std::int64_t>(ctx.threads());
+    while (column_block > kTileCols && g.batch * row_blocks * ((g.n + column_block - 1) / column_block) < wanted_tasks)
+        column_block /= 2;
+    const std::int64_t column_blocks = (g.n + column_block - 1) / column_block;
+    const std::int64_t tasks = g.batch * row_blocks * column_blocks;
+    ctx.parallel_for(tasks, 1, [&](std::int64_t t0, std::int64_t t1) {
+        for (std::int64_t t = t0; t < t1; ++t) {
+            const std::int64_t cb = t % column_blocks, rb = (t / column_blocks) % row_blocks, b = t / (column_blocks * row_blocks);
+            const std::int64_t j0 = cb * column_block, i0 = rb * kRowBlock;
+            gemm_task(g, b, i0, std::min(g.m, i0 + kRowBlock), j0, std::min(column_block, g.n - j0));
+        }
+    });
+}
+
+}  // namespace unclip::detail

@@ -1,0 +1,181 @@
+// The CPU GEMM, linear layer and convolution against double-precision loops, on shapes that cut the
+// register tiles (14 x 32), the depth blocks (256) and the column blocks at every edge.
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "unclip/backend/cpu.hpp"
+
+using unclip::CpuBackend;
+
+namespace {
+
+std::vector<float> random_values(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(rng);
+    return v;
+}
+
+double rel_l2(const std::vector<float>& actual, const std::vector<double>& expected) {
+    double diff = 0, norm = 0;
+    for (std::size_t i = 0; i < actual.size(); ++i) {
+        if (!std::isfinite(actual[i])) return std::numeric_limits<double>::infinity();
+        diff += (actual[i] - expected[i]) * (actual[i] - expected[i]);
+        norm += expected[i] * expected[i];
+    }
+    return std::sqrt(diff / norm);
+}
+
+struct GemmCase {
+    std::int64_t m = 0, n = 0, k = 0;
+    bool trans_a = false, trans_b = false;
+    float alpha = 1.0f, beta = 0.0f;
+};
+
+void check_gemm(const CpuBackend::Context& ctx, const GemmCase& gc) {
+    CAPTURE(gc.m);
+    CAPTURE(gc.n);
+    CAPTURE(gc.k);
+    CAPTURE(gc.trans_a);
+    CAPTURE(gc.trans_b);
+    CAPTURE(gc.beta);
+    // Leading dimensions wider than the matrices, so strides are exercised too.
+    const std::int64_t lda = (gc.trans_a ? gc.m : gc.k) + 3, ldb = (gc.trans_b ? gc.k : gc.n) + 5, ldc = gc.n + 7;
+    const auto a = random_values(static_cast<std::size_t>((gc.trans_a ? gc.k : gc.m) * lda), 1);
+    const auto b = random_values(static_cast<std::size_t>((gc.trans_b ? gc.n : gc.k) * ldb), 2);
+    auto c = random_values(static_cast<std::size_t>(gc.m * ldc), 3);
+    if (gc.beta == 0.0f)  // beta 0 must ignore what C held
+        for (auto& x : c) x = std::numeric_limits<float>::quiet_NaN();
+    std::vector<double> expected(c.size());
+    for (std::int64_t i = 0; i < gc.m; ++i)
+        for (std::int64_t j = 0; j < ldc; ++j) {
+            const auto at = static_cast<std::size_t>(i * ldc + j);
+            if (j >= gc.n) {
+                expected[at] = c[at];  // outside the matrix: untouched
+                continue;
+            }
+            double sum = 0;
+            for (std::int64_t p = 0; p < gc.k; ++p)
+                sum += static_cast<double>(gc.trans_a ? a[p * lda + i] : a[i * lda + p]) *
+                       (gc.trans_b ? b[j * ldb + p] : b[p * ldb + j]);
+            expected[at] = gc.alpha * sum + (gc.beta == 0.0f ? 0.0 : gc.beta * static_cast<double>(c[at]));
+        }
+    CpuBackend::gemm(ctx, gc.trans_a, gc.trans_b, gc.m, gc.n, gc.k, gc.alpha, a.data(), lda, b.data(), ldb, gc.beta,
+                     c.data(), ldc);
+    for (std::int64_t i = 0; i < gc.m; ++i)
+        for (std::int64_t j = gc.n; j < ldc; ++j) {
+            const auto at = static_cast<std::size_t>(i * ldc + j);
+            if (!(c[at] == expected[at] || (std::isnan(c[at]) && std::isnan(expected[at])))) {
+                FAIL("wrote outside the matrix at row " << i << " column " << j);
+            }
+            c[at] = 0.0f;
+            expected[at] = 0.0;
+        }
+    CHECK(rel_l2(c, expected) <= 1e-5);
+}
+
+}  // namespace
+
+TEST_CASE("gemm equals a double-precision product for every transpose, edge tile and beta") {
+    CpuBackend::Context ctx(2);
+    for (const bool trans_a : {false, true})
+        for (const bool trans_b : {false, true})
+            for (const auto& [m, n, k] : {std::array<std::int64_t, 3>{1, 1, 1}, {13, 31, 7}, {14, 32, 256}, {15, 33, 257},
+                                          {29, 70, 300}, {341, 45, 520}, {3, 2100, 17}})
+                for (const float beta : {0.0f, 1.0f, -0.5f}) check_gemm(ctx, {m, n, k, trans_a, trans_b, 0.75f, beta});
+}
+
+TEST_CASE("linear adds the bias once and accumulates into y on request") {
+    CpuBackend::Context ctx(2);
+    const std::int64_t rows = 37, in = 300, out = 45;
+    const auto x = random_values(rows * in, 4), w = random_values(out * in, 5), bias = random_values(out, 6);
+    const auto y0 = random_values(rows * out, 7);
+    for (const bool accumulate : {false, true})
+        for (const bool with_bias : {false, true}) {
+            CAPTURE(accumulate);
+            CAPTURE(with_bias);
+            std::vector<double> expected(rows * out);
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t o = 0; o < out; ++o) {
+                    double sum = with_bias ? bias[o] : 0.0;
+                    for (std::int64_t i = 0; i < in; ++i) sum += static_cast<double>(x[r * in + i]) * w[o * in + i];
+                    expected[r * out + o] = sum + (accumulate ? y0[r * out + o] : 0.0);
+                }
+            std::vector<float> y = y0;
+            if (!accumulate) y.assign(y.size(), std::numeric_limits<float>::quiet_NaN());
+            CpuBackend::linear(ctx, x.data(), rows, in, out, w.data(), with_bias ? bias.data() : nullptr, y.data(),
+                               accumulate);
+            CHECK(rel_l2(y, expected) <= 1e-5);
+        }
+}
+
+TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2 and odd sizes, and is thread-count independent") {
+    struct ConvCase {
+        std::int64_t batch, in_c, out_c, h, w;
+        int kernel, stride, pad;
+        bool accumulate;
+    };
+    for (const ConvCase& cc : {ConvCase{2, 5, 17, 9, 13, 3, 1, 1, false}, ConvCase{1, 30, 15, 24, 24, 3, 1, 1, true},
+                               ConvCase{2, 7, 33, 17, 11, 3, 2, 1, false}, ConvCase{1, 9, 20, 6, 35, 1, 1, 0, true},
+                               ConvCase{1, 3, 4, 5, 5, 3, 1, 0, false}, ConvCase{1, 4, 6, 1, 40, 3, 1, 1, false}}) {
+        CAPTURE(cc.in_c);
+        CAPTURE(cc.out_c);
+        CAPTURE(cc.h);
+        CAPTURE(cc.w);
+        CAPTURE(cc.stride);
+        CpuBackend::Conv2dArgs args;
+        args.batch = cc.batch;
+        args.in_channels = cc.in_c;
+        args.out_channels = cc.out_c;
+        args.height = cc.h;
+        args.width = cc.w;
+        args.kernel_h = args.kernel_w = cc.kernel;
+        args.stride = cc.stride;
+        args.pad_top = args.pad_left = args.pad_bottom = args.pad_right = cc.pad;
+        args.accumulate = cc.accumulate;
+        const auto x = random_values(cc.batch * cc.in_c * cc.h * cc.w, 8);
+        const auto w = random_values(cc.out_c * cc.in_c * cc.kernel * cc.kernel, 9);
+        const auto bias = random_values(cc.out_c, 10);
+        const std::int64_t ho = args.out_height(), wo = args.out_width();
+        const auto y0 = random_values(cc.batch * cc.out_c * ho * wo, 11);
+        std::vector<double> expected(y0.size());
+        for (std::int64_t b = 0; b < cc.batch; ++b)
+            for (std::int64_t o = 0; o < cc.out_c; ++o)
+                for (std::int64_t oy = 0; oy < ho; ++oy)
+                    for (std::int64_t ox = 0; ox < wo; ++ox) {
+                        double sum = bias[o];
+                        for (std::int64_t c = 0; c < cc.in_c; ++c)
+                            for (int ky = 0; ky < cc.kernel; ++ky)
+                                for (int kx = 0; kx < cc.kernel; ++kx) {
+                                    const std::int64_t iy = oy * cc.stride - cc.pad + ky, ix = ox * cc.stride - cc.pad + kx;
+                                    if (iy < 0 || iy >= cc.h || ix < 0 || ix >= cc.w) continue;
+                                    sum += static_cast<double>(x[((b * cc.in_c + c) * cc.h + iy) * cc.w + ix]) *
+                                           w[((o * cc.in_c + c) * cc.kernel + ky) * cc.kernel + kx];
+                                }
+                        const std::int64_t at = ((b * cc.out_c + o) * ho + oy) * wo + ox;
+                        expected[at] = sum + (cc.accumulate ? y0[at] : 0.0);
+                    }
+        std::vector<float> results[2];
+        for (int threads : {1, 2}) {
+            CpuBackend::Context ctx(threads);
+            std::vector<float> y = y0;
+            if (!cc.accumulate) y.assign(y.size(), std::numeric_limits<float>::quiet_NaN());
+            args.x = x.data();
+            args.weight = w.data();
+            args.bias = bias.data();
+            args.y = y.data();
+            unclip::Scratch scratch(CpuBackend::conv2d_scratch_bytes(args));
+            CpuBackend::conv2d(ctx, args, scratch);
+            CHECK(rel_l2(y, expected) <= 1e-5);
+            results[threads - 1] = y;
+        }
+        CHECK(results[0] == results[1]);
+    }
+}
