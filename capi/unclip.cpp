@@ -93,6 +93,12 @@ void default_open(unclip_open_params* p) {
     p->struct_size = sizeof *p;
     p->prediction = UNCLIP_PREDICTION_AUTO;
 }
+void default_prior(unclip_prior_params* p) {
+    std::memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->steps = 25;
+    p->guidance_scale = 4.0f;
+}
 void default_conditioning(unclip_conditioning* p) {
     std::memset(p, 0, sizeof *p);
     p->struct_size = sizeof *p;
@@ -220,6 +226,7 @@ unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipe
         options.unet_path = text(p.unet_path);
         options.vae_path = text(p.vae_path);
         options.text_encoder_path = text(p.text_encoder_path);
+        options.prior_path = text(p.prior_path);
         options.threads = p.threads;
         options.allow_reduced = p.allow_reduced;
         switch (raw_enum(p.prediction)) {
@@ -338,6 +345,67 @@ unclip_status unclip_embedding_mix(const float* const* embeddings, const float* 
         }
         const auto mixed = unclip::mix_embeddings(all, std::vector<float>(weights, weights + count));
         std::copy(mixed.begin(), mixed.end(), out);
+    });
+}
+
+unclip_status unclip_prior_default_params(unclip_prior_params* out) {
+    return guarded([&] {
+        require(out, "out");
+        default_prior(out);
+    });
+}
+
+unclip_status unclip_pipeline_prior_embedding(unclip_pipeline* pipeline, const char* prompt,
+                                              const unclip_prior_params* params, float* out, int32_t capacity) {
+    if (!pipeline) return guarded([] { invalid("pipeline is NULL"); });
+    pipeline->last_error.clear();
+    return guarded(pipeline->last_error, [&] {
+        require(prompt, "prompt");
+        require(out, "out");
+        unclip_prior_params p;
+        if (params) p = read_params(params, "params", default_prior);
+        else default_prior(&p);
+        unclip::PriorParams prior;
+        prior.steps = p.steps;
+        prior.guidance_scale = p.guidance_scale;
+        prior.seed = p.seed;
+        const std::vector<float> embedding = pipeline->pipeline->prior_embedding(prompt, prior);
+        if (capacity < static_cast<int32_t>(embedding.size()))
+            invalid("capacity " + std::to_string(capacity) + " is below the embedding size " + std::to_string(embedding.size()));
+        std::copy(embedding.begin(), embedding.end(), out);
+    });
+}
+
+unclip_status unclip_pipeline_text_diff_edit(unclip_pipeline* pipeline, const float* embedding, int32_t n,
+                                             const char* from, const char* to, float alpha, float theta, float* out) {
+    if (!pipeline) return guarded([] { invalid("pipeline is NULL"); });
+    pipeline->last_error.clear();
+    return guarded(pipeline->last_error, [&] {
+        require(embedding, "embedding");
+        require(from, "from");
+        require(to, "to");
+        require(out, "out");
+        if (n != pipeline->pipeline->embedding_dim())
+            invalid("n " + std::to_string(n) + " is not the embedding size " + std::to_string(pipeline->pipeline->embedding_dim()));
+        const auto edited = pipeline->pipeline->text_diff_edit(std::vector<float>(embedding, embedding + n), from, to, alpha, theta);
+        std::copy(edited.begin(), edited.end(), out);
+    });
+}
+
+unclip_status unclip_embedding_blend(const float* const* embeddings, const float* weights, int32_t count, int32_t n,
+                                     float* out) {
+    return guarded([&] {
+        require(embeddings, "embeddings");
+        require(weights, "weights");
+        require(out, "out");
+        if (count <= 0 || n <= 0) invalid("count and n must be positive");
+        std::vector<std::vector<float>> all;
+        for (int32_t i = 0; i < count; ++i) {
+            if (!embeddings[i]) invalid("embeddings[" + std::to_string(i) + "] is NULL");
+            all.emplace_back(embeddings[i], embeddings[i] + n);
+        }
+        const auto blended = unclip::blend_embeddings(all, std::vector<float>(weights, weights + count));
+        std::copy(blended.begin(), blended.end(), out);
     });
 }
 

@@ -1,6 +1,7 @@
 // unclip command-line tool. Subcommands:
 //   unclip variation [--model M] [--unet U --vae V --text-encoder T] --image IN[:strength[:noise_aug]] ... -o OUT.png [options]   image variations
 //   unclip make-tiny-model OUT.safetensors    a tiny random-weight unclip-h model (the built-in demo model)
+//   unclip make-tiny-model --diffusers --variant unclip-l --prior OUT/   a tiny unclip-l folder with a prior
 //   unclip info                               library version, CPU paths and CUDA devices
 //   unclip inspect FILE [--stats]             validate a safetensors checkpoint and list its tensors
 #include <algorithm>
@@ -23,6 +24,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "unclip/io/prior.hpp"
 #include "unclip/io/random_checkpoint.hpp"
 #include "unclip/io/tiny_model.hpp"
 #include "unclip/pipeline.hpp"
@@ -79,19 +81,33 @@ int run_inspect(const std::string& path, bool stats) {
     return 0;
 }
 
-int run_make_tiny_model(const std::string& output, std::uint64_t seed, bool diffusers = false) {
+int run_make_tiny_model(const std::string& output, std::uint64_t seed, bool diffusers = false,
+                        const std::string& variant = "unclip-h", bool prior = false) {
+    if (variant != "unclip-h" && variant != "unclip-l")
+        throw unclip::Error(unclip::Status::invalid_argument, "--variant must be unclip-h or unclip-l, not '" + variant + "'");
+    if (prior && !diffusers)
+        throw unclip::Error(unclip::Status::invalid_argument, "--prior writes prior/ subfolders: it needs --diffusers");
+    const bool l = variant == "unclip-l";
     unclip::io::RandomCheckpointOptions options;
     options.dtype = unclip::DType::f32;
     options.seed = seed;
     if (diffusers) options.layout = unclip::io::Layout::diffusers;
-    unclip::io::write_random_checkpoint(output, unclip::io::tiny_unclip_config(), options);
-    std::printf("wrote %s (tiny random-weight unclip-h demo model)\n", output.c_str());
+    unclip::io::write_random_checkpoint(output, l ? unclip::io::tiny_unclip_l_config() : unclip::io::tiny_unclip_config(), options);
+    if (prior) unclip::io::write_random_prior(output, unclip::io::tiny_prior_config(l ? 768 : 1024), seed);
+    std::printf("wrote %s (tiny random-weight %s demo model%s)\n", output.c_str(), variant.c_str(), prior ? " with a prior" : "");
     return 0;
 }
 
 struct VariationArgs {
     std::string model, clip_vision, unet, vae, text_encoder, out = "variation.png", init, mask, device = "cpu";
     std::vector<std::string> images;
+    // Beyond variations: text -> image embedding, text-diff edits, interpolation strips.
+    std::string prior;
+    bool text_image = false;
+    unclip::PriorParams prior_params;
+    float embedding_norm = 0.0f, edit_alpha = 1.0f, edit_theta = 0.5f;
+    std::vector<std::string> edit, interpolate;
+    int frames = 8;
     unclip::GenerateParams params;
     int threads = 0;
     bool allow_reduced = false, quiet = false;
@@ -132,6 +148,74 @@ std::string default_model_path() {
     return path.string();
 }
 
+// --text-image, --edit: turn the prompt or the first --image into an image embedding.
+void apply_embedding_options(unclip::Pipeline& pipeline, VariationArgs& a) {
+    if (a.text_image) {
+        unclip::UnclipConditioning c;
+        if (pipeline.has_prior()) {
+            c.embedding = pipeline.prior_embedding(a.params.prompt, a.prior_params);
+            std::printf("image embedding from the prior (%d steps, guidance %g)\n", a.prior_params.steps,
+                        static_cast<double>(a.prior_params.guidance_scale));
+        } else {
+            c.embedding = pipeline.text_image_embedding(a.params.prompt, a.embedding_norm);
+            std::printf("no prior: APPROXIMATE image embedding from the projected text embedding\n");
+        }
+        a.params.images.insert(a.params.images.begin(), c);
+    }
+    if (!a.edit.empty()) {
+        if (a.edit.size() != 2) throw unclip::Error(unclip::Status::invalid_argument, "--edit takes two texts: FROM TO");
+        if (a.params.images.empty() || !a.params.images.front().image)
+            throw unclip::Error(unclip::Status::invalid_argument, "--edit needs a picture: --image PATH");
+        auto& c = a.params.images.front();
+        c.embedding = pipeline.text_diff_edit(pipeline.encode_image(*c.image), a.edit[0], a.edit[1], a.edit_alpha, a.edit_theta);
+        c.image.reset();
+        std::printf("text-diff edit '%s' -> '%s' (alpha %g, theta %g)\n", a.edit[0].c_str(), a.edit[1].c_str(),
+                    static_cast<double>(a.edit_alpha), static_cast<double>(a.edit_theta));
+    }
+}
+
+// --interpolate A B --frames N: N images along slerp(A, B, k / (N - 1)), same seed, as one contact
+// sheet of up to 8 columns.
+unclip::Image interpolation_strip_sheet(const std::vector<unclip::Image>& frames) {
+    const int columns = std::min<int>(8, static_cast<int>(frames.size()));
+    const int rows = (static_cast<int>(frames.size()) + columns - 1) / columns;
+    const int w = frames.front().width, h = frames.front().height;
+    unclip::Image sheet;
+    sheet.width = columns * w;
+    sheet.height = rows * h;
+    sheet.channels = 3;
+    sheet.pixels.assign(static_cast<std::size_t>(sheet.width) * sheet.height * 3, 0);
+    for (std::size_t k = 0; k < frames.size(); ++k) {
+        const int x0 = static_cast<int>(k) % columns * w, y0 = static_cast<int>(k) / columns * h;
+        for (int y = 0; y < h; ++y)
+            for (int x = 0; x < w; ++x)
+                for (int ch = 0; ch < 3; ++ch)
+                    sheet.pixels[(static_cast<std::size_t>(y0 + y) * sheet.width + x0 + x) * 3 + ch] = frames[k].at(x, y, ch);
+    }
+    return sheet;
+}
+
+std::vector<unclip::Image> interpolation_strip(unclip::Pipeline& pipeline, VariationArgs& a) {
+    if (a.interpolate.size() != 2)
+        throw unclip::Error(unclip::Status::invalid_argument, "--interpolate takes two pictures: A B");
+    if (a.frames < 2 || a.frames > 64)
+        throw unclip::Error(unclip::Status::invalid_argument, "--frames " + std::to_string(a.frames) + " outside [2, 64]");
+    const auto ea = pipeline.encode_image(unclip::load_image(a.interpolate[0]));
+    const auto eb = pipeline.encode_image(unclip::load_image(a.interpolate[1]));
+    std::vector<unclip::Image> frames;
+    const auto user_images = a.params.images;
+    for (int k = 0; k < a.frames; ++k) {
+        unclip::UnclipConditioning c;
+        c.embedding = unclip::slerp_embeddings(ea, eb, static_cast<float>(k) / static_cast<float>(a.frames - 1));
+        a.params.images = user_images;
+        a.params.images.insert(a.params.images.begin(), c);
+        a.params.batch_count = 1;
+        frames.push_back(pipeline.generate(a.params).front());
+        std::printf("frame %d/%d\n", k + 1, a.frames);
+    }
+    return {interpolation_strip_sheet(frames)};
+}
+
 std::string describe(const VariationArgs& a, const std::string& model) {
     const auto& p = a.params;
     std::string text = "model: " + std::filesystem::path(model).filename().string();
@@ -159,6 +243,7 @@ int run_variation(VariationArgs& a) {
     options.unet_path = a.unet;
     options.vae_path = a.vae;
     options.text_encoder_path = a.text_encoder;
+    options.prior_path = a.prior;
     options.threads = a.threads;
     options.allow_reduced = a.allow_reduced || demo;
     auto t0 = std::chrono::steady_clock::now();
@@ -168,6 +253,7 @@ int run_variation(VariationArgs& a) {
                 unclip::io::prediction_name(cfg.prediction), cfg.reduced ? ", reduced test architecture" : "",
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     for (const auto& image : a.images) a.params.images.push_back(parse_image_arg(image));
+    apply_embedding_options(pipeline, a);
     if (!a.init.empty()) a.params.init_image = unclip::load_image(a.init);
     if (!a.mask.empty()) a.params.mask = unclip::load_image(a.mask);
 
@@ -190,7 +276,7 @@ int run_variation(VariationArgs& a) {
             return true;
         };
     }
-    const auto images = pipeline.generate(a.params);
+    const auto images = a.interpolate.empty() ? pipeline.generate(a.params) : interpolation_strip(pipeline, a);
     std::printf("generated %zu image(s) %dx%d in %.1f s\n", images.size(), images.front().width, images.front().height,
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     const unclip::PngText text{{"parameters", describe(a, options.model_path.empty() ? options.unet_path : options.model_path)}};
@@ -239,14 +325,28 @@ int main(int argc, char** argv) {
     variation->add_option("--device", v.device, "cpu or cuda (default cpu)");
     variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures");
     variation->add_flag("--quiet,-q", v.quiet, "no per-step progress");
+    variation->add_option("--prior", v.prior, "prior folder (prior/, prior_text_encoder/, prior_tokenizer/, prior_scheduler/); default: the model folder's");
+    variation->add_flag("--text-image", v.text_image, "condition on the prompt's image embedding: the prior's, or without a prior the APPROXIMATE projected text embedding");
+    variation->add_option("--prior-steps", v.prior_params.steps, "prior denoising steps (default 25)");
+    variation->add_option("--prior-cfg", v.prior_params.guidance_scale, "prior guidance scale (default 4)");
+    variation->add_option("--prior-seed", v.prior_params.seed, "prior seed (default 0)");
+    variation->add_option("--embedding-norm", v.embedding_norm, "--text-image without a prior: norm of the embedding (default: that of a grey picture's)");
+    variation->add_option("--edit", v.edit, "text-diff edit of the first --image: FROM TO (DALL-E 2)")->expected(2);
+    variation->add_option("--edit-alpha", v.edit_alpha, "--edit: weight of the text difference (default 1)");
+    variation->add_option("--edit-theta", v.edit_theta, "--edit: slerp amount in [0, 1] towards the edited embedding (default 0.5)");
+    variation->add_option("--interpolate", v.interpolate, "interpolation strip between two pictures A B, written as one contact sheet")->expected(2);
+    variation->add_option("--frames", v.frames, "--interpolate: frames (default 8)");
 
     auto* tiny = app.add_subcommand("make-tiny-model", "Write the tiny random-weight demo model");
     std::string tiny_out;
     std::uint64_t tiny_seed = 1;
     tiny->add_option("output", tiny_out, "output .safetensors")->required();
     tiny->add_option("--seed", tiny_seed, "random seed");
-    bool tiny_diffusers = false;
+    bool tiny_diffusers = false, tiny_prior = false;
+    std::string tiny_variant = "unclip-h";
     tiny->add_flag("--diffusers", tiny_diffusers, "write a diffusers folder instead of a single file");
+    tiny->add_option("--variant", tiny_variant, "unclip-h (default) or unclip-l");
+    tiny->add_flag("--prior", tiny_prior, "with --diffusers: add a tiny random prior (prior/, prior_text_encoder/, ...)");
 
     app.add_subcommand("info", "Library version, CPU paths and CUDA devices");
     auto* inspect = app.add_subcommand("inspect", "Validate a .safetensors checkpoint and list its tensors");
@@ -258,7 +358,7 @@ int main(int argc, char** argv) {
     try {
         if (app.got_subcommand("info")) return run_info();
         if (app.got_subcommand("inspect")) return run_inspect(path, stats);
-        if (app.got_subcommand("make-tiny-model")) return run_make_tiny_model(tiny_out, tiny_seed, tiny_diffusers);
+        if (app.got_subcommand("make-tiny-model")) return run_make_tiny_model(tiny_out, tiny_seed, tiny_diffusers, tiny_variant, tiny_prior);
         return run_variation(v);
     } catch (const unclip::Error& e) {
         std::fprintf(stderr, "\nunclip: error (%s): %s\n", unclip::status_name(e.status()), e.what());

@@ -43,6 +43,17 @@ struct PipelineOptions {
     std::optional<io::Prediction> prediction;  // override the detected v / eps prediction
     bool allow_reduced = false;     // accept architectures smaller than the official ones (tests)
     ImageLimits image_limits;       // inputs larger than this are refused before decoding
+    // A folder with the text-to-image-embedding prior (prior/, prior_text_encoder/,
+    // prior_tokenizer/, prior_scheduler/; see io::load_prior), e.g. the Stable unCLIP-L small
+    // repo. Empty: model_path's own prior/ when it is such a folder, else none.
+    std::string prior_path;
+};
+
+// The prior's sampling knobs, diffusers StableUnCLIPPipeline's prior_* arguments.
+struct PriorParams {
+    int steps = 25;                // prior_num_inference_steps
+    float guidance_scale = 4.0f;   // prior_guidance_scale against the empty prompt; [0, 100], off at <= 1
+    std::uint64_t seed = 0;        // torch.Generator().manual_seed(seed) draws the prior's noise
 };
 
 // The text conditioning of one prompt: ComfyUI's chunked, weighted encoding.
@@ -111,9 +122,30 @@ public:
     // image_embedding + scale * (pooled(to) - pooled(from)): moves an image embedding along a text
     // direction ("a photo of a dog" -> "a photo of a cat"), with the projected text embeddings of the
     // model's own text tower. Needs a text projection as wide as the image embeddings (unclip-h:
-    // both 1024; unclip-l's 768-wide embeddings are refused with Status::invalid_argument).
+    // both 1024); unclip-l's 768-wide embeddings use the prior's CLIP ViT-L/14 text tower when a
+    // prior is loaded and are refused with Status::invalid_argument otherwise.
     std::vector<float> add_text_direction(const std::vector<float>& image_embedding, const std::string& from,
                                           const std::string& to, float scale = 1.0f);
+    // True when a prior was loaded (PipelineOptions::prior_path or the model folder's prior/).
+    bool has_prior() const noexcept;
+    // Text -> image embedding through the prior, as StableUnCLIPPipeline (spec §9): the prior
+    // tokenizer and CLIPTextModelWithProjection, the prior's denoising loop with guidance, then
+    // post_process_latents. Returns embedding_dim() floats, usable as UnclipConditioning::embedding.
+    // Throws Error(Status::invalid_argument) without a prior, for bad params or when the prior's
+    // width differs from the model's embeddings; Error(Status::cancelled) after cancel().
+    std::vector<float> prior_embedding(const std::string& prompt, const PriorParams& params = {});
+    // An APPROXIMATE image embedding for models without a prior (unclip-h): the projected CLIP text
+    // embedding of `prompt` rescaled to norm `target_norm` (> 0), or, with 0, to the norm of the
+    // model's own embedding of a mid-grey picture (needs the vision tower). Text and image
+    // embeddings of CLIP share directions only roughly (contrastive training aligns them up to a
+    // gap), so this is not what a trained prior would predict: no reference implementation
+    // conditions unCLIP this way, and results follow the text less faithfully. Throws
+    // Error(Status::invalid_argument) when no text tower projects to embedding_dim() values.
+    std::vector<float> text_image_embedding(const std::string& prompt, float target_norm = 0.0f);
+    // DALL-E 2 text-diff edit (§3): text_diff_embedding(image_embedding, t(from), t(to), alpha,
+    // theta) with the projected text embeddings of the tower add_text_direction uses.
+    std::vector<float> text_diff_edit(const std::vector<float>& image_embedding, const std::string& from,
+                                      const std::string& to, float alpha = 1.0f, float theta = 0.5f);
     // The images of one run; throws Error(Status::cancelled) when on_progress returns false or
     // cancel() is called, Error(Status::invalid_argument) naming the bad parameter.
     std::vector<Image> generate(const GenerateParams& params);
@@ -133,5 +165,20 @@ UNCLIP_CXX_API std::vector<float> mix_embeddings(const std::vector<std::vector<f
                                                  const std::vector<float>& weights);
 // Spherical interpolation from a (t = 0) to b (t = 1), magnitudes interpolated linearly.
 UNCLIP_CXX_API std::vector<float> slerp_embeddings(const std::vector<float>& a, const std::vector<float>& b, float t);
+// Spherical blend of several embeddings with non-negative weights (not all zero): a running
+// slerp, b_1 = e_1, b_k = slerp(b_{k-1}, e_k, w_k / (w_1 + ... + w_k)), so two inputs give
+// slerp_embeddings(e_1, e_2, w_2 / (w_1 + w_2)) and equal weights treat every input alike in
+// magnitude. Zero-weight inputs are skipped.
+UNCLIP_CXX_API std::vector<float> blend_embeddings(const std::vector<std::vector<float>>& embeddings,
+                                                   const std::vector<float>& weights);
+// DALL-E 2 text-diff (section 3): with d = image + alpha (target_text - source_text) rescaled to
+// the image embedding's norm (for DALL-E 2's unit-norm CLIP embeddings, the paper's
+// normalisation), returns slerp_embeddings(image, d, theta). theta in [0, 1]: 0 returns the image
+// embedding, 1 the edited direction. Throws for NaN/inf alpha or theta, theta outside [0, 1],
+// mismatched sizes, or a zero image embedding or d.
+UNCLIP_CXX_API std::vector<float> text_diff_embedding(const std::vector<float>& image_embedding,
+                                                      const std::vector<float>& source_text,
+                                                      const std::vector<float>& target_text, float alpha, float theta);
+
 
 }  // namespace unclip

@@ -21,6 +21,9 @@ Pipeline::Pipeline(const PipelineOptions& options) : impl_(std::make_unique<Impl
     load.text_encoder_path = options.text_encoder_path;
     load.allow_reduced = options.allow_reduced;
     impl_->models = pipeline::load_models(options.model_path, load);
+    const std::string prior = !options.prior_path.empty() ? options.prior_path
+                              : io::has_prior(options.model_path) ? options.model_path : std::string();
+    if (!prior.empty()) impl_->prior = pipeline::load_prior_models(prior);
 }
 
 Pipeline::~Pipeline() = default;
@@ -45,17 +48,14 @@ std::vector<float> Pipeline::add_text_direction(const std::vector<float>& image_
                                                 const std::string& to, float scale) {
     if (!std::isfinite(scale)) throw Error(Status::invalid_argument, "add_text_direction: scale is not finite");
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    const TextEncoding source = pipeline::encode_text(*impl_, from), target = pipeline::encode_text(*impl_, to);
-    if (!source.pooled.defined())
-        throw Error(Status::invalid_argument, "add_text_direction: the model's text tower has no text_projection");
-    const std::int64_t width = source.pooled.numel();
-    if (static_cast<std::int64_t>(image_embedding.size()) != width)
+    const std::vector<float> source = pipeline::projected_text_embedding(*impl_, from, "add_text_direction");
+    const std::vector<float> target = pipeline::projected_text_embedding(*impl_, to, "add_text_direction");
+    if (image_embedding.size() != source.size())
         throw Error(Status::invalid_argument, "add_text_direction: the image embedding has " +
                                                   std::to_string(image_embedding.size()) + " values, the text embedding " +
-                                                  std::to_string(width));
+                                                  std::to_string(source.size()));
     std::vector<float> direction(image_embedding.size());
-    for (std::size_t i = 0; i < direction.size(); ++i)
-        direction[i] = target.pooled.data<const float>()[i] - source.pooled.data<const float>()[i];
+    for (std::size_t i = 0; i < direction.size(); ++i) direction[i] = target[i] - source[i];
     return mix_embeddings({image_embedding, direction}, {1.0f, scale});
 }
 

@@ -13,6 +13,7 @@ namespace unclip {
 struct Pipeline::Impl {
     PipelineOptions options;
     std::unique_ptr<pipeline::Models> models;
+    std::unique_ptr<pipeline::PriorModels> prior;  // null without a prior
     CpuBackend::Context ctx;
     Scratch scratch;
     std::mutex mutex;                  // serialises the modules' use of ctx and scratch
@@ -32,6 +33,11 @@ namespace pipeline {
 std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const ClipPreprocessOptions& options);
 TextEncoding encode_text(Pipeline::Impl& impl, const std::string& prompt);
 std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& params);
+// The projected text embedding of `prompt` in the image-embedding space: the model's own text
+// tower when its projection is embedding_dim() wide, else the prior's text tower when that fits;
+// throws Error(Status::invalid_argument) naming `caller` otherwise.
+std::vector<float> projected_text_embedding(Pipeline::Impl& impl, const std::string& prompt, const char* caller);
+std::vector<float> prior_embedding(Pipeline::Impl& impl, const std::string& prompt, const PriorParams& params);
 
 // Latents <-> pixels.
 // [B, 4, h, w] sampling-space latents (scaled by the VAE factor) -> 8-bit RGB images, as ComfyUI's

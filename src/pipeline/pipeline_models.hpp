@@ -5,6 +5,7 @@
 #include <string>
 
 #include "unclip/io/checkpoint.hpp"
+#include "unclip/io/prior.hpp"
 #include "unclip/module_configs.hpp"
 #include "unclip/nn/clip_text.hpp"
 #include "unclip/nn/clip_vision.hpp"
@@ -26,5 +27,15 @@ struct Models {
 
 // Loads `path` (see io::load_checkpoint) and builds every module.
 std::unique_ptr<Models> load_models(const std::string& path, const io::LoadOptions& options);
+
+// The text-to-image-embedding prior (io::load_prior) and its text tower, tokenizer and sampler.
+struct PriorModels {
+    io::PriorCheckpoint checkpoint;
+    std::optional<nn::PriorTransformer<CpuBackend, float>> prior;
+    std::optional<nn::ClipTextModel<CpuBackend, float>> text;
+    std::optional<text::ClipTokenizer> tokenizer;
+    std::optional<sampling::PriorScheduler> scheduler;
+};
+std::unique_ptr<PriorModels> load_prior_models(const std::string& path);
 
 }  // namespace unclip::pipeline
