@@ -1,5 +1,5 @@
 #pragma once
-// Timing shared by the benchmark programs: the median of `repeats` runs after one warm-up run.
+// Timing shared by the benchmark programs: `repeats` timed runs after one untimed warm-up run.
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -7,8 +7,10 @@
 
 namespace unclip::bench {
 
-inline double median_seconds(int repeats, const std::function<void()>& fn) {
-    fn();  // warm-up: first-touch page faults, caches, lazy initialisation
+// The wall times of `repeats` runs (at least one), sorted; with `warmup`, after one untimed run
+// (first-touch page faults, caches, lazy initialisation).
+inline std::vector<double> sorted_seconds(int repeats, const std::function<void()>& fn, bool warmup = true) {
+    if (warmup) fn();
     std::vector<double> times;
     for (int i = 0; i < std::max(1, repeats); ++i) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -16,6 +18,11 @@ inline double median_seconds(int repeats, const std::function<void()>& fn) {
         times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(times.begin(), times.end());
+    return times;
+}
+
+inline double median_seconds(int repeats, const std::function<void()>& fn) {
+    const std::vector<double> times = sorted_seconds(repeats, fn);
     return times[times.size() / 2];
 }
 
