@@ -79,6 +79,7 @@ void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratc
         g.n = plane_out;
         g.k = k;
         g.a = a.weight;
+        g.a_dtype = a.weight_dtype;
         g.lda = k;
         g.b = a.x;
         g.ldb = plane_out;
@@ -93,6 +94,7 @@ void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratc
         return;
     }
     Scratch::Frame frame(scratch);
+    const float* weight = detail::widened_weights(a.weight, a.weight_dtype, a.out_channels * k);
     const bool pointwise = is_pointwise(a);
     const std::int64_t rows_per_band = band_rows(a);
     float* cols = pointwise ? nullptr : scratch.take<float>(static_cast<std::size_t>(k * rows_per_band * wo));
@@ -110,7 +112,7 @@ void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratc
                 ldb = band;
             }
             float* out = y + oy0 * wo;
-            gemm(ctx, false, false, a.out_channels, band, k, 1.0f, a.weight, k, rhs, ldb, beta, out, plane_out);
+            gemm(ctx, false, false, a.out_channels, band, k, 1.0f, weight, k, rhs, ldb, beta, out, plane_out);
             if (a.bias) {
                 ctx.parallel_for(a.out_channels, 16, [&](std::int64_t c0, std::int64_t c1) {
                     for (std::int64_t c = c0; c < c1; ++c) {

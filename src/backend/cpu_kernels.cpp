@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "backend/kernel_table.hpp"
 #include "unclip/error.hpp"
@@ -38,6 +39,15 @@ const KernelTable& best_for_this_cpu() noexcept {
     return chosen;
 }
 }  // namespace
+
+const float* widened_weights(const void* weights, DType dtype, std::int64_t count) {
+    if (dtype == DType::f32) return static_cast<const float*>(weights);
+    thread_local std::vector<float> buffer;
+    buffer.resize(static_cast<std::size_t>(count));
+    if (dtype == DType::f16) convert(static_cast<const Half*>(weights), buffer.data(), buffer.size());
+    else convert(static_cast<const BFloat16*>(weights), buffer.data(), buffer.size());
+    return buffer.data();
+}
 
 // UNCLIP_CPU_GEMM=eigen keeps Eigen's GEMM on CPUs that have the packed one (for comparisons).
 const KernelTable& kernels() noexcept {
@@ -96,10 +106,12 @@ void CpuBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64
 }
 
 void CpuBackend::linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
-                        std::int64_t out_features, const float* weight, const float* bias, float* y, bool accumulate) {
+                        std::int64_t out_features, const void* weight, DType weight_dtype, const float* bias, float* y,
+                        bool accumulate) {
     const auto& kt = detail::kernels();
     if (!kt.gemm || in_features <= 0) {
-        gemm(ctx, false, true, rows, out_features, in_features, 1.0f, x, in_features, weight, in_features,
+        const float* w = detail::widened_weights(weight, weight_dtype, out_features * in_features);
+        gemm(ctx, false, true, rows, out_features, in_features, 1.0f, x, in_features, w, in_features,
              accumulate ? 1.0f : 0.0f, y, out_features);
         if (bias) add_row_bias(ctx, y, bias, rows, out_features);
         return;
@@ -112,6 +124,7 @@ void CpuBackend::linear(const Context& ctx, const float* x, std::int64_t rows, s
     g.a = x;
     g.lda = in_features;
     g.b = weight;
+    g.b_dtype = weight_dtype;
     g.ldb = in_features;
     g.trans_b = true;
     g.c = y;

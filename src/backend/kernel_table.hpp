@@ -13,10 +13,12 @@ namespace unclip::detail {
 // (k = C_in * kernel_h * kernel_w, n = H_out * W_out).
 struct GemmProblem {
     std::int64_t batch = 1, m = 0, n = 0, k = 0;
-    const float* a = nullptr;
+    const void* a = nullptr;  // a_dtype elements (f32, f16 or bf16; strides count elements)
+    DType a_dtype = DType::f32;
     std::int64_t lda = 0, a_batch_stride = 0;
     bool trans_a = false;
-    const float* b = nullptr;
+    const void* b = nullptr;  // b_dtype elements; with `conv` always f32
+    DType b_dtype = DType::f32;
     std::int64_t ldb = 0, b_batch_stride = 0;
     bool trans_b = false;
     const CpuBackend::Conv2dArgs* conv = nullptr;
@@ -42,6 +44,10 @@ struct KernelTable {
     // The packed-B GEMM with fused epilogue and implicit convolution; nullptr where only Eigen's is built.
     void (*gemm)(const CpuBackend::Context& ctx, const GemmProblem& problem);
 };
+
+// `weights` as fp32: the pointer itself when already f32, else a copy widened into this thread's
+// buffer (valid until the next call on the thread). For the Eigen GEMM path, which cannot widen while packing.
+const float* widened_weights(const void* weights, DType dtype, std::int64_t count);
 
 // The best table this CPU runs, chosen on first use.
 const KernelTable& kernels() noexcept;

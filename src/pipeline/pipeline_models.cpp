@@ -3,25 +3,35 @@
 #include <filesystem>
 
 namespace unclip::pipeline {
+namespace {
+// Linear and convolution weights stay in the checkpoint's dtype, memory-mapped (the GEMM widens
+// them while packing); everything else a module asks for as fp32 is widened once.
+nn::WeightMap half_precision_matrices(const nn::WeightMap& weights) {
+    nn::WeightMap map = weights;
+    map.widen_on_demand();
+    return map;
+}
+}  // namespace
+
 std::unique_ptr<Models> load_models(const std::string& path, const io::LoadOptions& options) {
     auto m = std::make_unique<Models>();
     m->checkpoint = io::load_checkpoint(path, options);
     const io::ModelConfig& cfg = m->checkpoint.config;
 
-    m->unet_weights = io::convert_weights(m->checkpoint.unet, DType::f32);
+    m->unet_weights = half_precision_matrices(m->checkpoint.unet);
     const auto ucfg = unet_config(cfg.unet);
     m->unet.emplace(ucfg, nn::load_unet<float>(m->unet_weights, "", ucfg));
 
-    m->vae_weights = io::convert_weights(m->checkpoint.vae, DType::f32);
+    m->vae_weights = half_precision_matrices(m->checkpoint.vae);
     const auto vcfg = vae_config(cfg.vae);
     m->vae.emplace(vcfg, nn::load_vae_encoder<float>(m->vae_weights, "", vcfg), nn::load_vae_decoder<float>(m->vae_weights, "", vcfg));
 
-    m->text_weights = io::convert_weights(m->checkpoint.text, DType::f32);
+    m->text_weights = half_precision_matrices(m->checkpoint.text);
     const auto tcfg = clip_text_config(cfg.text, m->text_weights);
     m->text.emplace(tcfg, nn::load_clip_text<float>(m->text_weights, "", tcfg));
 
     if (cfg.vision.kind != io::VisionKind::none) {
-        m->vision_weights = io::convert_weights(m->checkpoint.vision, DType::f32);
+        m->vision_weights = half_precision_matrices(m->checkpoint.vision);
         const auto icfg = clip_vision_config(cfg.vision);
         m->vision.emplace(icfg, nn::load_clip_vision<float>(m->vision_weights, "", icfg));
     }

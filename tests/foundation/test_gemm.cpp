@@ -10,8 +10,10 @@
 #include <doctest/doctest.h>
 
 #include "unclip/backend/cpu.hpp"
+#include "unclip/dtype.hpp"
 
 using unclip::CpuBackend;
+using unclip::DType;
 
 namespace {
 
@@ -81,6 +83,29 @@ void check_gemm(const CpuBackend::Context& ctx, const GemmCase& gc) {
     CHECK(rel_l2(c, expected) <= 1e-5);
 }
 
+// Weights stored as `dtype` (what a half-precision checkpoint maps), and their exact fp32 values.
+struct StoredWeights {
+    std::vector<float> f32;
+    std::vector<unclip::Half> f16;
+    std::vector<unclip::BFloat16> bf16;
+    DType dtype;
+    StoredWeights(std::vector<float> values, DType stored) : f32(std::move(values)), dtype(stored) {
+        if (dtype == DType::f16) {
+            f16.resize(f32.size());
+            unclip::convert(f32.data(), f16.data(), f32.size());
+            unclip::convert(f16.data(), f32.data(), f32.size());
+        } else if (dtype == DType::bf16) {
+            bf16.resize(f32.size());
+            unclip::convert(f32.data(), bf16.data(), f32.size());
+            unclip::convert(bf16.data(), f32.data(), f32.size());
+        }
+    }
+    const void* data() const {
+        return dtype == DType::f16 ? static_cast<const void*>(f16.data())
+                                   : dtype == DType::bf16 ? static_cast<const void*>(bf16.data()) : f32.data();
+    }
+};
+
 }  // namespace
 
 TEST_CASE("gemm equals a double-precision product for every transpose, edge tile and beta") {
@@ -92,31 +117,34 @@ TEST_CASE("gemm equals a double-precision product for every transpose, edge tile
                 for (const float beta : {0.0f, 1.0f, -0.5f}) check_gemm(ctx, {m, n, k, trans_a, trans_b, 0.75f, beta});
 }
 
-TEST_CASE("linear adds the bias once and accumulates into y on request") {
+TEST_CASE("linear adds the bias once, accumulates into y on request and takes f32, f16 and bf16 weights") {
     CpuBackend::Context ctx(2);
     const std::int64_t rows = 37, in = 300, out = 45;
-    const auto x = random_values(rows * in, 4), w = random_values(out * in, 5), bias = random_values(out, 6);
+    const auto x = random_values(rows * in, 4), bias = random_values(out, 6);
     const auto y0 = random_values(rows * out, 7);
-    for (const bool accumulate : {false, true})
-        for (const bool with_bias : {false, true}) {
-            CAPTURE(accumulate);
-            CAPTURE(with_bias);
-            std::vector<double> expected(rows * out);
-            for (std::int64_t r = 0; r < rows; ++r)
-                for (std::int64_t o = 0; o < out; ++o) {
-                    double sum = with_bias ? bias[o] : 0.0;
-                    for (std::int64_t i = 0; i < in; ++i) sum += static_cast<double>(x[r * in + i]) * w[o * in + i];
-                    expected[r * out + o] = sum + (accumulate ? y0[r * out + o] : 0.0);
-                }
-            std::vector<float> y = y0;
-            if (!accumulate) y.assign(y.size(), std::numeric_limits<float>::quiet_NaN());
-            CpuBackend::linear(ctx, x.data(), rows, in, out, w.data(), with_bias ? bias.data() : nullptr, y.data(),
-                               accumulate);
-            CHECK(rel_l2(y, expected) <= 1e-5);
-        }
+    for (const DType dtype : {DType::f32, DType::f16, DType::bf16})
+        for (const bool accumulate : {false, true})
+            for (const bool with_bias : {false, true}) {
+                CAPTURE(dtype_name(dtype));
+                CAPTURE(accumulate);
+                CAPTURE(with_bias);
+                const StoredWeights w(random_values(out * in, 5), dtype);
+                std::vector<double> expected(rows * out);
+                for (std::int64_t r = 0; r < rows; ++r)
+                    for (std::int64_t o = 0; o < out; ++o) {
+                        double sum = with_bias ? bias[o] : 0.0;
+                        for (std::int64_t i = 0; i < in; ++i) sum += static_cast<double>(x[r * in + i]) * w.f32[o * in + i];
+                        expected[r * out + o] = sum + (accumulate ? y0[r * out + o] : 0.0);
+                    }
+                std::vector<float> y = y0;
+                if (!accumulate) y.assign(y.size(), std::numeric_limits<float>::quiet_NaN());
+                CpuBackend::linear(ctx, x.data(), rows, in, out, w.data(), dtype, with_bias ? bias.data() : nullptr,
+                                   y.data(), accumulate);
+                CHECK(rel_l2(y, expected) <= 1e-5);
+            }
 }
 
-TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2 and odd sizes, and is thread-count independent") {
+TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2, odd sizes and half weights, whatever the thread count") {
     struct ConvCase {
         std::int64_t batch, in_c, out_c, h, w;
         int kernel, stride, pad;
@@ -124,7 +152,9 @@ TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2 and odd sizes
     };
     for (const ConvCase& cc : {ConvCase{2, 5, 17, 9, 13, 3, 1, 1, false}, ConvCase{1, 30, 15, 24, 24, 3, 1, 1, true},
                                ConvCase{2, 7, 33, 17, 11, 3, 2, 1, false}, ConvCase{1, 9, 20, 6, 35, 1, 1, 0, true},
-                               ConvCase{1, 3, 4, 5, 5, 3, 1, 0, false}, ConvCase{1, 4, 6, 1, 40, 3, 1, 1, false}}) {
+                               ConvCase{1, 3, 4, 5, 5, 3, 1, 0, false}, ConvCase{1, 4, 6, 1, 40, 3, 1, 1, false}})
+    for (const DType dtype : {DType::f32, DType::f16, DType::bf16}) {
+        CAPTURE(dtype_name(dtype));
         CAPTURE(cc.in_c);
         CAPTURE(cc.out_c);
         CAPTURE(cc.h);
@@ -141,7 +171,8 @@ TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2 and odd sizes
         args.pad_top = args.pad_left = args.pad_bottom = args.pad_right = cc.pad;
         args.accumulate = cc.accumulate;
         const auto x = random_values(cc.batch * cc.in_c * cc.h * cc.w, 8);
-        const auto w = random_values(cc.out_c * cc.in_c * cc.kernel * cc.kernel, 9);
+        const StoredWeights stored(random_values(cc.out_c * cc.in_c * cc.kernel * cc.kernel, 9), dtype);
+        const auto& w = stored.f32;
         const auto bias = random_values(cc.out_c, 10);
         const std::int64_t ho = args.out_height(), wo = args.out_width();
         const auto y0 = random_values(cc.batch * cc.out_c * ho * wo, 11);
@@ -168,7 +199,8 @@ TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2 and odd sizes
             std::vector<float> y = y0;
             if (!cc.accumulate) y.assign(y.size(), std::numeric_limits<float>::quiet_NaN());
             args.x = x.data();
-            args.weight = w.data();
+            args.weight = stored.data();
+            args.weight_dtype = dtype;
             args.bias = bias.data();
             args.y = y.data();
             unclip::Scratch scratch(CpuBackend::conv2d_scratch_bytes(args));

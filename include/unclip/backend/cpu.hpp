@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "unclip/detail/export.hpp"
+#include "unclip/dtype.hpp"
 #include "unclip/scratch.hpp"
 
 namespace unclip {
@@ -52,13 +53,15 @@ struct CpuBackend {
 
     // A linear layer over rows: y[rows, out] = x[rows, in] W^T + bias, W stored [out, in] (bias may be
     // nullptr); `accumulate` adds the result into y. The bias is fused into the GEMM's store.
+    // The weight may be f32, f16 or bf16 (widened while it is packed).
     UNCLIP_CXX_API static void linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
-                                      std::int64_t out_features, const float* weight, const float* bias, float* y,
-                                      bool accumulate);
+                                      std::int64_t out_features, const void* weight, DType weight_dtype,
+                                      const float* bias, float* y, bool accumulate);
 
     struct Conv2dArgs {
         const float* x = nullptr;       // [B, C_in, H, W]
-        const float* weight = nullptr;  // [C_out, C_in, kernel_h, kernel_w]
+        const void* weight = nullptr;   // [C_out, C_in, kernel_h, kernel_w]
+        DType weight_dtype = DType::f32;  // f32, f16 or bf16
         const float* bias = nullptr;    // [C_out] or nullptr
         float* y = nullptr;             // [B, C_out, H_out, W_out]
         std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;

@@ -32,11 +32,11 @@ AttentionWeights<T> load_attention_fused(const WeightMap& map, const std::string
     if (cfg.context_dim != 0 && cfg.context_dim != cfg.dim)
         throw Error(Status::invalid_argument, "attention: fused in_proj needs self-attention");
     const std::int64_t d = cfg.dim;
-    const CView<T> fused = map.require<T>(prefix + "in_proj_weight", {3 * d, d});
+    const MatrixView fused = map.require_matrix(prefix + "in_proj_weight", {3 * d, d});
     AttentionWeights<T> w;
-    w.q.weight = {fused.data, {d, d}};
-    w.k.weight = {fused.data + d * d, {d, d}};
-    w.v.weight = {fused.data + 2 * d * d, {d, d}};
+    w.q.weight = fused.rows(0, {d, d});
+    w.k.weight = fused.rows(d, {d, d});
+    w.v.weight = fused.rows(2 * d, {d, d});
     if (cfg.qkv_bias) {
         const CView<T> bias = map.require<T>(prefix + "in_proj_bias", {3 * d});
         w.q.bias = CView<T>{bias.data, {d}};

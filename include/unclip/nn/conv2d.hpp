@@ -16,14 +16,14 @@ struct Conv2dConfig {
 
 template <class T>
 struct Conv2dWeights {
-    CView<T> weight;               // [out_channels, in_channels, kernel, kernel]
+    MatrixView weight;             // [out_channels, in_channels, kernel, kernel], f32, f16 or bf16
     std::optional<CView<T>> bias;  // [out_channels]
 };
 
 template <class T>
 Conv2dWeights<T> load_conv2d(const WeightMap& map, const std::string& prefix, const Conv2dConfig& cfg) {
     Conv2dWeights<T> w;
-    w.weight = map.require<T>(prefix + "weight", {cfg.out_channels, cfg.in_channels, cfg.kernel, cfg.kernel});
+    w.weight = map.require_matrix(prefix + "weight", {cfg.out_channels, cfg.in_channels, cfg.kernel, cfg.kernel});
     if (cfg.bias) w.bias = map.require<T>(prefix + "bias", {cfg.out_channels});
     return w;
 }
@@ -70,6 +70,7 @@ private:
                                                       std::to_string(cfg_.in_channels) + ", H, W]");
         typename Backend::Conv2dArgs a;
         a.weight = w_.weight.data;
+        a.weight_dtype = w_.weight.dtype;
         a.bias = w_.bias ? w_.bias->data : nullptr;
         a.batch = x[0];
         a.in_channels = x[1];

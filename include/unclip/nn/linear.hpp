@@ -14,14 +14,14 @@ struct LinearConfig {
 
 template <class T>
 struct LinearWeights {
-    CView<T> weight;              // [out_features, in_features]
+    MatrixView weight;             // [out_features, in_features], f32, f16 or bf16
     std::optional<CView<T>> bias;  // [out_features]
 };
 
 template <class T>
 LinearWeights<T> load_linear(const WeightMap& map, const std::string& prefix, const LinearConfig& cfg) {
     LinearWeights<T> w;
-    w.weight = map.require<T>(prefix + "weight", {cfg.out_features, cfg.in_features});
+    w.weight = map.require_matrix(prefix + "weight", {cfg.out_features, cfg.in_features});
     if (cfg.bias) w.bias = map.require<T>(prefix + "bias", {cfg.out_features});
     return w;
 }
@@ -43,7 +43,7 @@ public:
     // `accumulate`: y += x W^T + b instead of y = x W^T + b.
     void forward(const typename Backend::Context& ctx, const T* x, std::int64_t rows, T* y,
                  bool accumulate = false) const {
-        Backend::linear(ctx, x, rows, cfg_.in_features, cfg_.out_features, w_.weight.data,
+        Backend::linear(ctx, x, rows, cfg_.in_features, cfg_.out_features, w_.weight.data, w_.weight.dtype,
                         w_.bias ? w_.bias->data : nullptr, y, accumulate);
     }
 

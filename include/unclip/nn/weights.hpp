@@ -5,16 +5,39 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 
 #include "unclip/detail/export.hpp"
 #include "unclip/tensor.hpp"
 
 namespace unclip::nn {
 
+// The weight matrix of a Linear or Conv2d layer in the dtype the checkpoint stores it in (f32, f16
+// or bf16): the CPU GEMM widens it to fp32 while it packs it, so half-precision checkpoints are
+// never copied to fp32 as a whole.
+struct MatrixView {
+    const void* data = nullptr;
+    DType dtype = DType::f32;
+    Shape shape;
+    MatrixView() = default;
+    MatrixView(const void* d, DType t, Shape s) : data(d), dtype(t), shape(std::move(s)) {}
+    template <class T> MatrixView(View<T> v) : data(v.data), dtype(dtype_of<std::remove_const_t<T>>), shape(v.shape) {}
+    // Rows [first, first + rows) of a matrix whose rows hold `shape[1..]` elements.
+    MatrixView rows(std::int64_t first, Shape sub) const {
+        const auto* bytes = static_cast<const unsigned char*>(data);
+        return {bytes + first * (shape.numel() / shape[0]) * static_cast<std::int64_t>(dtype_size(dtype)), dtype,
+                std::move(sub)};
+    }
+};
+
 class UNCLIP_CXX_API WeightMap {
 public:
     // Replaces any tensor of the same name.
-    void insert(const std::string& name, Tensor tensor) { tensors_[name] = std::move(tensor); }
+    void insert(const std::string& name, Tensor tensor) {
+        widened_.erase(name);
+        tensors_[name] = std::move(tensor);
+    }
     const Tensor* find(std::string_view name) const {
         const auto it = tensors_.find(std::string(name));
         return it == tensors_.end() ? nullptr : &it->second;
@@ -30,14 +53,33 @@ public:
         if (!t) throw Error(Status::bad_model, "tensor '" + name + "': missing");
         return checked<T>(name, *t, expected);
     }
+    // A Linear/Conv2d weight with exactly `expected` shape, stored as f32, f16 or bf16 (contiguous).
+    MatrixView require_matrix(const std::string& name, const Shape& expected) const {
+        const Tensor* t = find(name);
+        if (!t) throw Error(Status::bad_model, "tensor '" + name + "': missing");
+        if (t->shape() != expected)
+            throw Error(Status::bad_model, "tensor '" + name + "': shape " + t->shape().str() + ", expected " + expected.str());
+        if (!t->is_contiguous()) throw Error(Status::bad_model, "tensor '" + name + "': not contiguous");
+        return {t->raw_data(), t->dtype(), t->shape()};
+    }
+    // From now on require<float> widens f16/bf16 tensors to an fp32 copy kept in this map (the
+    // pipeline's maps do this: norms, biases and embedding tables are widened, matrices are not).
+    // Without it a dtype mismatch is an error.
+    void widen_on_demand(bool on = true) noexcept { widen_ = on; }
     // Like require, but absence is not an error.
     template <class T> std::optional<CView<T>> optional(const std::string& name, const Shape& expected) const {
         const Tensor* t = find(name);
         if (!t) return std::nullopt;
-        return checked<T>(name, *t, expected);
+        return checked<T>(name, widened<T>(name, *t), expected);
     }
 
 private:
+    template <class T> const Tensor& widened(const std::string& name, const Tensor& t) const {
+        if (!widen_ || t.dtype() == dtype_of<T> || !std::is_same_v<T, float>) return t;
+        auto it = widened_.find(name);
+        if (it == widened_.end()) it = widened_.emplace(name, t.to(DType::f32)).first;
+        return it->second;
+    }
     template <class T> static CView<T> checked(const std::string& name, const Tensor& t, const Shape& expected) {
         if (t.shape() != expected)
             throw Error(Status::bad_model, "tensor '" + name + "': shape " + t.shape().str() + ", expected " + expected.str());
@@ -48,6 +90,8 @@ private:
         return {t.data<const T>(), t.shape()};
     }
     std::map<std::string, Tensor> tensors_;
+    bool widen_ = false;
+    mutable std::map<std::string, Tensor> widened_;  // fp32 copies made by require<float>
 };
 
 namespace detail {

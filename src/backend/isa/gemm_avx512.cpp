@@ -37,6 +37,14 @@ inline __mmask16 lanes(std::int64_t count) {
     return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << std::max<std::int64_t>(count, 0)) - 1u);
 }
 
+// Up to 16 consecutive elements (lanes in `m`) of an f32, f16 or bf16 array, as fp32; other lanes 0.
+inline __m512 load_widened(const void* base, DType dtype, std::int64_t index, __mmask16 m) {
+    if (dtype == DType::f32) return _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + index);
+    const __m256i bits = _mm256_maskz_loadu_epi16(m, static_cast<const std::uint16_t*>(base) + index);
+    if (dtype == DType::f16) return _mm512_cvtph_ps(bits);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));  // bf16: the high half of an fp32
+}
+
 // acc (14 x 32) = A[14 x kc] * Bp[kc x 32], A packed as ap[p * 14 + r].
 inline __attribute__((always_inline)) void tile_kernel(std::int64_t kc, const float* ap, const float* bp,
                                                        __m512 (&acc)[28]) {
@@ -55,17 +63,21 @@ inline __attribute__((always_inline)) void tile_kernel(std::int64_t kc, const fl
 
 // Rows [i, i + rows) x depth [p0, p0 + kc) of op(A) as ap[p * 14 + r], zero past `rows`. A slice read
 // in place would put 14 rows a leading dimension apart in L1, which aliases when lda is a multiple of 4 KiB.
-void pack_a_slice(const float* a, std::int64_t lda, bool trans_a, std::int64_t i, int rows, std::int64_t p0,
+void pack_a_slice(const void* a, DType dtype, std::int64_t lda, bool trans_a, std::int64_t i, int rows, std::int64_t p0,
                   std::int64_t kc, float* ap) {
     if (trans_a) {
         const __mmask16 m = lanes(rows);
         for (std::int64_t p = 0; p < kc; ++p)
-            _mm512_mask_storeu_ps(ap + p * kTileRows, 0x3fff, _mm512_maskz_loadu_ps(m, a + (p0 + p) * lda + i));
+            _mm512_mask_storeu_ps(ap + p * kTileRows, 0x3fff, load_widened(a, dtype, (p0 + p) * lda + i, m));
         return;
     }
+    alignas(64) float chunk[16];
     for (int r = 0; r < rows; ++r) {
-        const float* src = a + (i + r) * lda + p0;
-        for (std::int64_t p = 0; p < kc; ++p) ap[p * kTileRows + r] = src[p];
+        for (std::int64_t p = 0; p < kc; p += 16) {
+            const std::int64_t count = std::min<std::int64_t>(16, kc - p);
+            _mm512_store_ps(chunk, load_widened(a, dtype, (i + r) * lda + p0 + p, lanes(count)));
+            for (std::int64_t q = 0; q < count; ++q) ap[(p + q) * kTileRows + r] = chunk[q];
+        }
     }
     for (int r = rows; r < kTileRows; ++r)
         for (std::int64_t p = 0; p < kc; ++p) ap[p * kTileRows + r] = 0.0f;
@@ -111,22 +123,22 @@ inline void store_tile(const __m512 (&acc)[28], float* c, std::int64_t ldc, int 
 }
 
 // ---- Packing B into panels: bp[panel][p][32], zero-padded past n ------------------------------
-void pack_b_rows(const float* b, std::int64_t ldb, std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc,
-                 float* bp) {
+void pack_b_rows(const void* b, DType dtype, std::int64_t ldb, std::int64_t p0, std::int64_t kc, std::int64_t j0,
+                 std::int64_t nc, float* bp) {
     for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
         const std::int64_t cols = std::min<std::int64_t>(kTileCols, nc - jp);
         const __mmask16 m0 = lanes(cols), m1 = lanes(cols - 16);
-        const float* src = b + p0 * ldb + j0 + jp;
-        for (std::int64_t p = 0; p < kc; ++p, src += ldb, bp += kTileCols) {
-            _mm512_store_ps(bp, _mm512_maskz_loadu_ps(m0, src));
-            _mm512_store_ps(bp + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+        for (std::int64_t p = 0; p < kc; ++p, bp += kTileCols) {
+            const std::int64_t at = (p0 + p) * ldb + j0 + jp;
+            _mm512_store_ps(bp, load_widened(b, dtype, at, m0));
+            _mm512_store_ps(bp + 16, load_widened(b, dtype, at + 16, m1));
         }
     }
 }
 
 // B stored transposed ([n, k] with leading dimension ldb): 16 x 16 blocks through a transpose.
-void pack_b_transposed(const float* b, std::int64_t ldb, std::int64_t p0, std::int64_t kc, std::int64_t j0,
-                       std::int64_t nc, float* bp) {
+void pack_b_transposed(const void* b, DType dtype, std::int64_t ldb, std::int64_t p0, std::int64_t kc,
+                       std::int64_t j0, std::int64_t nc, float* bp) {
     alignas(64) float block[16][16];
     const __m512i row_starts = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
     for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
@@ -137,7 +149,7 @@ void pack_b_transposed(const float* b, std::int64_t ldb, std::int64_t p0, std::i
                 const std::int64_t depth = std::min<std::int64_t>(16, kc - pb);
                 const __mmask16 dm = lanes(depth);
                 for (int j = 0; j < 16; ++j) {
-                    const __m512 v = j < cols ? _mm512_maskz_loadu_ps(dm, b + (j0 + jp + 16 * half + j) * ldb + p0 + pb)
+                    const __m512 v = j < cols ? load_widened(b, dtype, (j0 + jp + 16 * half + j) * ldb + p0 + pb, dm)
                                               : _mm512_setzero_ps();
                     _mm512_store_ps(block[j], v);
                 }
@@ -250,15 +262,15 @@ float* pack_buffer() {
 void gemm_task(const GemmProblem& g, std::int64_t batch, std::int64_t i0, std::int64_t i1, std::int64_t j0,
                std::int64_t nc) {
     float* bp = pack_buffer();
-    const float* a = g.a + batch * g.a_batch_stride;
-    const float* b = g.b + batch * g.b_batch_stride;
+    const auto* a = static_cast<const unsigned char*>(g.a) + batch * g.a_batch_stride * static_cast<std::int64_t>(dtype_size(g.a_dtype));
+    const auto* b = static_cast<const unsigned char*>(g.b) + batch * g.b_batch_stride * static_cast<std::int64_t>(dtype_size(g.b_dtype));
     float* c = g.c + batch * g.c_batch_stride;
     alignas(64) float a_slice[kTileRows * kDepthBlock];
     for (std::int64_t p0 = 0; p0 < g.k; p0 += kDepthBlock) {
         const std::int64_t kc = std::min(kDepthBlock, g.k - p0);
-        if (g.conv) pack_b_conv(*g.conv, b, p0, kc, j0, nc, bp);
-        else if (g.trans_b) pack_b_transposed(b, g.ldb, p0, kc, j0, nc, bp);
-        else pack_b_rows(b, g.ldb, p0, kc, j0, nc, bp);
+        if (g.conv) pack_b_conv(*g.conv, reinterpret_cast<const float*>(b), p0, kc, j0, nc, bp);
+        else if (g.trans_b) pack_b_transposed(b, g.b_dtype, g.ldb, p0, kc, j0, nc, bp);
+        else pack_b_rows(b, g.b_dtype, g.ldb, p0, kc, j0, nc, bp);
         Epilogue e;
         e.alpha = g.alpha;
         e.beta = g.beta;
@@ -267,7 +279,7 @@ void gemm_task(const GemmProblem& g, std::int64_t batch, std::int64_t i0, std::i
         e.col_bias = g.col_bias;
         for (std::int64_t i = i0; i < i1; i += kTileRows) {
             const int rows = static_cast<int>(std::min<std::int64_t>(kTileRows, i1 - i));
-            pack_a_slice(a, g.lda, g.trans_a, i, rows, p0, kc, a_slice);
+            pack_a_slice(a, g.a_dtype, g.lda, g.trans_a, i, rows, p0, kc, a_slice);
             float* crow = c + i * g.ldc;
             for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
                 __m512 acc[28];
