@@ -1,1 +1,0 @@
-/* Nothing: unclip_c_shared takes all its code from the static library. */
