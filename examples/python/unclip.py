@@ -11,17 +11,17 @@ the UNCLIP_LIBRARY environment variable, or the loader's search path. Failures r
 whose status is the C API's status name ("bad_model", "invalid_argument", ...) and whose message is
 the library's. One Pipeline is used by one thread at a time; cancel() may be called from any.
 
-The structs below mirror unclip.h 0.1 field by field. A *_default* function writes the whole struct
-of the library's own version, which may be longer than this module's: it writes into a larger
-buffer, this module keeps the fields it knows and sets struct_size to their size, so a newer
-library defaults the rest and this module keeps working with it.
+The structs below mirror unclip.h 0.1 field by field, up to prior_path. A *_default* function
+writes the whole struct of the library's own version, which may be longer than this module's: it
+writes into a larger buffer, this module keeps the fields it knows and sets struct_size to their
+size, so a newer library defaults the rest and this module keeps working with it.
 """
 import ctypes as C
 import ctypes.util
 import os
 
 __all__ = ["Error", "Image", "Conditioning", "Progress", "Pipeline", "load", "version",
-           "mix_embeddings", "slerp_embeddings"]
+           "mix_embeddings", "slerp_embeddings", "blend_embeddings"]
 
 
 class _ImageView(C.Structure):
@@ -32,7 +32,13 @@ class _ImageView(C.Structure):
 class _OpenParams(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("model_path", C.c_char_p), ("clip_vision_path", C.c_char_p),
                 ("threads", C.c_int32), ("prediction", C.c_int), ("allow_reduced", C.c_bool),
-                ("unet_path", C.c_char_p), ("vae_path", C.c_char_p), ("text_encoder_path", C.c_char_p)]
+                ("unet_path", C.c_char_p), ("vae_path", C.c_char_p), ("text_encoder_path", C.c_char_p),
+                ("prior_path", C.c_char_p)]
+
+
+class _PriorParams(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("steps", C.c_int32), ("guidance_scale", C.c_float),
+                ("seed", C.c_uint64)]
 
 
 class _Conditioning(C.Structure):
@@ -79,6 +85,13 @@ _SIGNATURES = {
     "unclip_pipeline_encode_image": (C.c_int, [_P, C.POINTER(_ImageView), C.POINTER(C.c_float), C.c_int32]),
     "unclip_generate": (C.c_int, [_P, C.POINTER(_GenerateParams), C.POINTER(_P)]),
     "unclip_pipeline_cancel": (None, [_P]),
+    "unclip_prior_default_params": (C.c_int, [C.POINTER(_PriorParams)]),
+    "unclip_pipeline_prior_embedding": (C.c_int, [_P, C.c_char_p, C.POINTER(_PriorParams), C.POINTER(C.c_float),
+                                                  C.c_int32]),
+    "unclip_pipeline_text_diff_edit": (C.c_int, [_P, C.POINTER(C.c_float), C.c_int32, C.c_char_p, C.c_char_p,
+                                                 C.c_float, C.c_float, C.POINTER(C.c_float)]),
+    "unclip_embedding_blend": (C.c_int, [C.POINTER(C.POINTER(C.c_float)), C.POINTER(C.c_float), C.c_int32,
+                                         C.c_int32, C.POINTER(C.c_float)]),
     "unclip_embedding_mix": (C.c_int, [C.POINTER(C.POINTER(C.c_float)), C.POINTER(C.c_float), C.c_int32, C.c_int32,
                                        C.POINTER(C.c_float)]),
     "unclip_embedding_slerp": (C.c_int, [C.POINTER(C.c_float), C.POINTER(C.c_float), C.c_int32, C.c_float,
@@ -208,7 +221,7 @@ class Pipeline:
     "v"; allow_reduced accepts smaller-than-official architectures (tests)."""
 
     def __init__(self, model_path="", *, clip_vision_path=None, unet_path=None, vae_path=None,
-                 text_encoder_path=None, threads=0, prediction="auto", allow_reduced=False):
+                 text_encoder_path=None, prior_path=None, threads=0, prediction="auto", allow_reduced=False):
         lib = load()
         params = _defaults(_OpenParams, lib.unclip_open_default_params)
         encode = lambda p: os.fsencode(p) if p else None  # noqa: E731
@@ -216,6 +229,7 @@ class Pipeline:
         params.clip_vision_path = encode(clip_vision_path)
         params.unet_path, params.vae_path = encode(unet_path), encode(vae_path)
         params.text_encoder_path = encode(text_encoder_path)
+        params.prior_path = encode(prior_path)
         params.threads = threads
         if prediction not in _PREDICTIONS:
             raise ValueError(f"unclip.Pipeline: prediction must be one of {sorted(_PREDICTIONS)}")
@@ -257,6 +271,30 @@ class Pipeline:
         n = self.embedding_size
         out = (C.c_float * n)()
         _check(load().unclip_pipeline_encode_image(self._live(), C.byref(image._view()), out, n), self._last_error)
+        return list(out)
+
+    def prior_embedding(self, prompt, *, steps=None, guidance_scale=None, seed=None):
+        """Text -> image embedding through the loaded prior (unclip-l with a prior folder). None
+        leaves the C API's default (25 steps, guidance 4, seed 0). Error "invalid_argument" when the
+        model has no prior."""
+        lib = load()
+        params = _defaults(_PriorParams, lib.unclip_prior_default_params)
+        for name, value in (("steps", steps), ("guidance_scale", guidance_scale), ("seed", seed)):
+            if value is not None:
+                setattr(params, name, value)
+        n = self.embedding_size
+        out = (C.c_float * n)()
+        _check(lib.unclip_pipeline_prior_embedding(self._live(), prompt.encode(), C.byref(params), out, n),
+               self._last_error)
+        return list(out)
+
+    def text_diff_edit(self, embedding, from_text, to_text, *, alpha, theta):
+        """DALL-E 2 text-diff edit of an image embedding, from `from_text` towards `to_text`: alpha
+        scales the text direction, theta in [0, 1] interpolates from the original."""
+        out = (C.c_float * len(embedding))()
+        _check(load().unclip_pipeline_text_diff_edit(self._live(), _floats(embedding), len(embedding),
+                                                     from_text.encode(), to_text.encode(), alpha, theta, out),
+               self._last_error)
         return list(out)
 
     def cancel(self):
@@ -324,18 +362,27 @@ class Pipeline:
             lib.unclip_images_free(outputs)
 
 
-def mix_embeddings(embeddings, weights):
-    """sum_i weights[i] * embeddings[i], over equally long float sequences."""
+def _combine(function, embeddings, weights):
     if not embeddings or len(weights) != len(embeddings):
-        raise ValueError("unclip.mix_embeddings: one weight per embedding, at least one")
+        raise ValueError("unclip: one weight per embedding, at least one")
     n = len(embeddings[0])
     if any(len(e) != n for e in embeddings):
-        raise ValueError("unclip.mix_embeddings: embeddings of different lengths")
+        raise ValueError("unclip: embeddings of different lengths")
     arrays = [_floats(e) for e in embeddings]
     pointers = (C.POINTER(C.c_float) * len(arrays))(*arrays)
     out = (C.c_float * n)()
-    _check(load().unclip_embedding_mix(pointers, _floats(weights), len(arrays), n, out))
+    _check(function(pointers, _floats(weights), len(arrays), n, out))
     return list(out)
+
+
+def mix_embeddings(embeddings, weights):
+    """sum_i weights[i] * embeddings[i], over equally long float sequences."""
+    return _combine(load().unclip_embedding_mix, embeddings, weights)
+
+
+def blend_embeddings(embeddings, weights):
+    """Spherical blend with weights >= 0 (not all zero): a running slerp."""
+    return _combine(load().unclip_embedding_blend, embeddings, weights)
 
 
 def slerp_embeddings(a, b, t):

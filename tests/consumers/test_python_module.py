@@ -58,6 +58,30 @@ class PythonModule(unittest.TestCase):
         images = self.pipeline.generate([unclip.Conditioning(embedding=halfway)], width=64, height=64, steps=1)
         self.assertEqual(len(images), 1)
 
+    def test_blends_keep_the_length_and_mismatches_are_refused(self):
+        a = self.pipeline.encode_image(gradient())
+        b = self.pipeline.encode_image(unclip.Image(64, 64, 3, bytes(64 * 64 * 3)))
+        self.assertEqual(len(unclip.blend_embeddings([a, b], [1.0, 3.0])), len(a))
+        with self.assertRaises(ValueError):
+            unclip.blend_embeddings([a, b[:-1]], [1.0, 1.0])
+        with self.assertRaises(unclip.Error) as caught:
+            unclip.blend_embeddings([a, b], [0.0, 0.0])
+        self.assertEqual(caught.exception.status, "invalid_argument")
+
+    def test_the_prior_is_refused_by_a_model_without_one(self):
+        with self.assertRaises(unclip.Error) as caught:
+            self.pipeline.prior_embedding("a cat", steps=2)
+        self.assertEqual(caught.exception.status, "invalid_argument")
+        self.assertIn("prior", caught.exception.message)
+
+    def test_a_text_diff_edit_the_model_cannot_make_names_the_mismatch(self):
+        embedding = self.pipeline.encode_image(gradient())
+        # The tiny model's text tower projects to fewer features than its image embeddings.
+        with self.assertRaises(unclip.Error) as caught:
+            self.pipeline.text_diff_edit(embedding, "a cat", "a dog", alpha=1.0, theta=0.5)
+        self.assertEqual(caught.exception.status, "invalid_argument")
+        self.assertIn("text embedding", caught.exception.message)
+
     def test_returning_false_from_on_progress_cancels(self):
         with self.assertRaises(unclip.Error) as caught:
             self.pipeline.generate([gradient()], width=64, height=64, steps=3, on_progress=lambda p: False)
