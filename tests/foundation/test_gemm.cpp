@@ -11,6 +11,8 @@
 
 #include "unclip/backend/cpu.hpp"
 #include "unclip/dtype.hpp"
+#include "unclip/error.hpp"
+#include "unclip/nn/weights.hpp"
 
 using unclip::CpuBackend;
 using unclip::DType;
@@ -210,4 +212,21 @@ TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2, odd sizes an
         }
         CHECK(results[0] == results[1]);
     }
+}
+
+TEST_CASE("a weight map widens half tensors for fp32 modules only on demand, and hands matrices over unwidened") {
+    unclip::nn::WeightMap map;
+    unclip::Tensor half = unclip::Tensor::empty(DType::f16, {2, 3});
+    const std::vector<float> values{1.0f, -2.5f, 0.125f, 3.0f, 65504.0f, -0.0f};
+    unclip::convert(values.data(), half.data<unclip::Half>(), values.size());
+    map.insert("w", half);
+    CHECK_THROWS_WITH_AS(map.require<float>("w", {2, 3}), "tensor 'w': dtype F16, expected F32", unclip::Error);
+    const unclip::nn::MatrixView matrix = map.require_matrix("w", {2, 3});
+    CHECK(matrix.dtype == DType::f16);
+    CHECK(matrix.data == half.raw_data());
+    map.widen_on_demand();
+    const auto widened = map.require<float>("w", {2, 3});
+    CHECK(std::vector<float>(widened.data, widened.data + 6) == values);
+    CHECK(map.require<float>("w", {2, 3}).data == widened.data);  // widened once
+    CHECK(map.require_matrix("w", {2, 3}).dtype == DType::f16);
 }

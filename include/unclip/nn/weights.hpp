@@ -47,11 +47,11 @@ public:
 
     // The tensor as a contiguous view of T with exactly `expected` shape. Throws
     // Error(Status::bad_model): "tensor 'name': missing" / "shape [..], expected [..]" /
-    // "dtype F16, expected F32".
+    // "dtype F16, expected F32" (unless widen_on_demand).
     template <class T> CView<T> require(const std::string& name, const Shape& expected) const {
         const Tensor* t = find(name);
         if (!t) throw Error(Status::bad_model, "tensor '" + name + "': missing");
-        return checked<T>(name, *t, expected);
+        return checked<T>(name, widened<T>(name, *t), expected);
     }
     // A Linear/Conv2d weight with exactly `expected` shape, stored as f32, f16 or bf16 (contiguous).
     MatrixView require_matrix(const std::string& name, const Shape& expected) const {
