@@ -110,6 +110,7 @@ struct VariationArgs {
     int frames = 8;
     unclip::GenerateParams params;
     int threads = 0;
+    bool low_memory = false;
     bool allow_reduced = false, quiet = false;
 };
 
@@ -245,6 +246,7 @@ int run_variation(VariationArgs& a) {
     options.text_encoder_path = a.text_encoder;
     options.prior_path = a.prior;
     options.threads = a.threads;
+    options.low_memory = a.low_memory;
     options.allow_reduced = a.allow_reduced || demo;
     auto t0 = std::chrono::steady_clock::now();
     unclip::Pipeline pipeline(options);
@@ -322,6 +324,7 @@ int main(int argc, char** argv) {
     variation->add_option("--vae", v.vae, "separate VAE file (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or diffusers vae/ folder");
     variation->add_option("--text-encoder", v.text_encoder, "separate OpenCLIP text encoder file or diffusers text_encoder/ folder");
     variation->add_option("--threads", v.threads, "CPU threads (default: all)");
+    variation->add_flag("--low-memory", v.low_memory, "give the CLIP towers' weights back to the system after encoding");
     variation->add_option("--device", v.device, "cpu or cuda (default cpu)");
     variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures");
     variation->add_flag("--quiet,-q", v.quiet, "no per-step progress");

@@ -40,6 +40,9 @@ struct PipelineOptions {
     // clip_vision_path (image embeddings work without).
     std::string unet_path, vae_path, text_encoder_path;
     int threads = 0;                // CPU threads; 0 = one per hardware thread
+    // Give the CLIP towers' memory-mapped weights back to the system after each encoding (they are
+    // read from the file again when next needed): lower peak memory for a slower next encode.
+    bool low_memory = false;
     std::optional<io::Prediction> prediction;  // override the detected v / eps prediction
     bool allow_reduced = false;     // accept architectures smaller than the official ones (tests)
     ImageLimits image_limits;       // inputs larger than this are refused before decoding

@@ -36,6 +36,7 @@ std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const 
     Tensor embedding = Tensor::empty(DType::f32, {1, vision->config().embed_dim});
     impl.reserve(vision->scratch_bytes(1));
     vision->forward(impl.ctx, view_of<const float>(pixels), view_of<float>(embedding), impl.scratch);
+    if (impl.options.low_memory) release_resident_pages(impl.models->vision_weights);
     const float* e = embedding.data<const float>();
     std::vector<float> result(e, e + embedding.numel());
     impl.image_cache.emplace(key, result);
@@ -55,6 +56,7 @@ TextEncoding encode_text(Pipeline::Impl& impl, const std::string& prompt) {
     } else {
         nn::encode_prompt<CpuBackend, float>(impl.ctx, model, tokens, view_of<float>(out.context), nullptr, impl.scratch);
     }
+    if (impl.options.low_memory) release_resident_pages(impl.models->text_weights);
     return out;
 }
 

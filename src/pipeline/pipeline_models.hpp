@@ -16,7 +16,8 @@ namespace unclip::pipeline {
 
 struct Models {
     io::Checkpoint checkpoint;
-    // fp32 copies (or views, for fp32 files) of each component's weights; the modules borrow them.
+    // Each component's weights: Linear/Conv2d matrices as the file stores them (usually mapped),
+    // everything else widened to fp32 on demand; the modules borrow them.
     nn::WeightMap unet_weights, vae_weights, text_weights, vision_weights;
     std::optional<nn::UNet<CpuBackend, float>> unet;
     std::optional<nn::AutoencoderKL<CpuBackend, float>> vae;
@@ -24,6 +25,10 @@ struct Models {
     std::optional<nn::ClipVisionModel<CpuBackend, float>> vision;  // absent without an image tower
     std::optional<text::ClipTokenizer> tokenizer;
 };
+
+// Hands the resident pages of the memory-mapped tensors in `weights` back to the kernel (they are
+// read from the file again on next use): PipelineOptions::low_memory after each encoder pass.
+void release_resident_pages(const nn::WeightMap& weights) noexcept;
 
 // Loads `path` (see io::load_checkpoint) and builds every module.
 std::unique_ptr<Models> load_models(const std::string& path, const io::LoadOptions& options);
