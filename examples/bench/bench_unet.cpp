@@ -4,7 +4,9 @@
 // Prints the median of --repeats runs after a warm-up, GFLOP/s from the analytic FLOP count
 // (SD 2.x UNet CFG step: 1.61 TFLOP at 512 px, 4.30 TFLOP at 768 px) and the scratch (peak
 // activation memory) each needs.
-//   bench_unet [--checkpoint FILE] [--size 768] [--threads 2] [--repeats 3] [--skip-vae]
+//   bench_unet [--checkpoint FILE] [--size 768] [--threads 2] [--repeats 3] [--skip-vae] [--bf16] [--f16-weights]
+// --bf16: GEMMs with bf16 inputs (CpuBackend::Context::set_bf16_gemm); --f16-weights: matrices stay fp16
+// as the pipeline keeps them (the default widens the whole UNet to fp32 first).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,7 +40,7 @@ Tensor random_tensor(const Shape& shape, unsigned seed) {
 int main(int argc, char** argv) {
     std::string checkpoint = (std::filesystem::temp_directory_path() / "unclip-bench-unclip-h-f16.safetensors").string();
     int size = 768, threads = 2, repeats = 3;
-    bool skip_vae = false;
+    bool skip_vae = false, bf16 = false, f16_weights = false;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -47,6 +49,8 @@ int main(int argc, char** argv) {
         else if (arg == "--threads") threads = std::atoi(next().c_str());
         else if (arg == "--repeats") repeats = std::atoi(next().c_str());
         else if (arg == "--skip-vae") skip_vae = true;
+        else if (arg == "--bf16") bf16 = true;
+        else if (arg == "--f16-weights") f16_weights = true;
         else {
             std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
             return 2;
@@ -61,13 +65,16 @@ int main(int argc, char** argv) {
         }
         const auto t_load = std::chrono::steady_clock::now();
         const io::Checkpoint ckpt = io::load_checkpoint(checkpoint);
-        const nn::WeightMap unet_weights = io::convert_weights(ckpt.unet, DType::f32);
+        nn::WeightMap unet_weights = f16_weights ? ckpt.unet : io::convert_weights(ckpt.unet, DType::f32);
+        unet_weights.widen_on_demand();
         const auto cfg = unet_config(ckpt.config.unet);
         const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(unet_weights, "", cfg));
-        std::printf("loaded %s and converted the UNet to fp32 in %.1f s\n", variant_name(ckpt.config.variant),
+        std::printf("loaded %s (UNet matrices %s) in %.1f s\n", variant_name(ckpt.config.variant), f16_weights ? "fp16" : "fp32",
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
 
         CpuBackend::Context ctx(threads);
+        ctx.set_bf16_gemm(bf16);
+        if (bf16 && !CpuBackend::has_bf16_gemm()) std::printf("this CPU has no AVX-512 BF16: GEMMs stay fp32\n");
         const std::int64_t h = size / 8, w = size / 8;
         const Tensor x = random_tensor({2, 4, h, w}, 1), context = random_tensor({2, 77, 1024}, 2);
         const Tensor y = random_tensor({2, cfg.adm_in_channels}, 3);

@@ -111,6 +111,7 @@ struct VariationArgs {
     unclip::GenerateParams params;
     int threads = 0;
     bool low_memory = false;
+    bool bf16 = false;
     bool allow_reduced = false, quiet = false;
 };
 
@@ -247,6 +248,7 @@ int run_variation(VariationArgs& a) {
     options.prior_path = a.prior;
     options.threads = a.threads;
     options.low_memory = a.low_memory;
+    options.bf16_gemm = a.bf16;
     options.allow_reduced = a.allow_reduced || demo;
     auto t0 = std::chrono::steady_clock::now();
     unclip::Pipeline pipeline(options);
@@ -325,6 +327,7 @@ int main(int argc, char** argv) {
     variation->add_option("--text-encoder", v.text_encoder, "separate OpenCLIP text encoder file or diffusers text_encoder/ folder");
     variation->add_option("--threads", v.threads, "CPU threads (default: all)");
     variation->add_flag("--low-memory", v.low_memory, "give the CLIP towers' weights back to the system after encoding");
+    variation->add_flag("--bf16", v.bf16, "bf16 GEMMs on CPUs with AVX-512 BF16: faster, less exact (rel. error ~1e-2)");
     variation->add_option("--device", v.device, "cpu or cuda (default cpu)");
     variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures");
     variation->add_flag("--quiet,-q", v.quiet, "no per-step progress");

@@ -43,6 +43,10 @@ struct PipelineOptions {
     // Give the CLIP towers' memory-mapped weights back to the system after each encoding (they are
     // read from the file again when next needed): lower peak memory for a slower next encode.
     bool low_memory = false;
+    // CPU GEMMs (linear layers, convolutions) with bf16 inputs and fp32 sums where the CPU has
+    // AVX-512 BF16 (CpuBackend::has_bf16_gemm): about 1.4x faster UNet steps, relative error of
+    // about 1e-2 instead of 1e-6. Ignored (fp32) on other CPUs.
+    bool bf16_gemm = false;
     std::optional<io::Prediction> prediction;  // override the detected v / eps prediction
     bool allow_reduced = false;     // accept architectures smaller than the official ones (tests)
     ImageLimits image_limits;       // inputs larger than this are refused before decoding

@@ -40,6 +40,18 @@ const KernelTable& best_for_this_cpu() noexcept {
 }
 }  // namespace
 
+bool bf16_gemm_supported() noexcept {
+#if defined(UNCLIP_KERNELS_X86)
+    static const bool supported = [] {
+        __builtin_cpu_init();
+        return kernels().gemm != nullptr && __builtin_cpu_supports("avx512bf16");
+    }();
+    return supported;
+#else
+    return false;
+#endif
+}
+
 const float* widened_weights(const void* weights, DType dtype, std::int64_t count) {
     if (dtype == DType::f32) return static_cast<const float*>(weights);
     thread_local std::vector<float> buffer;
@@ -62,6 +74,7 @@ const KernelTable& kernels() noexcept {
 }  // namespace detail
 
 const char* cpu_kernel_isa() noexcept { return detail::kernels().isa; }
+bool CpuBackend::has_bf16_gemm() noexcept { return detail::bf16_gemm_supported(); }
 
 namespace {
 constexpr std::int64_t kGemmBlock = 256;       // rows or columns of C per task
@@ -95,6 +108,7 @@ void CpuBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64
         g.ldc = ldc;
         g.alpha = alpha;
         g.beta = beta;
+        g.bf16 = ctx.bf16_gemm() && detail::bf16_gemm_supported();
         kt.gemm(ctx, g);
         return;
     }
@@ -131,6 +145,7 @@ void CpuBackend::linear(const Context& ctx, const float* x, std::int64_t rows, s
     g.ldc = out_features;
     g.beta = accumulate ? 1.0f : 0.0f;
     g.col_bias = bias;
+    g.bf16 = ctx.bf16_gemm() && detail::bf16_gemm_supported();
     kt.gemm(ctx, g);
 }
 

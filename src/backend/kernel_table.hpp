@@ -27,7 +27,11 @@ struct GemmProblem {
     float alpha = 1.0f, beta = 0.0f;
     const float* row_bias = nullptr;
     const float* col_bias = nullptr;
+    bool bf16 = false;  // round A and B to bf16, sum in fp32 (only where bf16_gemm_supported())
 };
+
+// AVX-512 BF16 (vdpbf16ps) on this CPU and in this build.
+bool bf16_gemm_supported() noexcept;
 
 struct KernelTable {
     const char* isa;

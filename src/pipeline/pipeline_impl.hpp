@@ -20,7 +20,7 @@ struct Pipeline::Impl {
     std::atomic<bool> cancelled{false};
     std::unordered_map<std::uint64_t, std::vector<float>> image_cache;
 
-    explicit Impl(const PipelineOptions& o) : options(o), ctx(o.threads) {}
+    explicit Impl(const PipelineOptions& o) : options(o), ctx(o.threads) { ctx.set_bf16_gemm(o.bf16_gemm); }
     // Grows the scratch arena (only between module calls, when nothing is taken).
     void reserve(std::size_t bytes) {
         if (bytes > scratch.capacity()) scratch.reserve(bytes);

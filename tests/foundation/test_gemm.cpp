@@ -230,3 +230,29 @@ TEST_CASE("a weight map widens half tensors for fp32 modules only on demand, and
     CHECK(map.require<float>("w", {2, 3}).data == widened.data);  // widened once
     CHECK(map.require_matrix("w", {2, 3}).dtype == DType::f16);
 }
+
+TEST_CASE("bf16 GEMMs stay within bf16 rounding of the exact product, and only when asked") {
+    if (!CpuBackend::has_bf16_gemm()) {
+        MESSAGE("skipped: this CPU has no AVX-512 BF16 (the bf16 GEMM setting falls back to fp32 there)");
+        return;
+    }
+    CpuBackend::Context ctx(2);
+    ctx.set_bf16_gemm(true);
+    const std::int64_t m = 45, n = 70, k = 301;  // odd depth: the last bf16 pair is half padding
+    const auto a = random_values(m * k, 12), b = random_values(k * n, 13);
+    std::vector<double> expected(m * n);
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+            double sum = 0;
+            for (std::int64_t p = 0; p < k; ++p) sum += static_cast<double>(a[i * k + p]) * b[p * n + j];
+            expected[i * n + j] = sum;
+        }
+    std::vector<float> c(m * n);
+    CpuBackend::gemm(ctx, false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+    const double bf16_error = rel_l2(c, expected);
+    CHECK(bf16_error <= 1e-2);
+    CHECK(bf16_error > 1e-5);  // the inputs really were rounded to 8-bit mantissas
+    ctx.set_bf16_gemm(false);
+    CpuBackend::gemm(ctx, false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+    CHECK(rel_l2(c, expected) <= 1e-5);
+}

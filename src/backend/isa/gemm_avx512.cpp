@@ -61,6 +61,31 @@ inline __attribute__((always_inline)) void tile_kernel(std::int64_t kc, const fl
     }
 }
 
+// In-register transpose of a 16 x 16 block: v[r][c] -> v[c][r].
+inline void transpose16(__m512 (&v)[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);      // r0c0 r1c0 r0c1 r1c1 per 128-bit lane
+        t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);  // r0c2 r1c2 r0c3 r1c3
+    }
+    for (int i = 0; i < 4; ++i) {  // rows 4i..4i+3: columns 4l + j in lane l of u[4i + j]
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; ++j) {  // gather the four row groups of columns j, j + 4, j + 8, j + 12
+        const __m512 lo_even = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);       // c j, j+8 of rows 0-7
+        const __m512 lo_odd = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);        // c j+4, j+12 of rows 0-7
+        const __m512 hi_even = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);  // rows 8-15
+        const __m512 hi_odd = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        v[j] = _mm512_shuffle_f32x4(lo_even, hi_even, 0x88);
+        v[j + 8] = _mm512_shuffle_f32x4(lo_even, hi_even, 0xDD);
+        v[j + 4] = _mm512_shuffle_f32x4(lo_odd, hi_odd, 0x88);
+        v[j + 12] = _mm512_shuffle_f32x4(lo_odd, hi_odd, 0xDD);
+    }
+}
+
 // Rows [i, i + rows) x depth [p0, p0 + kc) of op(A) as ap[p * 14 + r], zero past `rows`. A slice read
 // in place would put 14 rows a leading dimension apart in L1, which aliases when lda is a multiple of 4 KiB.
 void pack_a_slice(const void* a, DType dtype, std::int64_t lda, bool trans_a, std::int64_t i, int rows, std::int64_t p0,
@@ -71,16 +96,16 @@ void pack_a_slice(const void* a, DType dtype, std::int64_t lda, bool trans_a, st
             _mm512_mask_storeu_ps(ap + p * kTileRows, 0x3fff, load_widened(a, dtype, (p0 + p) * lda + i, m));
         return;
     }
-    alignas(64) float chunk[16];
-    for (int r = 0; r < rows; ++r) {
-        for (std::int64_t p = 0; p < kc; p += 16) {
-            const std::int64_t count = std::min<std::int64_t>(16, kc - p);
-            _mm512_store_ps(chunk, load_widened(a, dtype, (i + r) * lda + p0 + p, lanes(count)));
-            for (std::int64_t q = 0; q < count; ++q) ap[(p + q) * kTileRows + r] = chunk[q];
-        }
+    // 16 depth steps at a time: 14 rows of 16 values in registers, transposed so that each step's
+    // 14 row values are one contiguous store.
+    for (std::int64_t p = 0; p < kc; p += 16) {
+        const std::int64_t count = std::min<std::int64_t>(16, kc - p);
+        __m512 v[16];
+        for (int r = 0; r < 16; ++r)
+            v[r] = r < rows ? load_widened(a, dtype, (i + r) * lda + p0 + p, lanes(count)) : _mm512_setzero_ps();
+        transpose16(v);
+        for (std::int64_t q = 0; q < count; ++q) _mm512_mask_storeu_ps(ap + (p + q) * kTileRows, 0x3fff, v[q]);
     }
-    for (int r = rows; r < kTileRows; ++r)
-        for (std::int64_t p = 0; p < kc; ++p) ap[p * kTileRows + r] = 0.0f;
 }
 
 inline void store_tile(const __m512 (&acc)[28], float* c, std::int64_t ldc, int rows, std::int64_t cols,
@@ -244,67 +269,153 @@ void pack_b_conv(const CpuBackend::Conv2dArgs& a, const float* x, std::int64_t p
     }
 }
 
+// ---- bf16 inputs, fp32 sums (AVX-512 BF16) ----------------------------------------------------
+// vdpbf16ps adds a[2i] b[2i] + a[2i+1] b[2i+1] into fp32 lane i, so both operands hold k in pairs:
+// a 32-bit word per (row or column, k pair), packed from the fp32 panels above with rounding to nearest even.
+#define UNCLIP_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+UNCLIP_BF16_TARGET inline __m512i bf16_pairs(__m512 even, __m512 odd) {
+    // cvtne2ps: 16-bit lanes 0-15 from `even`, 16-31 from `odd`; interleave them into (even, odd) words.
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                                6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(interleave, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even)));
+}
+
+// bp[panel][p][32] (fp32) -> bq[panel][p / 2][32] (pairs); an odd last p pairs with zero.
+UNCLIP_BF16_TARGET void pair_b_panels(const float* bp, std::int64_t kc, std::int64_t nc, std::uint32_t* bq) {
+    const std::int64_t pairs = (kc + 1) / 2;
+    for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
+        const float* src = bp + jp * kc;
+        std::uint32_t* dst = bq + jp * pairs;
+        for (std::int64_t q = 0; q < pairs; ++q)
+            for (int half = 0; half < 2; ++half) {
+                const __m512 even = _mm512_load_ps(src + 2 * q * kTileCols + 16 * half);
+                const __m512 odd = 2 * q + 1 < kc ? _mm512_load_ps(src + (2 * q + 1) * kTileCols + 16 * half) : _mm512_setzero_ps();
+                _mm512_store_si512(dst + q * kTileCols + 16 * half, bf16_pairs(even, odd));
+            }
+    }
+}
+
+// ap[p * 14 + r] (fp32) -> aq[(p / 2) * 14 + r] (pairs).
+UNCLIP_BF16_TARGET void pair_a_slice(const float* ap, std::int64_t kc, std::uint32_t* aq) {
+    for (std::int64_t q = 0; q < (kc + 1) / 2; ++q) {
+        const __m512 even = _mm512_maskz_loadu_ps(0x3fff, ap + 2 * q * kTileRows);
+        const __m512 odd = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(0x3fff, ap + (2 * q + 1) * kTileRows) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(aq + q * kTileRows, 0x3fff, bf16_pairs(even, odd));
+    }
+}
+
+// One 14-row slice against every panel: C[rows, nc] (+)= Aq * Bq.
+UNCLIP_BF16_TARGET void sweep_bf16(std::int64_t pairs, const std::uint32_t* aq, const std::uint32_t* bq, std::int64_t nc,
+                                   float* crow, std::int64_t ldc, int rows, const Epilogue& e, std::int64_t i,
+                                   std::int64_t j0) {
+    for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
+        __m512 acc[28];
+#pragma GCC unroll 28
+        for (int t = 0; t < 28; ++t) acc[t] = _mm512_setzero_ps();
+        const std::uint32_t* a = aq;
+        const std::uint32_t* b = bq + jp * pairs;
+        for (std::int64_t q = 0; q < pairs; ++q, a += kTileRows, b += kTileCols) {
+            const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(b));
+            const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_load_si512(b + 16));
+#pragma GCC unroll 14
+            for (int r = 0; r < kTileRows; ++r) {
+                const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a[r])));
+                acc[2 * r] = _mm512_dpbf16_ps(acc[2 * r], av, b0);
+                acc[2 * r + 1] = _mm512_dpbf16_ps(acc[2 * r + 1], av, b1);
+            }
+        }
+        store_tile(acc, crow + j0 + jp, ldc, rows, std::min<std::int64_t>(kTileCols, nc - jp), e, i, j0 + jp);
+    }
+}
+
 struct PackBuffer {
     float* data = nullptr;
     ~PackBuffer() { std::free(data); }
 };
 
+// The fp32 B panel, its bf16 pairs (half its size), the fp32 A row block and its pairs.
 float* pack_buffer() {
     thread_local PackBuffer buffer;
     if (!buffer.data) {
-        buffer.data = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kDepthBlock * kColumnBlock));
-        if (!buffer.data) throw Error(Status::out_of_memory, "cpu gemm: cannot allocate the 2 MiB packing buffer");
+        const std::size_t floats = kDepthBlock * kColumnBlock * 3 / 2 + kRowBlock * kDepthBlock * 3 / 2;
+        buffer.data = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * floats));
+        if (!buffer.data) throw Error(Status::out_of_memory, "cpu gemm: cannot allocate the 3.5 MiB packing buffer");
     }
     return buffer.data;
 }
 
 // Rows [i0, i1) x columns [j0, j0 + nc) of C for one batch entry.
-void gemm_task(const GemmProblem& g, std::int64_t batch, std::int64_t i0, std::int64_t i1, std::int64_t j0,
-               std::int64_t nc) {
+// Rows [i0, i1) x columns [j0, j0 + nc) of C for every batch entry. The row block of A is packed once
+// per depth block and serves all batch entries when A is shared (convolution weights).
+void gemm_task(const GemmProblem& g, std::int64_t i0, std::int64_t i1, std::int64_t j0, std::int64_t nc) {
     float* bp = pack_buffer();
-    const auto* a = static_cast<const unsigned char*>(g.a) + batch * g.a_batch_stride * static_cast<std::int64_t>(dtype_size(g.a_dtype));
-    const auto* b = static_cast<const unsigned char*>(g.b) + batch * g.b_batch_stride * static_cast<std::int64_t>(dtype_size(g.b_dtype));
-    float* c = g.c + batch * g.c_batch_stride;
-    alignas(64) float a_slice[kTileRows * kDepthBlock];
+    auto* b_pairs = reinterpret_cast<std::uint32_t*>(bp + kDepthBlock * kColumnBlock);
+    float* a_block = bp + kDepthBlock * kColumnBlock * 3 / 2;
+    auto* a_pairs = reinterpret_cast<std::uint32_t*>(a_block + kRowBlock * kDepthBlock);
+    const std::int64_t slices = (i1 - i0 + kTileRows - 1) / kTileRows;
     for (std::int64_t p0 = 0; p0 < g.k; p0 += kDepthBlock) {
-        const std::int64_t kc = std::min(kDepthBlock, g.k - p0);
-        if (g.conv) pack_b_conv(*g.conv, reinterpret_cast<const float*>(b), p0, kc, j0, nc, bp);
-        else if (g.trans_b) pack_b_transposed(b, g.b_dtype, g.ldb, p0, kc, j0, nc, bp);
-        else pack_b_rows(b, g.b_dtype, g.ldb, p0, kc, j0, nc, bp);
+        const std::int64_t kc = std::min(kDepthBlock, g.k - p0), pairs = (kc + 1) / 2;
         Epilogue e;
         e.alpha = g.alpha;
         e.beta = g.beta;
         e.first = p0 == 0;
         e.row_bias = g.row_bias;
         e.col_bias = g.col_bias;
-        for (std::int64_t i = i0; i < i1; i += kTileRows) {
-            const int rows = static_cast<int>(std::min<std::int64_t>(kTileRows, i1 - i));
-            pack_a_slice(a, g.a_dtype, g.lda, g.trans_a, i, rows, p0, kc, a_slice);
-            float* crow = c + i * g.ldc;
-            for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
-                __m512 acc[28];
-                const float* panel = bp + jp * kc;
-                tile_kernel(kc, a_slice, panel, acc);
-                store_tile(acc, crow + j0 + jp, g.ldc, rows, std::min<std::int64_t>(kTileCols, nc - jp), e, i, j0 + jp);
+        for (std::int64_t batch = 0; batch < g.batch; ++batch) {
+            if (batch == 0 || g.a_batch_stride != 0) {
+                const auto* a = static_cast<const unsigned char*>(g.a) +
+                                batch * g.a_batch_stride * static_cast<std::int64_t>(dtype_size(g.a_dtype));
+                for (std::int64_t s = 0; s < slices; ++s) {
+                    const std::int64_t i = i0 + s * kTileRows;
+                    const int rows = static_cast<int>(std::min<std::int64_t>(kTileRows, i1 - i));
+                    float* slice = a_block + s * kTileRows * kc;
+                    pack_a_slice(a, g.a_dtype, g.lda, g.trans_a, i, rows, p0, kc, slice);
+                    if (g.bf16) pair_a_slice(slice, kc, a_pairs + s * kTileRows * pairs);
+                }
+            }
+            const auto* b = static_cast<const unsigned char*>(g.b) +
+                            batch * g.b_batch_stride * static_cast<std::int64_t>(g.conv ? sizeof(float) : dtype_size(g.b_dtype));
+            if (g.conv) pack_b_conv(*g.conv, reinterpret_cast<const float*>(b), p0, kc, j0, nc, bp);
+            else if (g.trans_b) pack_b_transposed(b, g.b_dtype, g.ldb, p0, kc, j0, nc, bp);
+            else pack_b_rows(b, g.b_dtype, g.ldb, p0, kc, j0, nc, bp);
+            if (g.bf16) pair_b_panels(bp, kc, nc, b_pairs);
+            float* c = g.c + batch * g.c_batch_stride;
+            for (std::int64_t s = 0; s < slices; ++s) {
+                const std::int64_t i = i0 + s * kTileRows;
+                const int rows = static_cast<int>(std::min<std::int64_t>(kTileRows, i1 - i));
+                float* crow = c + i * g.ldc;
+                if (g.bf16) {
+                    sweep_bf16(pairs, a_pairs + s * kTileRows * pairs, b_pairs, nc, crow, g.ldc, rows, e, i, j0);
+                    continue;
+                }
+                const float* slice = a_block + s * kTileRows * kc;
+                for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
+                    __m512 acc[28];
+                    tile_kernel(kc, slice, bp + jp * kc, acc);
+                    store_tile(acc, crow + j0 + jp, g.ldc, rows, std::min<std::int64_t>(kTileCols, nc - jp), e, i, j0 + jp);
+                }
             }
         }
     }
 }
 }  // namespace
 
+// Tasks are blocks of C; smaller blocks only when there would be too few to share between threads
+// (fewer columns first, down to 256, then fewer rows, down to 56, then fewer columns again).
 void gemm_avx512(const CpuBackend::Context& ctx, const GemmProblem& g) {
-    const std::int64_t row_blocks = (g.m + kRowBlock - 1) / kRowBlock;
-    std::int64_t column_block = kColumnBlock;
+    std::int64_t row_block = kRowBlock, column_block = kColumnBlock;
     const std::int64_t wanted_tasks = 4 * static_cast<std::int64_t>(ctx.threads());
-    while (column_block > kTileCols && g.batch * row_blocks * ((g.n + column_block - 1) / column_block) < wanted_tasks)
-        column_block /= 2;
+    auto task_count = [&] { return ((g.m + row_block - 1) / row_block) * ((g.n + column_block - 1) / column_block); };
+    while (column_block > 256 && task_count() < wanted_tasks) column_block /= 2;
+    while (row_block > 4 * kTileRows && task_count() < wanted_tasks) row_block -= 4 * kTileRows;
+    while (column_block > kTileCols && task_count() < wanted_tasks) column_block /= 2;
     const std::int64_t column_blocks = (g.n + column_block - 1) / column_block;
-    const std::int64_t tasks = g.batch * row_blocks * column_blocks;
-    ctx.parallel_for(tasks, 1, [&](std::int64_t t0, std::int64_t t1) {
+    ctx.parallel_for(task_count(), 1, [&](std::int64_t t0, std::int64_t t1) {
         for (std::int64_t t = t0; t < t1; ++t) {
-            const std::int64_t cb = t % column_blocks, rb = (t / column_blocks) % row_blocks, b = t / (column_blocks * row_blocks);
-            const std::int64_t j0 = cb * column_block, i0 = rb * kRowBlock;
-            gemm_task(g, b, i0, std::min(g.m, i0 + kRowBlock), j0, std::min(column_block, g.n - j0));
+            const std::int64_t cb = t % column_blocks, rb = t / column_blocks;
+            const std::int64_t j0 = cb * column_block, i0 = rb * row_block;
+            gemm_task(g, i0, std::min(g.m, i0 + row_block), j0, std::min(column_block, g.n - j0));
         }
     });
 }
