@@ -27,7 +27,8 @@
 #                            GGML_NATIVE=ON) if build/bin/sd-cli is missing. Unset or absent: the
 #                            sd.cpp peer is skipped with a message.
 #   UNCLIP_BENCH_COMMIT      the unclip version results.json names (default: git describe --dirty)
-# The default run takes about 25 minutes on a 2-core VM.
+# The default run should take about 25-30 minutes on a quiet 2-core VM (estimated from the row
+# times; under a load average of 8-13 it takes 2-4 times longer).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 threads="${1:-2}" repeats="${2:-3}"
