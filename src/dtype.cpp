@@ -14,6 +14,7 @@
 // GCC 12 warns inside its own AVX-512 intrinsic headers (the undefined "__Y" pass-through operand).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -23,10 +24,16 @@ namespace {
 enum class Isa { portable, f16c, avx512 };
 
 #if UNCLIP_X86_DISPATCH
+// CPUID leaf 1, ECX bit 29: clang before 15 does not know "f16c" in __builtin_cpu_supports.
+bool cpu_has_f16c() noexcept {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 Isa detect_isa() noexcept {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return Isa::avx512;
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) return Isa::f16c;
+    if (cpu_has_f16c() && __builtin_cpu_supports("avx2")) return Isa::f16c;
     return Isa::portable;
 }
 
