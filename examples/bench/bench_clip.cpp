@@ -2,7 +2,7 @@
 // ViT-H/14 text tower (one 77-token prompt, all 24 blocks + pooled projection, as ComfyUI runs it)
 // and the ViT-H/14 vision tower (one 224x224 image). Prints the median wall time of `--repeats`
 // runs after a warm-up. Needs about 4 GiB of memory for the fp32 weights.
-//   bench_clip [--threads N] [--repeats R] [--only text|vision]
+//   bench_clip [--threads N] [--repeats R] [--only text|vision] [--bf16]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -60,12 +60,16 @@ void add_blocks(nn::WeightMap& map, int layers, std::int64_t width, std::int64_t
 int main(int argc, char** argv) {
     int threads = 2, repeats = 5;
     std::string only;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--repeats")) repeats = std::atoi(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
+    bool bf16 = false;  // --bf16: GEMMs with bf16 inputs (CpuBackend::Context::set_bf16_gemm)
+    for (int i = 1; i < argc; ++i) {
+        if (!std::strcmp(argv[i], "--bf16")) bf16 = true;
+        else if (i + 1 < argc && !std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
+        else if (i + 1 < argc && !std::strcmp(argv[i], "--repeats")) repeats = std::atoi(argv[++i]);
+        else if (i + 1 < argc && !std::strcmp(argv[i], "--only")) only = argv[++i];
     }
     CpuBackend::Context ctx(threads);
+    ctx.set_bf16_gemm(bf16);
+    if (bf16) std::printf("bf16 GEMMs %s\n", CpuBackend::has_bf16_gemm() ? "on" : "unavailable on this CPU (fp32)");
     std::printf("threads %d, median of %d\n%-44s %10s\n", ctx.threads(), repeats, "encoder", "seconds");
     std::uint64_t state = 88172645463325252ull;
 
