@@ -27,6 +27,9 @@
 #                            GGML_NATIVE=ON) if build/bin/sd-cli is missing. Unset or absent: the
 #                            sd.cpp peer is skipped with a message.
 #   UNCLIP_BENCH_COMMIT      the unclip version results.json names (default: git describe --dirty)
+#   UNCLIP_BENCH_FIFO=1      every measured program (ours and the peers') runs under `chrt -f 50`
+#                            (SCHED_FIFO, needs root), as in run_kernels.sh, so that other processes
+#                            cannot take the cores mid-measurement; it starves them meanwhile
 # The default run should take about 25-30 minutes on a quiet 2-core VM (estimated from the row
 # times; under a load average of 8-13 it takes 2-4 times longer).
 set -euo pipefail
