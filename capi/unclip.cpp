@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -67,6 +68,48 @@ void require(const T* pointer, const char* name) {
     if (!pointer) invalid(std::string(name) + " is NULL");
 }
 
+// The byte range of each field of a params struct, so that a struct_size ending inside a field
+// (half a pointer) is refused instead of read. Fields appended to a struct are appended here.
+struct FieldSpan {
+    const char* name;
+    std::size_t begin, end;
+};
+#define UNCLIP_FIELD(type, field) FieldSpan{#field, offsetof(type, field), offsetof(type, field) + sizeof(type::field)}
+template <class Params>
+std::vector<FieldSpan> field_spans() {
+    return {};
+}
+template <>
+std::vector<FieldSpan> field_spans<unclip_open_params>() {
+    using P = unclip_open_params;
+    return {UNCLIP_FIELD(P, model_path), UNCLIP_FIELD(P, clip_vision_path), UNCLIP_FIELD(P, threads),
+            UNCLIP_FIELD(P, prediction), UNCLIP_FIELD(P, unet_path), UNCLIP_FIELD(P, vae_path),
+            UNCLIP_FIELD(P, text_encoder_path), UNCLIP_FIELD(P, prior_path), UNCLIP_FIELD(P, max_output_side),
+            UNCLIP_FIELD(P, max_prompt_bytes)};
+}
+template <>
+std::vector<FieldSpan> field_spans<unclip_conditioning>() {
+    using P = unclip_conditioning;
+    return {UNCLIP_FIELD(P, image), UNCLIP_FIELD(P, embedding), UNCLIP_FIELD(P, embedding_size),
+            UNCLIP_FIELD(P, strength), UNCLIP_FIELD(P, noise_augmentation)};
+}
+template <>
+std::vector<FieldSpan> field_spans<unclip_generate_params>() {
+    using P = unclip_generate_params;
+    return {UNCLIP_FIELD(P, images),     UNCLIP_FIELD(P, n_images),  UNCLIP_FIELD(P, prompt),
+            UNCLIP_FIELD(P, negative_prompt), UNCLIP_FIELD(P, steps), UNCLIP_FIELD(P, cfg_scale),
+            UNCLIP_FIELD(P, sampler),    UNCLIP_FIELD(P, scheduler), UNCLIP_FIELD(P, seed),
+            UNCLIP_FIELD(P, width),      UNCLIP_FIELD(P, height),    UNCLIP_FIELD(P, batch_count),
+            UNCLIP_FIELD(P, init_image), UNCLIP_FIELD(P, denoise),   UNCLIP_FIELD(P, mask),
+            UNCLIP_FIELD(P, on_progress), UNCLIP_FIELD(P, on_progress_user)};
+}
+template <>
+std::vector<FieldSpan> field_spans<unclip_prior_params>() {
+    using P = unclip_prior_params;
+    return {UNCLIP_FIELD(P, steps), UNCLIP_FIELD(P, guidance_scale), UNCLIP_FIELD(P, seed)};
+}
+#undef UNCLIP_FIELD
+
 // The library reads what the caller's struct_size covers and defaults the rest; a larger size is
 // accepted only if the unknown tail is zero (a newer caller using nothing new).
 template <class Params>
@@ -76,6 +119,10 @@ Params read_params(const Params* given, const char* name, void (*defaults)(Param
     defaults(&p);
     const std::size_t size = given->struct_size;
     if (size < sizeof(std::uint32_t)) invalid(std::string(name) + "->struct_size " + std::to_string(size) + " is too small");
+    for (const FieldSpan& field : field_spans<Params>())
+        if (size > field.begin && size < field.end)
+            invalid(std::string(name) + "->struct_size " + std::to_string(size) + " ends inside field '" + field.name +
+                    "' (bytes " + std::to_string(field.begin) + ".." + std::to_string(field.end) + ")");
     if (size > sizeof(Params)) {
         const auto* tail = reinterpret_cast<const unsigned char*>(given) + sizeof(Params);
         for (std::size_t i = 0; i < size - sizeof(Params); ++i)
@@ -168,7 +215,9 @@ extern "C" {
 
 uint32_t unclip_version(void) { return UNCLIP_API_VERSION; }
 const char* unclip_version_string(void) { return unclip::kVersionString; }
-const char* unclip_status_name(unclip_status status) { return unclip::status_name(static_cast<unclip::Status>(status)); }
+const char* unclip_status_name(unclip_status status) {
+    return unclip::status_name(static_cast<unclip::Status>(raw_enum(status)));
+}
 const char* unclip_last_error(void) { return g_thread_error.c_str(); }
 int32_t unclip_cuda_device_count(void) { return unclip::cuda::device_count(); }
 
@@ -229,6 +278,14 @@ unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipe
         options.prior_path = text(p.prior_path);
         options.threads = p.threads;
         options.allow_reduced = p.allow_reduced;
+        if (p.max_output_side < 0 || p.max_prompt_bytes < 0)
+            invalid("params->max_output_side " + std::to_string(p.max_output_side) + " / max_prompt_bytes " +
+                    std::to_string(p.max_prompt_bytes) + ": negative");
+        if (p.max_output_side > 0) {
+            options.output_limits.max_side = p.max_output_side;
+            options.output_limits.max_pixels = std::int64_t{p.max_output_side} * p.max_output_side;
+        }
+        if (p.max_prompt_bytes > 0) options.max_prompt_bytes = static_cast<std::size_t>(p.max_prompt_bytes);
         switch (raw_enum(p.prediction)) {
             case UNCLIP_PREDICTION_AUTO: break;
             case UNCLIP_PREDICTION_EPS: options.prediction = unclip::io::Prediction::eps; break;

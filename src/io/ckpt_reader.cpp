@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <unordered_map>
 
 #include <unzip.h>
@@ -58,9 +59,12 @@ int ZCALLBACK mem_error(voidpf, voidpf) { return 0; }
 
 struct ZipEntry {
     unz64_file_pos position{};  // of its directory record, to go back to it without a search
-    std::uint64_t size = 0;
+    std::uint64_t size = 0, compressed_size = 0;
     bool stored = true;
 };
+
+// Deflate never shrinks data more than about 1032:1; an entry claiming more is a zip bomb's header.
+constexpr std::uint64_t kMaxDeflateRatio = 1032;
 
 struct Storage {
     const char* dtype_name;
@@ -110,23 +114,23 @@ public:
         io.zerror_file = mem_error;
         io.opaque = &stream_;
         check_end_record(path, file);
-        zip_ = unzOpen2_64(path.c_str(), &io);
+        // Owned from here: a constructor that throws runs no destructor (fuzzing found the leak).
+        zip_.reset(unzOpen2_64(path.c_str(), &io));
         if (!zip_) bad(path, "not a zip archive, or truncated (no readable central directory)");
-        for (int rc = unzGoToFirstFile(zip_); rc == UNZ_OK; rc = unzGoToNextFile(zip_)) {
+        for (int rc = unzGoToFirstFile(zip()); rc == UNZ_OK; rc = unzGoToNextFile(zip())) {
             unz_file_info64 info{};
             char name[1024];
-            if (unzGetCurrentFileInfo64(zip_, &info, name, sizeof name, nullptr, 0, nullptr, 0) != UNZ_OK)
+            if (unzGetCurrentFileInfo64(zip(), &info, name, sizeof name, nullptr, 0, nullptr, 0) != UNZ_OK)
                 bad(path, "unreadable zip directory entry");
-            names_.emplace_back(name);
             ZipEntry e;
-            if (unzGetFilePos64(zip_, &e.position) != UNZ_OK) bad(path, "unreadable zip directory entry");
+            if (unzGetFilePos64(zip(), &e.position) != UNZ_OK) bad(path, "unreadable zip directory entry");
             e.size = info.uncompressed_size;
+            e.compressed_size = info.compressed_size;
             e.stored = info.compression_method == 0 && info.compressed_size == info.uncompressed_size;
-            entries_.emplace(name, e);
+            // Two entries of one name would let two readers of the archive see different files.
+            if (!entries_.emplace(name, e).second) bad(path, "zip entry '" + std::string(name) + "' appears twice");
+            names_.emplace_back(name);
         }
-    }
-    ~Archive() {
-        if (zip_) unzClose(zip_);
     }
     Archive(const Archive&) = delete;
     Archive& operator=(const Archive&) = delete;
@@ -198,21 +202,35 @@ public:
                 bad(path_, "zip entry '" + name + "' lies outside the file: truncated");
             return std::string(reinterpret_cast<const char*>(stream_.data) + offset, static_cast<std::size_t>(e->size));
         }
+        if (e->compressed_size > stream_.size || e->size / kMaxDeflateRatio > e->compressed_size)
+            bad(path_, "zip entry '" + name + "' claims " + std::to_string(e->size) + " bytes from " +
+                           std::to_string(e->compressed_size) + " compressed: not a deflate stream (zip bomb?)");
         unz64_file_pos position = e->position;
-        if (unzGoToFilePos64(zip_, &position) != UNZ_OK || unzOpenCurrentFile(zip_) != UNZ_OK)
+        if (unzGoToFilePos64(zip(), &position) != UNZ_OK || unzOpenCurrentFile(zip()) != UNZ_OK)
             bad(path_, "zip entry '" + name + "' cannot be opened");
-        std::string out(static_cast<std::size_t>(e->size), '\0');
-        const int got = out.empty() ? 0 : unzReadCurrentFile(zip_, out.data(), static_cast<unsigned>(out.size()));
-        const int close = unzCloseCurrentFile(zip_);  // checks the CRC once everything was read
-        if (got < 0 || static_cast<std::uint64_t>(got) != e->size || close != UNZ_OK)
-            bad(path_, "zip entry '" + name + "' is truncated or fails its CRC check");
+        // Inflated in pieces, so memory follows the bytes that really come out, not the claim.
+        std::string out;
+        char piece[1 << 16];
+        int got = 0;
+        while ((got = unzReadCurrentFile(zip(), piece, sizeof piece)) > 0) {
+            if (out.size() + static_cast<std::size_t>(got) > e->size) break;
+            out.append(piece, static_cast<std::size_t>(got));
+        }
+        const int close = unzCloseCurrentFile(zip());  // checks the CRC once everything was read
+        if (got != 0 || out.size() != e->size || close != UNZ_OK)
+            bad(path_, "zip entry '" + name + "' is truncated, longer than its size or fails its CRC check");
         return out;
     }
 
 private:
+    struct ZipClose {
+        void operator()(void* zip) const noexcept { unzClose(zip); }
+    };
+    unzFile zip() const noexcept { return zip_.get(); }
+
     std::string path_;
     MemoryStream stream_;
-    unzFile zip_ = nullptr;
+    std::unique_ptr<void, ZipClose> zip_;
     std::vector<std::string> names_;
     std::unordered_map<std::string, ZipEntry> entries_;
 };
@@ -232,7 +250,14 @@ const Value& state_dict(const Value& root, const std::string& path) {
     return root;
 }
 
-std::string element_range_error(const pickle::TensorRef& t, std::int64_t numel) {
+std::string element_range_error(const pickle::TensorRef& t, std::int64_t numel, std::size_t element_size) {
+    // A view may repeat elements (stride 0), so its own size is bounded only by what a tensor can
+    // address: its element and byte counts must fit 64 bits before anything is allocated for it.
+    std::int64_t count = 1, bytes = 0;
+    for (const std::int64_t d : t.size)
+        if (d >= 0 && __builtin_mul_overflow(count, d, &count)) return "shape overflows 64 bits";
+    if (count >= 0 && __builtin_mul_overflow(count, static_cast<std::int64_t>(element_size), &bytes))
+        return "byte size overflows 64 bits";
     if (t.size.empty()) return t.offset < numel ? "" : "offset past the end of its storage";
     std::int64_t last = t.offset;
     for (std::size_t i = 0; i < t.size.size(); ++i) {
@@ -287,8 +312,10 @@ CkptFile CkptFile::open(const std::string& path) {
             bad(path, "tensor '" + name + "': storage entry '" + entry_name +
                           "' is compressed; tensor data must be stored uncompressed to be mapped");
         std::uint64_t bytes = 0;
-        if (__builtin_mul_overflow(static_cast<std::uint64_t>(s.numel), storage->element_size, &bytes) ||
-            bytes != entry->size)
+        if (__builtin_mul_overflow(static_cast<std::uint64_t>(s.numel), storage->element_size, &bytes))
+            bad(path, "tensor '" + name + "': storage '" + s.key + "' of " + std::to_string(s.numel) +
+                          " elements: its byte size overflows 64 bits");
+        if (bytes != entry->size)
             bad(path, "tensor '" + name + "': storage '" + s.key + "' holds " + std::to_string(entry->size) +
                           " bytes, its " + std::to_string(s.numel) + " elements need " + std::to_string(bytes));
         auto found = storage_offsets.find(s.key);
@@ -299,7 +326,7 @@ CkptFile CkptFile::open(const std::string& path) {
                               std::to_string(state->file->size()) + " bytes)");
             found = storage_offsets.emplace(s.key, offset).first;
         }
-        const std::string range = element_range_error(t, s.numel);
+        const std::string range = element_range_error(t, s.numel, storage->element_size);
         if (!range.empty()) bad(path, "tensor '" + name + "': " + range);
         if (state->index.count(name)) bad(path, "tensor '" + name + "' appears twice");
 
@@ -307,6 +334,17 @@ CkptFile CkptFile::open(const std::string& path) {
         state->index.emplace(name, state->entries.size());
         state->entries.push_back(std::move(e));
         state->byte_offsets.push_back(found->second + static_cast<std::uint64_t>(t.offset) * storage->element_size);
+    }
+    // Storages may be shared by tensors, but two zip entries never share bytes: an archive whose
+    // entries overlap (one entry's data inside another's) is crafted, whatever it means.
+    std::vector<std::pair<std::uint64_t, std::string>> starts;
+    for (const auto& [key, offset] : storage_offsets) starts.emplace_back(offset, root + "data/" + key);
+    if (const ZipEntry* p = zip.find(pkl); p && p->stored) starts.emplace_back(zip.data_offset(pkl), pkl);
+    std::sort(starts.begin(), starts.end());
+    for (std::size_t i = 1; i < starts.size(); ++i) {
+        const std::uint64_t previous_end = starts[i - 1].first + zip.find(starts[i - 1].second)->size;
+        if (starts[i].first < previous_end && zip.find(starts[i].second)->size > 0)
+            bad(path, "zip entries '" + starts[i - 1].second + "' and '" + starts[i].second + "' overlap");
     }
     return CkptFile(std::move(state));
 }

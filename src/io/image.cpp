@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -43,7 +44,15 @@ struct StbFree {
     void operator()(stbi_uc* p) const noexcept { stbi_image_free(p); }
 };
 
-bool is_jpeg(const unsigned char* p, std::size_t n) { return n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF; }
+// Where the data after a JPEG's SOI marker starts, or 0 when the data is not a JPEG for stb. stb
+// reads a marker after any run of 0xFF fill bytes, so "FF FF FF D8" opens a JPEG as well as "FF D8"
+// (found by fuzzing: such a file bypassed the Huffman-table check below).
+std::size_t jpeg_body(const unsigned char* p, std::size_t n) {
+    if (n < 2 || p[0] != 0xFF) return 0;
+    std::size_t i = 1;
+    while (i < n && p[i] == 0xFF) ++i;
+    return i < n && p[i] == 0xD8 ? i + 1 : 0;
+}
 
 // stb_image 2.27 (Debian's libstb) writes past its Huffman tables when a DHT segment declares
 // more than 256 codes (fixed upstream in 2.28); such files are refused here before stb sees them.
@@ -52,7 +61,16 @@ bool is_jpeg(const unsigned char* p, std::size_t n) { return n >= 3 && p[0] == 0
 // the first SOS to the EOI marker, where stb's position depends on the entropy decoder, every
 // 0xFF 0xC4 is checked as a DHT segment: in a valid file such a pair only occurs as a real marker.
 // Data after EOI (motion-photo videos) is not scanned, so it cannot cause false refusals.
-void check_dht_at(const unsigned char* p, std::size_t n, std::size_t length_at, std::size_t& next) {
+// Which Huffman tables DHT segments have defined so far. stb 2.27 leaves undefined tables
+// uninitialised and its decoder then reads past maxcode[18] (found by fuzzing), so a scan that
+// decodes with a table no DHT defined is refused as well.
+struct HuffmanTables {
+    bool dc[4] = {}, ac[4] = {};
+    bool progressive = false;
+};
+
+void check_dht_at(const unsigned char* p, std::size_t n, std::size_t length_at, std::size_t& next,
+                  HuffmanTables& tables) {
     auto byte = [&](std::size_t at) -> std::size_t { return at < n ? p[at] : 0; };
     const auto length = static_cast<std::ptrdiff_t>((byte(length_at) << 8) | byte(length_at + 1));
     std::size_t t = length_at + 2;
@@ -62,15 +80,38 @@ void check_dht_at(const unsigned char* p, std::size_t n, std::size_t length_at, 
         for (std::size_t k = 0; k < 16; ++k) codes += byte(t + 1 + k);
         if (codes > 256)
             throw Error(Status::bad_image, "JPEG Huffman table declares " + std::to_string(codes) + " codes (at most 256)");
+        ((byte(t) >> 4) ? tables.ac : tables.dc)[byte(t) & 15] = true;
         t += 17 + codes;
         left -= static_cast<std::ptrdiff_t>(17 + codes);
     }
     next = t;
 }
 
-void check_jpeg_huffman_tables(const unsigned char* p, std::size_t n) {
+// An SOS segment (its length at `length_at`): the tables stb decodes this scan with must exist.
+// Baseline scans use both; progressive DC first passes only the DC table, AC scans only the AC one.
+void check_scan_at(const unsigned char* p, std::size_t n, std::size_t length_at, const HuffmanTables& tables) {
     auto byte = [&](std::size_t at) -> std::size_t { return at < n ? p[at] : 0; };
-    std::size_t i = 2;  // after SOI
+    const std::size_t components = byte(length_at + 2);
+    if (components < 1 || components > 4) return;  // stb: "bad SOS component count"
+    const std::size_t after = length_at + 3 + 2 * components;
+    const std::size_t spectral_start = byte(after), approximation_high = byte(after + 2) >> 4;
+    for (std::size_t c = 0; c < components; ++c) {
+        const std::size_t selectors = byte(length_at + 4 + 2 * c), dc = selectors >> 4, ac = selectors & 15;
+        if (dc > 3 || ac > 3) return;  // stb: "bad DC huff" / "bad AC huff"
+        const bool uses_dc = !tables.progressive || (spectral_start == 0 && approximation_high == 0);
+        const bool uses_ac = !tables.progressive || spectral_start > 0;
+        if ((uses_dc && !tables.dc[dc]) || (uses_ac && !tables.ac[ac]))
+            throw Error(Status::bad_image, std::string("JPEG scan decodes with Huffman table ") +
+                                               (uses_dc && !tables.dc[dc] ? "DC " + std::to_string(dc)
+                                                                          : "AC " + std::to_string(ac)) +
+                                               ", which no DHT segment defined");
+    }
+}
+
+void check_jpeg_huffman_tables(const unsigned char* p, std::size_t n, std::size_t body) {
+    auto byte = [&](std::size_t at) -> std::size_t { return at < n ? p[at] : 0; };
+    HuffmanTables tables;
+    std::size_t i = body;  // after SOI
     while (i < n) {
         while (i < n && p[i] != 0xFF) ++i;  // stb skips padding between segments
         while (i < n && p[i] == 0xFF) ++i;
@@ -79,7 +120,7 @@ void check_jpeg_huffman_tables(const unsigned char* p, std::size_t n) {
         const std::size_t length = (byte(i) << 8) | byte(i + 1);
         if (marker == 0xD9) return;  // EOI
         if (marker == 0xC4) {
-            check_dht_at(p, n, i, i);
+            check_dht_at(p, n, i, i, tables);
         } else if (marker == 0xDB) {
             std::size_t t = i + 2;
             for (auto left = static_cast<std::ptrdiff_t>(length) - 2; left > 0 && t < n;) {
@@ -90,22 +131,47 @@ void check_jpeg_huffman_tables(const unsigned char* p, std::size_t n) {
             }
             i = t;
         } else if (marker == 0xDA) {
+            check_scan_at(p, n, i, tables);
             for (std::size_t q = i; q + 1 < n; ++q) {
                 if (p[q] != 0xFF) continue;
                 if (p[q + 1] == 0xD9) return;
                 if (p[q + 1] == 0xC4) {
                     std::size_t unused = 0;
-                    check_dht_at(p, n, q + 2, unused);
+                    check_dht_at(p, n, q + 2, unused, tables);
+                } else if (p[q + 1] == 0xDA) {
+                    check_scan_at(p, n, q + 2, tables);
                 }
             }
             return;
         } else if (marker == 0xDD || (marker >= 0xC0 && marker <= 0xCF) || (marker >= 0xE0 && marker <= 0xEF) ||
                    marker == 0xFE) {
+            if (marker == 0xC2) tables.progressive = true;
             i += length;  // DRI, SOFn, APPn, COM: stb reads exactly the declared length
         } else {
             return;  // stb: "unknown marker"
         }
     }
+}
+
+// The size a PNG or JPEG header claims, read before stb sees the data: stb refuses sizes past its
+// own caps with only "unknown image type", so these are checked against ImageLimits first, and the
+// error says how large the image claims to be. {0, 0} when there is no such header.
+std::pair<std::int64_t, std::int64_t> claimed_size(const unsigned char* p, std::size_t n, std::size_t jpeg) {
+    auto be16 = [&](std::size_t at) -> std::int64_t { return at + 1 < n ? (std::int64_t{p[at]} << 8) | p[at + 1] : 0; };
+    if (n >= 24 && std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0 && std::memcmp(p + 12, "IHDR", 4) == 0)
+        return {(be16(16) << 16) | be16(18), (be16(20) << 16) | be16(22)};
+    for (std::size_t i = jpeg; jpeg && i + 1 < n;) {  // markers up to the first frame header
+        while (i < n && p[i] != 0xFF) ++i;
+        while (i < n && p[i] == 0xFF) ++i;
+        if (i >= n) break;
+        const unsigned char marker = p[i++];
+        if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC)
+            return {be16(i + 5), be16(i + 3)};  // SOFn: length, precision, height, width
+        if (marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) continue;  // no length
+        if (marker == 0xDA || marker == 0xD9) break;
+        i += static_cast<std::size_t>(be16(i));
+    }
+    return {0, 0};
 }
 }  // namespace
 
@@ -126,7 +192,10 @@ Image decode_image(const void* data, std::size_t size, const ImageLimits& limits
         throw Error(Status::bad_image, "image data is larger than 2 GiB");
     const auto* bytes = static_cast<const stbi_uc*>(data);
     const int len = static_cast<int>(size);
-    if (is_jpeg(bytes, size)) check_jpeg_huffman_tables(bytes, size);
+    const std::size_t body = jpeg_body(bytes, size);
+    if (const auto [claimed_width, claimed_height] = claimed_size(bytes, size, body); claimed_width > 0 && claimed_height > 0)
+        check_image_size(claimed_width, claimed_height, limits);
+    if (body) check_jpeg_huffman_tables(bytes, size, body);
     int width = 0, height = 0, channels = 0;
     if (!stbi_info_from_memory(bytes, len, &width, &height, &channels))
         throw Error(Status::bad_image, std::string("image data is not a decodable image (") + stbi_failure_reason() + ")");

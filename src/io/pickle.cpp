@@ -95,7 +95,13 @@ private:
         stack_.resize(mark);
         return items;
     }
-    void nest(Value& container, const Value& child) {
+    // A container only grows while nothing holds it: once nested, a value is frozen. So depths
+    // recorded at insertion stay true, and no container can come to hold itself (a reference
+    // cycle, which shared ownership would leak and a tree walk would follow forever).
+    void nest(Value& container, Value& child) {
+        if (container.nested || &container == &child)
+            fail("a container is modified after being placed in another, or placed in itself (cycles are not allowed)");
+        child.nested = true;
         container.depth = std::max(container.depth, child.depth + 1);
         if (container.depth > kMaxPickleNesting)
             fail("containers nested deeper than " + std::to_string(kMaxPickleNesting) + " levels");
@@ -110,6 +116,7 @@ private:
         if (dict.kind != Kind::dict) fail("SETITEM on a value that is not a dict");
         if (kv.size() % 2) fail("SETITEMS with an odd number of values");
         for (std::size_t i = 0; i < kv.size(); i += 2) {
+            nest(dict, *kv[i]);
             nest(dict, *kv[i + 1]);
             dict.entries.emplace_back(kv[i], kv[i + 1]);
         }

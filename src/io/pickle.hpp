@@ -37,6 +37,7 @@ struct Value {
     std::shared_ptr<const StorageRef> storage;
     std::shared_ptr<const TensorRef> tensor;
     int depth = 0;                     // container nesting, bounded by kMaxPickleNesting
+    bool nested = false;               // held by a container: no longer mutable (no cycles)
 };
 
 // Runs the pickle in `bytes`; `label` names the source in errors. Throws Error(Status::bad_model).

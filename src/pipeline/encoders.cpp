@@ -44,6 +44,10 @@ std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const 
 }
 
 TextEncoding encode_text(Pipeline::Impl& impl, const std::string& prompt) {
+    if (prompt.size() > impl.options.max_prompt_bytes)
+        throw Error(Status::invalid_argument, "prompt is " + std::to_string(prompt.size()) + " bytes, over the limit of " +
+                                                  std::to_string(impl.options.max_prompt_bytes) +
+                                                  " (PipelineOptions::max_prompt_bytes)");
     const auto& model = *impl.models->text;
     const text::PromptTokens tokens = text::tokenize_prompt(*impl.models->tokenizer, prompt);
     TextEncoding out;

@@ -22,11 +22,24 @@ void validate(const Pipeline::Impl& impl, const GenerateParams& p) {
         bad("cfg_scale " + std::to_string(p.cfg_scale) + " outside [0, 100]");
     if (!(p.denoise > 0.0f && p.denoise <= 1.0f)) bad("denoise " + std::to_string(p.denoise) + " outside (0, 1]");
     if (p.batch_count < 1 || p.batch_count > 64) bad("batch_count " + std::to_string(p.batch_count) + " outside [1, 64]");
+    const ImageLimits& out = impl.options.output_limits;
+    const auto check_output = [&](std::int64_t width, std::int64_t height, const char* what) {
+        if (width > out.max_side || height > out.max_side || width * height > out.max_pixels)
+            bad(std::string(what) + " " + std::to_string(width) + "x" + std::to_string(height) +
+                " is larger than the output limit of " + std::to_string(out.max_side) + " pixels per side and " +
+                std::to_string(out.max_pixels) + " pixels (PipelineOptions::output_limits)");
+    };
     if (!p.init_image) {
         if (p.width < 8 || p.height < 8 || p.width % 8 != 0 || p.height % 8 != 0)
             bad("size " + std::to_string(p.width) + "x" + std::to_string(p.height) + " is not a positive multiple of 8");
-        check_image_size(p.width, p.height, impl.options.image_limits);
+        check_output(p.width, p.height, "size");
+    } else {
+        check_output(p.init_image->width, p.init_image->height, "init_image");
     }
+    for (const auto& [text, what] : {std::pair{&p.prompt, "prompt"}, std::pair{&p.negative_prompt, "negative_prompt"}})
+        if (text->size() > impl.options.max_prompt_bytes)
+            bad(std::string(what) + " is " + std::to_string(text->size()) + " bytes, over the limit of " +
+                std::to_string(impl.options.max_prompt_bytes) + " (PipelineOptions::max_prompt_bytes)");
     if (p.mask && !p.init_image) bad("a mask needs an init_image");
     if (p.vae_tile != 0 && (p.vae_tile < 16 || p.vae_tile % 8 != 0 || p.vae_tile_overlap < 0 || p.vae_tile_overlap % 8 != 0 ||
                             p.vae_tile_overlap >= p.vae_tile))

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <mutex>
+#include <new>
 
 #include "pipeline/pipeline_impl.hpp"
 
@@ -62,7 +63,13 @@ std::vector<float> Pipeline::add_text_direction(const std::vector<float>& image_
 std::vector<Image> Pipeline::generate(const GenerateParams& params) {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     impl_->cancelled.store(false);
-    return pipeline::generate(*impl_, params);
+    try {
+        return pipeline::generate(*impl_, params);
+    } catch (const std::bad_alloc&) {  // container growth inside the run: a status like Tensor::empty's
+        throw Error(Status::out_of_memory, "generate: out of memory (" + std::to_string(params.width) + "x" +
+                                               std::to_string(params.height) + ", batch " +
+                                               std::to_string(params.batch_count) + ")");
+    }
 }
 
 }  // namespace unclip
