@@ -49,10 +49,10 @@ struct PipelineOptions {
     bool bf16_gemm = false;
     std::optional<io::Prediction> prediction;  // override the detected v / eps prediction
     bool allow_reduced = false;     // accept architectures smaller than the official ones (tests)
-    // Resource caps, each refused with Status::invalid_argument before anything is allocated:
-    // generated images (GenerateParams width x height, or an init image's size) larger than
-    // output_limits (latents are 1/8 of that per side), and prompts or negative prompts longer
-    // than max_prompt_bytes (UTF-8 bytes; 64 KiB is about 15,000 tokens, 200 chunks of 77).
+    // Resource caps, refused before anything is allocated: generated images (GenerateParams
+    // width x height, or an init image's size) larger than output_limits (latents are 1/8 of that
+    // per side) with Status::bad_image, prompts or negative prompts longer than max_prompt_bytes
+    // (UTF-8 bytes; 64 KiB is about 15,000 tokens, 200 chunks of 77) with invalid_argument.
     ImageLimits output_limits{4096, 4096LL * 4096};
     std::size_t max_prompt_bytes = 64 * 1024;
     ImageLimits image_limits;       // inputs larger than this are refused before decoding

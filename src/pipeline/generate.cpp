@@ -24,10 +24,11 @@ void validate(const Pipeline::Impl& impl, const GenerateParams& p) {
     if (p.batch_count < 1 || p.batch_count > 64) bad("batch_count " + std::to_string(p.batch_count) + " outside [1, 64]");
     const ImageLimits& out = impl.options.output_limits;
     const auto check_output = [&](std::int64_t width, std::int64_t height, const char* what) {
-        if (width > out.max_side || height > out.max_side || width * height > out.max_pixels)
-            bad(std::string(what) + " " + std::to_string(width) + "x" + std::to_string(height) +
-                " is larger than the output limit of " + std::to_string(out.max_side) + " pixels per side and " +
-                std::to_string(out.max_pixels) + " pixels (PipelineOptions::output_limits)");
+        if (width > out.max_side || height > out.max_side || width * height > out.max_pixels)  // "too large": bad_image
+            throw Error(Status::bad_image, "generate: " + std::string(what) + " " + std::to_string(width) + "x" +
+                                               std::to_string(height) + " is larger than the output limit of " +
+                                               std::to_string(out.max_side) + " pixels per side and " +
+                                               std::to_string(out.max_pixels) + " pixels (PipelineOptions::output_limits)");
     };
     if (!p.init_image) {
         if (p.width < 8 || p.height < 8 || p.width % 8 != 0 || p.height % 8 != 0)

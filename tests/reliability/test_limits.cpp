@@ -41,18 +41,18 @@ TEST_SUITE("reliability") {
 TEST_CASE("outputs are capped at 4096x4096 by default and at what PipelineOptions::output_limits says") {
     Pipeline defaults(tiny_options());
     CHECK(PipelineOptions{}.output_limits.max_side == 4096);
-    CHECK_THROWS_STATUS(defaults.generate(small(4104)), Status::invalid_argument,
+    CHECK_THROWS_STATUS(defaults.generate(small(4104)), Status::bad_image,
                         "size 4104x4104 is larger than the output limit of 4096");
     GenerateParams wide = small(8);
     wide.width = 4096 + 512;
-    CHECK_THROWS_STATUS(defaults.generate(wide), Status::invalid_argument, "4608x8");
+    CHECK_THROWS_STATUS(defaults.generate(wide), Status::bad_image, "4608x8");
 
     PipelineOptions o = tiny_options();
     o.output_limits.max_side = 32;
     o.output_limits.max_pixels = 32 * 24;
     Pipeline capped(o);
-    CHECK_THROWS_STATUS(capped.generate(small(40)), Status::invalid_argument, "output_limits");
-    CHECK_THROWS_STATUS(capped.generate(small(32)), Status::invalid_argument, "32x32");  // over max_pixels
+    CHECK_THROWS_STATUS(capped.generate(small(40)), Status::bad_image, "output_limits");
+    CHECK_THROWS_STATUS(capped.generate(small(32)), Status::bad_image, "32x32");  // over max_pixels
     GenerateParams fits = small(24);
     fits.width = 32;
     CHECK(capped.generate(fits).front().width == 32);
@@ -60,7 +60,7 @@ TEST_CASE("outputs are capped at 4096x4096 by default and at what PipelineOption
     GenerateParams img2img = small(8);
     img2img.init_image = grey(48);
     img2img.denoise = 0.5f;
-    CHECK_THROWS_STATUS(capped.generate(img2img), Status::invalid_argument, "init_image 48x48");
+    CHECK_THROWS_STATUS(capped.generate(img2img), Status::bad_image, "init_image 48x48");
 }
 
 TEST_CASE("prompts longer than PipelineOptions::max_prompt_bytes are refused naming which prompt") {
