@@ -31,7 +31,7 @@ for stage in "${stages[@]}"; do
       cmake --preset asan -B "$build" -DUNCLIP_CPU_DISPATCH=OFF >/dev/null
       cmake --build "$build" -j2 --target unclip_tests_safetensors unclip_tests_checkpoint unclip_tests_clip \
         unclip_tests_capi unclip_tests_pipeline unclip_tests_reliability unclip_tests_concurrency \
-        unclip_test_out_of_memory unclip_test_make_tiny_model unclip_c_variation unclip_cpp_variation unclip_c_shared \
+        unclip_test_out_of_memory unclip_test_make_tiny_model unclip_c_variation unclip_cpp_variation \
         $(printf 'unclip_fuzz_replay_%s ' safetensors pickle ckpt diffusers_config prompt image capi)
       ctest --test-dir "$build" -j2 --output-on-failure -L 'safetensors|checkpoint|clip|capi|pipeline|reliability|concurrency|fuzz'
       ;;
