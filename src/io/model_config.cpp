@@ -1,6 +1,7 @@
 #include "unclip/io/model_config.hpp"
 
 #include <sstream>
+#include <utility>
 
 namespace unclip::io {
 
@@ -162,9 +163,28 @@ void require(bool ok, const std::string& what) {
     if (!ok) throw Error(Status::invalid_argument, "model config: " + what);
 }
 
+// Bounds far beyond any released model and small enough that a table stays small: a config.json
+// asking for 10^8 res blocks (allow_reduced) would otherwise be enumerated for minutes.
+constexpr int kMaxLevels = 8, kMaxBlocks = 64, kMaxLayers = 256, kMaxMultiplier = 64;
+constexpr int kMaxWidth = 1 << 16, kMaxVocab = 1 << 20;
+void require_bounded(const std::string& what, int value, int limit) {
+    require(value <= limit, what + " " + std::to_string(value) + " is over the limit of " + std::to_string(limit));
+}
+void require_bounded_mult(const std::string& what, const std::vector<int>& mult) {
+    require_bounded(what + " levels", static_cast<int>(mult.size()), kMaxLevels);
+    for (const int m : mult) require(m > 0 && m <= kMaxMultiplier, what + " entries must be in [1, " + std::to_string(kMaxMultiplier) + "]");
+}
+
 void unet_table(const UnetArch& a, Table& t) {
     const auto levels = a.channel_mult.size();
     require(levels > 0 && a.attention.size() == levels, "UNet attention list must have one entry per level");
+    require_bounded_mult("UNet channel_mult", a.channel_mult);
+    require_bounded("UNet num_res_blocks", a.num_res_blocks, kMaxBlocks);
+    require_bounded("UNet transformer_depth", a.transformer_depth, kMaxBlocks);
+    for (const auto& [name, value] : {std::pair{"model_channels", a.model_channels}, std::pair{"context_dim", a.context_dim},
+                                      std::pair{"adm_in_channels", a.adm_in_channels},
+                                      std::pair{"in_channels", a.in_channels}, std::pair{"out_channels", a.out_channels}})
+        require_bounded(std::string("UNet ") + name, value, kMaxWidth);
     require(a.model_channels > 0 && a.num_res_blocks > 0 && a.transformer_depth > 0 && a.context_dim > 0,
             "UNet sizes must be positive");
     const std::int64_t mc = a.model_channels, emb = a.time_embed_dim();
@@ -227,6 +247,11 @@ void unet_table(const UnetArch& a, Table& t) {
 
 void vae_table(const VaeArch& a, Table& t) {
     const auto levels = a.ch_mult.size();
+    require_bounded_mult("VAE ch_mult", a.ch_mult);
+    require_bounded("VAE num_res_blocks", a.num_res_blocks, kMaxBlocks);
+    require_bounded("VAE ch", a.ch, kMaxWidth);
+    require_bounded("VAE z_channels", a.z_channels, kMaxWidth);
+    require_bounded("VAE in_channels", a.in_channels, kMaxWidth);
     require(levels > 0 && a.ch > 0 && a.num_res_blocks > 0 && a.z_channels > 0, "VAE sizes must be positive");
     std::int64_t ch = a.ch;
     t.conv("encoder.conv_in", ch, a.in_channels, 3, "encoder.conv_in");
@@ -262,6 +287,10 @@ void vae_table(const VaeArch& a, Table& t) {
 }
 
 void text_table(const TextArch& a, Table& t) {
+    require_bounded("text layers", a.layers, kMaxLayers);
+    require_bounded("text width", a.width, kMaxWidth);
+    require_bounded("text vocab", a.vocab, kMaxVocab);
+    require_bounded("text context_length", a.context_length, kMaxWidth);
     require(a.width > 0 && a.layers > 0 && a.vocab > 0 && a.context_length > 0, "text sizes must be positive");
     const std::int64_t w = a.width;
     t.add("token_embedding.weight", Shape{a.vocab, w}, "text_model.embeddings.token_embedding.weight");
@@ -277,6 +306,10 @@ void text_table(const TextArch& a, Table& t) {
 
 void vision_table(const VisionArch& a, Table& t) {
     require(a.kind != VisionKind::none, "no image tower in this configuration");
+    require_bounded("vision layers", a.layers, kMaxLayers);
+    require_bounded("vision width", a.width, kMaxWidth);
+    require_bounded("vision embed_dim", a.embed_dim, kMaxWidth);
+    require_bounded("vision image_size", a.image_size, kMaxWidth);
     require(a.width > 0 && a.layers > 0 && a.patch > 0 && a.image_size >= a.patch && a.embed_dim > 0,
             "image tower sizes must be positive");
     const std::int64_t w = a.width;
