@@ -124,6 +124,40 @@ TEST_CASE("a generation through the C API returns owned images of the requested 
     unclip_images_free(out);
 }
 
+TEST_CASE("low_memory and bf16_gemm open a working pipeline; low_memory keeps the pixels") {
+    const auto picture = pixels(24, 20, 3);
+    auto generate = [&](bool low_memory, bool bf16) {
+        unclip_open_params open;
+        REQUIRE(unclip_open_default_params(&open) == UNCLIP_STATUS_OK);
+        CHECK(!open.low_memory);
+        CHECK(!open.bf16_gemm);
+        open.model_path = unclip::test::tiny_model_path().c_str();
+        open.allow_reduced = true;
+        open.threads = 2;
+        open.low_memory = low_memory;
+        open.bf16_gemm = bf16;
+        unclip_pipeline* pipeline = nullptr;
+        REQUIRE_MESSAGE(unclip_pipeline_open(&open, &pipeline) == UNCLIP_STATUS_OK, unclip_last_error());
+        unclip_conditioning cond;
+        unclip_conditioning_default(&cond);
+        cond.image = {picture.data(), 24, 20, 3, 0};
+        unclip_generate_params p = small_params();
+        p.images = &cond;
+        p.n_images = 1;
+        unclip_images* out = nullptr;
+        REQUIRE_MESSAGE(unclip_generate(pipeline, &p, &out) == UNCLIP_STATUS_OK, unclip_pipeline_last_error(pipeline));
+        unclip_image_view view;
+        REQUIRE(unclip_images_get(out, 0, &view) == UNCLIP_STATUS_OK);
+        std::vector<std::uint8_t> result(view.pixels, view.pixels + 32 * 32 * 3);
+        unclip_images_free(out);
+        unclip_pipeline_free(pipeline);
+        return result;
+    };
+    const auto plain = generate(false, false);
+    CHECK(generate(true, false) == plain);
+    CHECK(generate(false, true).size() == plain.size());
+}
+
 TEST_CASE("params from an older caller (smaller struct_size) get defaults; unknown non-zero tails are refused") {
     unclip_generate_params p = small_params();
     unclip_images* out = nullptr;
