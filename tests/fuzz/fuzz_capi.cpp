@@ -51,7 +51,8 @@ public:
         return f;
     }
     std::string text(std::size_t max) {
-        const std::size_t n = std::min<std::size_t>(u8() % (max + 1), size_ - std::min(pos_, size_));
+        const std::size_t wanted = u8() % (max + 1);  // read first: it moves pos_
+        const std::size_t n = std::min<std::size_t>(wanted, size_ - std::min(pos_, size_));
         std::string s(reinterpret_cast<const char*>(data_) + std::min(pos_, size_), n);
         pos_ += n;
         return s;
