@@ -193,5 +193,4 @@ UNCLIP_CXX_API std::vector<float> text_diff_embedding(const std::vector<float>& 
                                                       const std::vector<float>& source_text,
                                                       const std::vector<float>& target_text, float alpha, float theta);
 
-
 }  // namespace unclip
