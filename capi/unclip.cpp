@@ -213,18 +213,18 @@ const char* scheduler_name(int value) {
 
 extern "C" {
 
-uint32_t unclip_version(void) { return UNCLIP_API_VERSION; }
-const char* unclip_version_string(void) { return unclip::kVersionString; }
-const char* unclip_status_name(unclip_status status) {
+uint32_t unclip_version(void) UNCLIP_NOEXCEPT { return UNCLIP_API_VERSION; }
+const char* unclip_version_string(void) UNCLIP_NOEXCEPT { return unclip::kVersionString; }
+const char* unclip_status_name(unclip_status status) UNCLIP_NOEXCEPT {
     return unclip::status_name(static_cast<unclip::Status>(raw_enum(status)));
 }
-const char* unclip_last_error(void) { return g_thread_error.c_str(); }
-int32_t unclip_cuda_device_count(void) { return unclip::cuda::device_count(); }
+const char* unclip_last_error(void) UNCLIP_NOEXCEPT { return g_thread_error.c_str(); }
+int32_t unclip_cuda_device_count(void) UNCLIP_NOEXCEPT { return unclip::cuda::device_count(); }
 
-const char* unclip_sampler_name(unclip_sampler sampler) { return sampler_name(raw_enum(sampler)); }
-const char* unclip_scheduler_name(unclip_scheduler scheduler) { return scheduler_name(raw_enum(scheduler)); }
+const char* unclip_sampler_name(unclip_sampler sampler) UNCLIP_NOEXCEPT { return sampler_name(raw_enum(sampler)); }
+const char* unclip_scheduler_name(unclip_scheduler scheduler) UNCLIP_NOEXCEPT { return scheduler_name(raw_enum(scheduler)); }
 
-unclip_status unclip_sampler_from_name(const char* name, unclip_sampler* out) {
+unclip_status unclip_sampler_from_name(const char* name, unclip_sampler* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(name, "name");
         require(out, "out");
@@ -232,7 +232,7 @@ unclip_status unclip_sampler_from_name(const char* name, unclip_sampler* out) {
     });
 }
 
-unclip_status unclip_scheduler_from_name(const char* name, unclip_scheduler* out) {
+unclip_status unclip_scheduler_from_name(const char* name, unclip_scheduler* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(name, "name");
         require(out, "out");
@@ -240,28 +240,28 @@ unclip_status unclip_scheduler_from_name(const char* name, unclip_scheduler* out
     });
 }
 
-unclip_status unclip_open_default_params(unclip_open_params* out) {
+unclip_status unclip_open_default_params(unclip_open_params* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(out, "out");
         default_open(out);
     });
 }
 
-unclip_status unclip_conditioning_default(unclip_conditioning* out) {
+unclip_status unclip_conditioning_default(unclip_conditioning* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(out, "out");
         default_conditioning(out);
     });
 }
 
-unclip_status unclip_generate_default_params(unclip_generate_params* out) {
+unclip_status unclip_generate_default_params(unclip_generate_params* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(out, "out");
         default_generate(out);
     });
 }
 
-unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipeline** out) {
+unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipeline** out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(out, "out");
         const unclip_open_params p = read_params(params, "params", default_open);
@@ -300,18 +300,18 @@ unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipe
     });
 }
 
-void unclip_pipeline_free(unclip_pipeline* pipeline) { delete pipeline; }
+void unclip_pipeline_free(unclip_pipeline* pipeline) UNCLIP_NOEXCEPT { delete pipeline; }
 
-const char* unclip_pipeline_last_error(const unclip_pipeline* pipeline) {
+const char* unclip_pipeline_last_error(const unclip_pipeline* pipeline) UNCLIP_NOEXCEPT {
     return pipeline ? pipeline->last_error.c_str() : "pipeline is NULL";
 }
 
-int32_t unclip_pipeline_embedding_size(const unclip_pipeline* pipeline) {
+int32_t unclip_pipeline_embedding_size(const unclip_pipeline* pipeline) UNCLIP_NOEXCEPT {
     return pipeline ? pipeline->pipeline->embedding_dim() : 0;
 }
 
 unclip_status unclip_pipeline_encode_image(unclip_pipeline* pipeline, const unclip_image_view* image, float* out,
-                                           int32_t capacity) {
+                                           int32_t capacity) UNCLIP_NOEXCEPT {
     if (!pipeline) return guarded([] { invalid("pipeline is NULL"); });
     pipeline->last_error.clear();
     return guarded(pipeline->last_error, [&] {
@@ -326,7 +326,7 @@ unclip_status unclip_pipeline_encode_image(unclip_pipeline* pipeline, const uncl
     });
 }
 
-unclip_status unclip_generate(unclip_pipeline* pipeline, const unclip_generate_params* params, unclip_images** out) {
+unclip_status unclip_generate(unclip_pipeline* pipeline, const unclip_generate_params* params, unclip_images** out) UNCLIP_NOEXCEPT {
     if (!pipeline) return guarded([] { invalid("pipeline is NULL"); });
     pipeline->last_error.clear();
     return guarded(pipeline->last_error, [&] {
@@ -386,12 +386,12 @@ unclip_status unclip_generate(unclip_pipeline* pipeline, const unclip_generate_p
     });
 }
 
-void unclip_pipeline_cancel(unclip_pipeline* pipeline) {
+void unclip_pipeline_cancel(unclip_pipeline* pipeline) UNCLIP_NOEXCEPT {
     if (pipeline) pipeline->pipeline->cancel();
 }
 
 unclip_status unclip_embedding_mix(const float* const* embeddings, const float* weights, int32_t count, int32_t n,
-                                   float* out) {
+                                   float* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(embeddings, "embeddings");
         require(weights, "weights");
@@ -407,7 +407,7 @@ unclip_status unclip_embedding_mix(const float* const* embeddings, const float* 
     });
 }
 
-unclip_status unclip_prior_default_params(unclip_prior_params* out) {
+unclip_status unclip_prior_default_params(unclip_prior_params* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(out, "out");
         default_prior(out);
@@ -415,7 +415,7 @@ unclip_status unclip_prior_default_params(unclip_prior_params* out) {
 }
 
 unclip_status unclip_pipeline_prior_embedding(unclip_pipeline* pipeline, const char* prompt,
-                                              const unclip_prior_params* params, float* out, int32_t capacity) {
+                                              const unclip_prior_params* params, float* out, int32_t capacity) UNCLIP_NOEXCEPT {
     if (!pipeline) return guarded([] { invalid("pipeline is NULL"); });
     pipeline->last_error.clear();
     return guarded(pipeline->last_error, [&] {
@@ -436,7 +436,7 @@ unclip_status unclip_pipeline_prior_embedding(unclip_pipeline* pipeline, const c
 }
 
 unclip_status unclip_pipeline_text_diff_edit(unclip_pipeline* pipeline, const float* embedding, int32_t n,
-                                             const char* from, const char* to, float alpha, float theta, float* out) {
+                                             const char* from, const char* to, float alpha, float theta, float* out) UNCLIP_NOEXCEPT {
     if (!pipeline) return guarded([] { invalid("pipeline is NULL"); });
     pipeline->last_error.clear();
     return guarded(pipeline->last_error, [&] {
@@ -452,7 +452,7 @@ unclip_status unclip_pipeline_text_diff_edit(unclip_pipeline* pipeline, const fl
 }
 
 unclip_status unclip_embedding_blend(const float* const* embeddings, const float* weights, int32_t count, int32_t n,
-                                     float* out) {
+                                     float* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(embeddings, "embeddings");
         require(weights, "weights");
@@ -468,7 +468,7 @@ unclip_status unclip_embedding_blend(const float* const* embeddings, const float
     });
 }
 
-unclip_status unclip_embedding_slerp(const float* a, const float* b, int32_t n, float t, float* out) {
+unclip_status unclip_embedding_slerp(const float* a, const float* b, int32_t n, float t, float* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(a, "a");
         require(b, "b");
@@ -479,7 +479,7 @@ unclip_status unclip_embedding_slerp(const float* a, const float* b, int32_t n, 
     });
 }
 
-unclip_status unclip_image_load(const char* path, unclip_images** out) {
+unclip_status unclip_image_load(const char* path, unclip_images** out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(path, "path");
         require(out, "out");
@@ -489,11 +489,11 @@ unclip_status unclip_image_load(const char* path, unclip_images** out) {
     });
 }
 
-int32_t unclip_images_count(const unclip_images* images) {
+int32_t unclip_images_count(const unclip_images* images) UNCLIP_NOEXCEPT {
     return images ? static_cast<int32_t>(images->images.size()) : 0;
 }
 
-unclip_status unclip_images_get(const unclip_images* images, int32_t index, unclip_image_view* out) {
+unclip_status unclip_images_get(const unclip_images* images, int32_t index, unclip_image_view* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(images, "images");
         require(out, "out");
@@ -503,7 +503,7 @@ unclip_status unclip_images_get(const unclip_images* images, int32_t index, uncl
     });
 }
 
-unclip_status unclip_image_save_png(const unclip_image_view* image, const char* path) {
+unclip_status unclip_image_save_png(const unclip_image_view* image, const char* path) UNCLIP_NOEXCEPT {
     return guarded([&] {
         require(image, "image");
         require(path, "path");
@@ -513,6 +513,6 @@ unclip_status unclip_image_save_png(const unclip_image_view* image, const char* 
     });
 }
 
-void unclip_images_free(unclip_images* images) { delete images; }
+void unclip_images_free(unclip_images* images) UNCLIP_NOEXCEPT { delete images; }
 
 }  // extern "C"
