@@ -209,6 +209,21 @@ const char* scheduler_name(int value) {
                ? unclip::sampling::scheduler_name(static_cast<Scheduler>(value))
                : nullptr;
 }
+// The checked arguments of unclip_embedding_mix / _blend: `count` embeddings of `n` floats.
+std::vector<std::vector<float>> embedding_list(const float* const* embeddings, const float* weights, int32_t count,
+                                               int32_t n, const float* out) {
+    require(embeddings, "embeddings");
+    require(weights, "weights");
+    require(out, "out");
+    if (count <= 0 || n <= 0) invalid("count and n must be positive");
+    std::vector<std::vector<float>> all;
+    for (int32_t i = 0; i < count; ++i) {
+        if (!embeddings[i]) invalid("embeddings[" + std::to_string(i) + "] is NULL");
+        all.emplace_back(embeddings[i], embeddings[i] + n);
+    }
+    return all;
+}
+
 }  // namespace
 
 extern "C" {
@@ -393,16 +408,8 @@ void unclip_pipeline_cancel(unclip_pipeline* pipeline) UNCLIP_NOEXCEPT {
 unclip_status unclip_embedding_mix(const float* const* embeddings, const float* weights, int32_t count, int32_t n,
                                    float* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
-        require(embeddings, "embeddings");
-        require(weights, "weights");
-        require(out, "out");
-        if (count <= 0 || n <= 0) invalid("count and n must be positive");
-        std::vector<std::vector<float>> all;
-        for (int32_t i = 0; i < count; ++i) {
-            if (!embeddings[i]) invalid("embeddings[" + std::to_string(i) + "] is NULL");
-            all.emplace_back(embeddings[i], embeddings[i] + n);
-        }
-        const auto mixed = unclip::mix_embeddings(all, std::vector<float>(weights, weights + count));
+        const auto mixed = unclip::mix_embeddings(embedding_list(embeddings, weights, count, n, out),
+                                                  std::vector<float>(weights, weights + count));
         std::copy(mixed.begin(), mixed.end(), out);
     });
 }
@@ -454,16 +461,8 @@ unclip_status unclip_pipeline_text_diff_edit(unclip_pipeline* pipeline, const fl
 unclip_status unclip_embedding_blend(const float* const* embeddings, const float* weights, int32_t count, int32_t n,
                                      float* out) UNCLIP_NOEXCEPT {
     return guarded([&] {
-        require(embeddings, "embeddings");
-        require(weights, "weights");
-        require(out, "out");
-        if (count <= 0 || n <= 0) invalid("count and n must be positive");
-        std::vector<std::vector<float>> all;
-        for (int32_t i = 0; i < count; ++i) {
-            if (!embeddings[i]) invalid("embeddings[" + std::to_string(i) + "] is NULL");
-            all.emplace_back(embeddings[i], embeddings[i] + n);
-        }
-        const auto blended = unclip::blend_embeddings(all, std::vector<float>(weights, weights + count));
+        const auto blended = unclip::blend_embeddings(embedding_list(embeddings, weights, count, n, out),
+                                                      std::vector<float>(weights, weights + count));
         std::copy(blended.begin(), blended.end(), out);
     });
 }

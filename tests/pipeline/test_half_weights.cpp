@@ -73,7 +73,7 @@ TEST_CASE("bf16 GEMMs change the pixels only slightly, and only on CPUs that hav
     MESSAGE("mean absolute pixel difference, bf16 vs fp32 GEMMs: " << difference);
     if (CpuBackend::has_bf16_gemm()) {
         CHECK(difference > 0.0);
-        CHECK(difference < 6.0);  // of 255 (measured 2.0 on this tiny random model)
+        CHECK(difference < 3.0);  // of 255; measured 2.04 on this tiny random model
     } else {
         CHECK(difference == 0.0);
     }

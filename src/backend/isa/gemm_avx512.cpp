@@ -164,24 +164,18 @@ void pack_b_rows(const void* b, DType dtype, std::int64_t ldb, std::int64_t p0, 
 // B stored transposed ([n, k] with leading dimension ldb): 16 x 16 blocks through a transpose.
 void pack_b_transposed(const void* b, DType dtype, std::int64_t ldb, std::int64_t p0, std::int64_t kc,
                        std::int64_t j0, std::int64_t nc, float* bp) {
-    alignas(64) float block[16][16];
-    const __m512i row_starts = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
     for (std::int64_t jp = 0; jp < nc; jp += kTileCols) {
         float* panel = bp + jp * kc;
         for (int half = 0; half < 2; ++half) {
             const std::int64_t cols = std::min<std::int64_t>(16, nc - jp - 16 * half);
             for (std::int64_t pb = 0; pb < kc; pb += 16) {
                 const std::int64_t depth = std::min<std::int64_t>(16, kc - pb);
-                const __mmask16 dm = lanes(depth);
-                for (int j = 0; j < 16; ++j) {
-                    const __m512 v = j < cols ? load_widened(b, dtype, (j0 + jp + 16 * half + j) * ldb + p0 + pb, dm)
-                                              : _mm512_setzero_ps();
-                    _mm512_store_ps(block[j], v);
-                }
-                for (std::int64_t p = 0; p < depth; ++p) {
-                    const __m512i idx = _mm512_add_epi32(row_starts, _mm512_set1_epi32(static_cast<int>(p)));
-                    _mm512_store_ps(panel + (pb + p) * kTileCols + 16 * half, _mm512_i32gather_ps(idx, &block[0][0], 4));
-                }
+                __m512 v[16];  // 16 columns of B as rows, transposed into 16 depth steps
+                for (int j = 0; j < 16; ++j)
+                    v[j] = j < cols ? load_widened(b, dtype, (j0 + jp + 16 * half + j) * ldb + p0 + pb, lanes(depth))
+                                    : _mm512_setzero_ps();
+                transpose16(v);
+                for (std::int64_t p = 0; p < depth; ++p) _mm512_store_ps(panel + (pb + p) * kTileCols + 16 * half, v[p]);
             }
         }
     }
