@@ -85,7 +85,8 @@ std::vector<FieldSpan> field_spans<unclip_open_params>() {
     return {UNCLIP_FIELD(P, model_path), UNCLIP_FIELD(P, clip_vision_path), UNCLIP_FIELD(P, threads),
             UNCLIP_FIELD(P, prediction), UNCLIP_FIELD(P, unet_path), UNCLIP_FIELD(P, vae_path),
             UNCLIP_FIELD(P, text_encoder_path), UNCLIP_FIELD(P, prior_path), UNCLIP_FIELD(P, max_output_side),
-            UNCLIP_FIELD(P, max_prompt_bytes), UNCLIP_FIELD(P, low_memory), UNCLIP_FIELD(P, bf16_gemm)};
+            UNCLIP_FIELD(P, max_prompt_bytes), UNCLIP_FIELD(P, low_memory), UNCLIP_FIELD(P, bf16_gemm),
+            UNCLIP_FIELD(P, device), UNCLIP_FIELD(P, cuda_device)};
 }
 template <>
 std::vector<FieldSpan> field_spans<unclip_conditioning>() {
@@ -295,6 +296,13 @@ unclip_status unclip_pipeline_open(const unclip_open_params* params, unclip_pipe
         options.allow_reduced = p.allow_reduced;
         options.low_memory = p.low_memory;
         options.bf16_gemm = p.bf16_gemm;
+        if (p.device < UNCLIP_DEVICE_CPU || p.device > UNCLIP_DEVICE_AUTO)
+            invalid("params->device " + std::to_string(p.device) + " is not an unclip_device");
+        if (p.cuda_device < 0) invalid("params->cuda_device " + std::to_string(p.cuda_device) + " is negative");
+        options.device = p.device == UNCLIP_DEVICE_CUDA  ? unclip::ComputeDevice::cuda
+                         : p.device == UNCLIP_DEVICE_AUTO ? unclip::ComputeDevice::automatic
+                                                          : unclip::ComputeDevice::cpu;
+        options.cuda_device = p.cuda_device;
         if (p.max_output_side < 0 || p.max_prompt_bytes < 0)
             invalid("params->max_output_side " + std::to_string(p.max_output_side) + " / max_prompt_bytes " +
                     std::to_string(p.max_prompt_bytes) + ": negative");

@@ -26,7 +26,9 @@ if(NOT TARGET Eigen3::Eigen)
 endif()
 get_target_property(_unclip_eigen_inc Eigen3::Eigen INTERFACE_INCLUDE_DIRECTORIES)
 add_library(unclip_eigen INTERFACE)
-target_include_directories(unclip_eigen SYSTEM INTERFACE $<BUILD_INTERFACE:${_unclip_eigen_inc}>)
+# Quoted: the property can be a list (nlohmann_json names its folder twice), which unquoted would
+# split the generator expression into a bogus relative include folder.
+target_include_directories(unclip_eigen SYSTEM INTERFACE "$<BUILD_INTERFACE:${_unclip_eigen_inc}>")
 
 if(NOT TARGET nlohmann_json::nlohmann_json)
   find_package(nlohmann_json 3.9 CONFIG QUIET)
@@ -36,7 +38,7 @@ if(NOT TARGET nlohmann_json::nlohmann_json)
 endif()
 get_target_property(_unclip_json_inc nlohmann_json::nlohmann_json INTERFACE_INCLUDE_DIRECTORIES)
 add_library(unclip_json INTERFACE)
-target_include_directories(unclip_json SYSTEM INTERFACE $<BUILD_INTERFACE:${_unclip_json_inc}>)
+target_include_directories(unclip_json SYSTEM INTERFACE "$<BUILD_INTERFACE:${_unclip_json_inc}>")
 
 # minizip (zlib's contrib) reads the zip container of PyTorch .ckpt files; unlike libzip it
 # reports where an entry's data starts, which is what lets tensors stay memory-mapped.
@@ -48,6 +50,15 @@ if(NOT TARGET unclip_minizip)
   endif()
   add_library(unclip_minizip INTERFACE)
   target_include_directories(unclip_minizip SYSTEM INTERFACE $<BUILD_INTERFACE:${UNCLIP_MINIZIP_INCLUDE_DIR}>)
+  # A static libminizip (UNCLIP_DEPS_DIR's is one) needs zlib after it on the link line, which only
+  # a target that names zlib as its dependency guarantees.
+  find_package(ZLIB QUIET)
+  if(UNCLIP_MINIZIP_LIBRARY MATCHES "\\${CMAKE_STATIC_LIBRARY_SUFFIX}$" AND TARGET ZLIB::ZLIB)
+    add_library(unclip_minizip_static STATIC IMPORTED)
+    set_target_properties(unclip_minizip_static PROPERTIES
+      IMPORTED_LOCATION "${UNCLIP_MINIZIP_LIBRARY}" INTERFACE_LINK_LIBRARIES ZLIB::ZLIB)
+    target_link_libraries(unclip_minizip INTERFACE $<BUILD_INTERFACE:unclip_minizip_static>)
+  endif()
 endif()
 
 find_path(UNCLIP_STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb)

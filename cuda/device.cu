@@ -4,6 +4,7 @@
 
 #include "check.cuh"
 #include "unclip/backend/cuda.hpp"
+#include "unclip/error.hpp"
 
 namespace unclip::cuda {
 
@@ -36,9 +37,22 @@ std::string device_description() {
     return text;
 }
 
+void memory_info(std::size_t& free_bytes, std::size_t& total_bytes) noexcept {
+    free_bytes = total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        free_bytes = total_bytes = 0;
+    }
+}
+
 void* allocate(std::size_t bytes) {
     void* p = nullptr;
-    UNCLIP_CUDA_CHECK(cudaMalloc(&p, bytes));
+    const cudaError_t status = cudaMalloc(&p, bytes);
+    if (status == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        throw Error(Status::out_of_memory, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of GPU memory");
+    }
+    UNCLIP_CUDA_CHECK(status);
     return p;
 }
 
@@ -51,6 +65,9 @@ void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
                              : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
                                                                 : cudaMemcpyDeviceToDevice;
     UNCLIP_CUDA_CHECK(cudaMemcpy(dst, src, bytes, k));
+    // From pageable memory cudaMemcpy may return before the data lands, and the contexts' streams
+    // do not wait for the default stream: wait here, so the copy is done when this returns.
+    UNCLIP_CUDA_CHECK(cudaStreamSynchronize(nullptr));
 }
 
 }  // namespace unclip::cuda

@@ -16,4 +16,18 @@ template class Mlp<CpuBackend, float>;
 template class ResidualAttentionBlock<CpuBackend, float>;
 template class ClipTextModel<CpuBackend, float>;
 template class ClipVisionModel<CpuBackend, float>;
+// CudaBackend: the same modules over device memory (in a build without CUDA, every primitive throws).
+template class Linear<CudaBackend, float>;
+template class Conv2d<CudaBackend, float>;
+template class GroupNorm<CudaBackend, float>;
+template class ResBlock<CudaBackend, float>;
+template class LayerNorm<CudaBackend, float>;
+template class MultiHeadAttention<CudaBackend, float>;
+template class SpatialTransformer<CudaBackend, float>;
+template class UNet<CudaBackend, float>;
+template class AutoencoderKL<CudaBackend, float>;
+template class Mlp<CudaBackend, float>;
+template class ResidualAttentionBlock<CudaBackend, float>;
+template class ClipTextModel<CudaBackend, float>;
+template class ClipVisionModel<CudaBackend, float>;
 }  // namespace unclip::nn

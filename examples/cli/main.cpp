@@ -109,7 +109,7 @@ struct VariationArgs {
     std::vector<std::string> edit, interpolate;
     int frames = 8;
     unclip::GenerateParams params;
-    int threads = 0;
+    int threads = 0, cuda_device = 0;
     bool low_memory = false;
     bool bf16 = false;
     bool allow_reduced = false, quiet = false;
@@ -231,12 +231,13 @@ std::string describe(const VariationArgs& a, const std::string& model) {
 }
 
 int run_variation(VariationArgs& a) {
-    if (a.device != "cpu" && a.device != "cuda")
-        throw unclip::Error(unclip::Status::invalid_argument, "--device must be cpu or cuda, not '" + a.device + "'");
-    if (a.device == "cuda")
-        throw unclip::Error(unclip::Status::device, "--device cuda: the pipeline runs on the CPU in this version (" +
-                                                        unclip::cuda::device_description() + ")");
+    if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
+        throw unclip::Error(unclip::Status::invalid_argument, "--device must be cpu, cuda or auto, not '" + a.device + "'");
     unclip::PipelineOptions options;
+    options.device = a.device == "cuda"   ? unclip::ComputeDevice::cuda
+                     : a.device == "auto" ? unclip::ComputeDevice::automatic
+                                          : unclip::ComputeDevice::cpu;
+    options.cuda_device = a.cuda_device;
     // With --unet and no --model the components make the model; the demo model is the default only
     // when neither is given.
     const bool demo = a.model.empty() && a.unet.empty();
@@ -253,9 +254,10 @@ int run_variation(VariationArgs& a) {
     auto t0 = std::chrono::steady_clock::now();
     unclip::Pipeline pipeline(options);
     const auto& cfg = pipeline.model_config();
-    std::printf("model %s (%s prediction%s) loaded in %.1f s\n", unclip::io::variant_name(cfg.variant),
+    std::printf("model %s (%s prediction%s) loaded in %.1f s; running on %s\n", unclip::io::variant_name(cfg.variant),
                 unclip::io::prediction_name(cfg.prediction), cfg.reduced ? ", reduced test architecture" : "",
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                pipeline.device_description().c_str());
     for (const auto& image : a.images) a.params.images.push_back(parse_image_arg(image));
     apply_embedding_options(pipeline, a);
     if (!a.init.empty()) a.params.init_image = unclip::load_image(a.init);
@@ -328,7 +330,8 @@ int main(int argc, char** argv) {
     variation->add_option("--threads", v.threads, "CPU threads (default: all)");
     variation->add_flag("--low-memory", v.low_memory, "give the CLIP towers' weights back to the system after encoding");
     variation->add_flag("--bf16", v.bf16, "bf16 GEMMs on CPUs with AVX-512 BF16: faster, less exact (rel. error ~1e-2)");
-    variation->add_option("--device", v.device, "cpu or cuda (default cpu)");
+    variation->add_option("--device", v.device, "cpu, cuda (the GPU; an error without one) or auto (the GPU when usable, else the CPU); default cpu");
+    variation->add_option("--cuda-device", v.cuda_device, "with --device cuda or auto: the GPU's index (default 0)");
     variation->add_flag("--allow-reduced", v.allow_reduced, "accept reduced test architectures");
     variation->add_flag("--quiet,-q", v.quiet, "no per-step progress");
     variation->add_option("--prior", v.prior, "prior folder (prior/, prior_text_encoder/, prior_tokenizer/, prior_scheduler/); default: the model folder's");

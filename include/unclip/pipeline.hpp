@@ -28,6 +28,10 @@
 
 namespace unclip {
 
+// Where the modules run. automatic: CUDA when this build has it and a GPU is usable, else the CPU.
+enum class ComputeDevice { cpu, cuda, automatic };
+UNCLIP_CXX_API const char* compute_device_name(ComputeDevice device) noexcept;  // "cpu", "cuda", "auto"
+
 struct PipelineOptions {
     std::string model_path;         // .safetensors / .ckpt single file, or a diffusers folder
     std::string clip_vision_path;   // optional separate CLIP vision file (replaces the checkpoint's)
@@ -40,6 +44,11 @@ struct PipelineOptions {
     // clip_vision_path (image embeddings work without).
     std::string unet_path, vae_path, text_encoder_path;
     int threads = 0;                // CPU threads; 0 = one per hardware thread
+    // cuda: the UNet, VAE and both CLIP towers run on GPU `cuda_device` with fp16 weights (bf16
+    // when the file stores bf16) uploaded once; Error(Status::device) naming the reason when no
+    // GPU is usable. The prior, tokenizer and samplers' arithmetic stay on the CPU.
+    ComputeDevice device = ComputeDevice::cpu;
+    int cuda_device = 0;
     // Give the CLIP towers' memory-mapped weights back to the system after each encoding (they are
     // read from the file again when next needed): lower peak memory for a slower next encode.
     bool low_memory = false;
@@ -126,6 +135,9 @@ public:
     Pipeline& operator=(const Pipeline&) = delete;
 
     const io::ModelConfig& model_config() const noexcept;
+    // The device the modules run on (never automatic) and, for cuda, the GPU's description.
+    ComputeDevice device() const noexcept;
+    std::string device_description() const;
     // Width of the image embeddings this model is conditioned on (1024 for -h, 768 for -l).
     int embedding_dim() const noexcept;
 

@@ -6,6 +6,7 @@
 
 #include "unclip/detail/export.hpp"
 #include "unclip/error.hpp"
+#include "unclip/tensor.hpp"
 
 namespace unclip {
 
@@ -19,6 +20,10 @@ public:
 
     Scratch() = default;
     explicit Scratch(std::size_t bytes) { reserve(bytes); }
+    // An arena in the memory of `device` (Device::cuda: GPU memory for CudaBackend modules, one
+    // allocation that later forwards reuse).
+    explicit Scratch(Device device, std::size_t bytes = 0) : device_(device) { reserve(bytes); }
+    Device device() const noexcept { return device_; }
     // Grows the buffer to at least `bytes`; only while nothing is taken (else Status::internal).
     void reserve(std::size_t bytes);
     std::size_t capacity() const noexcept { return capacity_; }
@@ -43,8 +48,12 @@ public:
 private:
     void* take_bytes(std::size_t bytes);
     struct Free {
+        Free() noexcept : device(Device::cpu) {}
+        explicit Free(Device d) noexcept : device(d) {}
+        Device device;
         void operator()(std::byte* p) const noexcept;
     };
+    Device device_ = Device::cpu;
     std::unique_ptr<std::byte, Free> buffer_;
     std::size_t capacity_ = 0;
     std::size_t used_ = 0;

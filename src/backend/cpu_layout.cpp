@@ -2,6 +2,9 @@
 // transformer blocks, and nearest-neighbour upsampling. Transposes go through 32x32 blocks so that
 // both the reads and the writes stay within a few cache lines.
 #include <algorithm>
+#include <cstring>
+
+#include "unclip/nn/timestep_embedding.hpp"
 
 #include "unclip/backend/cpu.hpp"
 
@@ -58,6 +61,27 @@ void CpuBackend::upsample_nearest(const Context& ctx, const float* x, float* y, 
                              }
                          }
                      });
+}
+
+void CpuBackend::upload(const Context& ctx, const float* host, float* y, std::int64_t n) { copy(ctx, host, y, n); }
+void CpuBackend::download(const Context& ctx, const float* x, float* host, std::int64_t n) { copy(ctx, x, host, n); }
+
+void CpuBackend::copy(const Context&, const float* x, float* y, std::int64_t n) {
+    if (n > 0 && x != y) std::memmove(y, x, sizeof(float) * static_cast<std::size_t>(n));
+}
+
+void CpuBackend::concat_channels(const Context&, const float* a, std::int64_t c1, const float* b, std::int64_t c2,
+                                 float* y, std::int64_t batch, std::int64_t spatial) {
+    for (std::int64_t i = 0; i < batch; ++i) {
+        std::memcpy(y + i * (c1 + c2) * spatial, a + i * c1 * spatial, sizeof(float) * static_cast<std::size_t>(c1 * spatial));
+        std::memcpy(y + (i * (c1 + c2) + c1) * spatial, b + i * c2 * spatial,
+                    sizeof(float) * static_cast<std::size_t>(c2 * spatial));
+    }
+}
+
+void CpuBackend::timestep_embedding(const Context&, const float* timesteps, std::int64_t batch, std::int64_t dim,
+                                    float* out) {
+    nn::timestep_embedding(timesteps, batch, dim, out);
 }
 
 }  // namespace unclip

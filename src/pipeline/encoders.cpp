@@ -34,8 +34,20 @@ std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const 
     o.size = static_cast<int>(vision->config().image_size);
     const Tensor pixels = clip_preprocess(image, o);
     Tensor embedding = Tensor::empty(DType::f32, {1, vision->config().embed_dim});
-    impl.reserve(vision->scratch_bytes(1));
-    vision->forward(impl.ctx, view_of<const float>(pixels), view_of<float>(embedding), impl.scratch);
+    if (impl.gpu) {
+        GpuModels& g = *impl.gpu;
+        g.ctx.activate();
+        g.reserve(g.vision->scratch_bytes(1) + Scratch::bytes_for<float>(static_cast<std::size_t>(pixels.numel())) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(embedding.numel())));
+        Scratch::Frame frame(g.scratch);
+        const CView<float> device_pixels{g.stage(pixels.data<const float>(), pixels.numel()), pixels.shape()};
+        const View<float> device_embedding{g.scratch.take<float>(static_cast<std::size_t>(embedding.numel())), embedding.shape()};
+        g.vision->forward(g.ctx, device_pixels, device_embedding, g.scratch);
+        CudaBackend::download(g.ctx, device_embedding.data, embedding.data<float>(), embedding.numel());
+    } else {
+        impl.reserve(vision->scratch_bytes(1));
+        vision->forward(impl.ctx, view_of<const float>(pixels), view_of<float>(embedding), impl.scratch);
+    }
     if (impl.options.low_memory) release_resident_pages(impl.models->vision_weights);
     const float* e = embedding.data<const float>();
     std::vector<float> result(e, e + embedding.numel());
@@ -52,13 +64,20 @@ TextEncoding encode_text(Pipeline::Impl& impl, const std::string& prompt) {
     const text::PromptTokens tokens = text::tokenize_prompt(*impl.models->tokenizer, prompt);
     TextEncoding out;
     out.context = Tensor::empty(DType::f32, {1, tokens.chunks() * text::kClipContextLength, model.config().width});
-    impl.reserve(nn::encode_prompt_scratch_bytes(model, tokens));
+    View<float> pooled;
     if (model.config().embed_dim > 0) {
         out.pooled = Tensor::empty(DType::f32, {1, model.config().embed_dim});
-        View<float> pooled = view_of<float>(out.pooled);
-        nn::encode_prompt(impl.ctx, model, tokens, view_of<float>(out.context), &pooled, impl.scratch);
+        pooled = view_of<float>(out.pooled);
+    }
+    View<float>* pooled_out = out.pooled.defined() ? &pooled : nullptr;
+    if (impl.gpu) {
+        GpuModels& g = *impl.gpu;
+        g.ctx.activate();
+        g.reserve(nn::encode_prompt_scratch_bytes(*g.text, tokens));
+        nn::encode_prompt(g.ctx, *g.text, tokens, view_of<float>(out.context), pooled_out, g.scratch);
     } else {
-        nn::encode_prompt<CpuBackend, float>(impl.ctx, model, tokens, view_of<float>(out.context), nullptr, impl.scratch);
+        impl.reserve(nn::encode_prompt_scratch_bytes(model, tokens));
+        nn::encode_prompt(impl.ctx, model, tokens, view_of<float>(out.context), pooled_out, impl.scratch);
     }
     if (impl.options.low_memory) release_resident_pages(impl.models->text_weights);
     return out;

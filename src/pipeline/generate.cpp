@@ -2,6 +2,8 @@
 // CLIPTextEncode (positive, negative) -> unCLIPConditioning (images) -> EmptyLatentImage or
 // VAEEncode (+ SetLatentNoiseMask) -> KSampler -> VAEDecode -> SaveImage.
 #include <cmath>
+#include <functional>
+#include <optional>
 #include <numeric>
 
 #include "pipeline/pipeline_impl.hpp"
@@ -127,16 +129,46 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         std::copy_n(neg_context.data<const float>(), tokens * width, contexts.data<float>() + (batch + r) * tokens * width);
         if (adm > 0) std::copy(y_positive.begin(), y_positive.end(), ys.data<float>() + r * adm);
     }
-    const auto& unet = *models.unet;
-    impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));
     std::vector<float> timesteps;
-    auto network = [&](const sampling::ModelCall& call) {
-        timesteps.assign(static_cast<std::size_t>(call.rows), call.timestep);
-        // With guidance off the call has B positive rows; the first rows of contexts/ys serve it.
-        const CView<float> context{contexts.data<const float>(), {call.rows, tokens, width}};
-        unet.forward(impl.ctx, CView<float>{call.input, {call.rows, 4, h, w}}, timesteps.data(), context,
-                     adm > 0 ? ys.data<const float>() : nullptr, View<float>{call.output, {call.rows, 4, h, w}}, impl.scratch);
-    };
+    std::function<void(const sampling::ModelCall&)> network;
+    // On a GPU the contexts and ADM vectors go up once; each call moves only the latents.
+    std::optional<Scratch::Frame> gpu_frame;
+    const float* gpu_contexts = nullptr;
+    const float* gpu_ys = nullptr;
+    float *gpu_input = nullptr, *gpu_output = nullptr;
+    if (impl.gpu) {
+        GpuModels& g = *impl.gpu;
+        g.ctx.activate();
+        const auto rows = static_cast<std::size_t>(2 * batch * row_size);
+        g.reserve(g.unet->scratch_bytes({2 * batch, 4, h, w}, tokens) + 2 * Scratch::bytes_for<float>(rows) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(contexts.numel())) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(ys.numel())));
+        gpu_frame.emplace(g.scratch);
+        gpu_contexts = g.stage(contexts.data<const float>(), contexts.numel());
+        gpu_ys = g.stage(ys.data<const float>(), ys.numel());
+        gpu_input = g.scratch.take<float>(rows);
+        gpu_output = g.scratch.take<float>(rows);
+        network = [&](const sampling::ModelCall& call) {
+            timesteps.assign(static_cast<std::size_t>(call.rows), call.timestep);
+            const std::int64_t n = call.rows * row_size;
+            CudaBackend::upload(g.ctx, call.input, gpu_input, n);
+            g.unet->forward(g.ctx, CView<float>{gpu_input, {call.rows, 4, h, w}}, timesteps.data(),
+                            CView<float>{gpu_contexts, {call.rows, tokens, width}}, adm > 0 ? gpu_ys : nullptr,
+                            View<float>{gpu_output, {call.rows, 4, h, w}}, g.scratch);
+            CudaBackend::download(g.ctx, gpu_output, call.output, n);
+        };
+    } else {
+        const auto& unet = *models.unet;
+        impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));
+        network = [&](const sampling::ModelCall& call) {
+            timesteps.assign(static_cast<std::size_t>(call.rows), call.timestep);
+            // With guidance off the call has B positive rows; the first rows of contexts/ys serve it.
+            const CView<float> context{contexts.data<const float>(), {call.rows, tokens, width}};
+            unet.forward(impl.ctx, CView<float>{call.input, {call.rows, 4, h, w}}, timesteps.data(), context,
+                         adm > 0 ? ys.data<const float>() : nullptr, View<float>{call.output, {call.rows, 4, h, w}},
+                         impl.scratch);
+        };
+    }
     const sampling::ModelSchedule schedule = sampling::ModelSchedule::scaled_linear();
     const sampling::Prediction prediction =
         cfg.prediction == io::Prediction::v ? sampling::Prediction::v : sampling::Prediction::eps;
@@ -184,6 +216,7 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         return p.on_progress(progress);
     };
     const std::vector<float> sampled = sampling::ksample(ks, schedule, denoise, latent);
+    gpu_frame.reset();  // the decode below reserves its own arena
     if (impl.cancelled.load()) throw Error(Status::cancelled, "generate: cancelled");
 
     Tensor result = Tensor::empty(DType::f32, {batch, 4, h, w});

@@ -20,6 +20,27 @@ std::uint8_t to_byte(float unit) {
     // SaveImage: clip(255 x, 0, 255) then a truncating cast to uint8.
     return static_cast<std::uint8_t>(std::clamp(unit * 255.0f, 0.0f, 255.0f));
 }
+// The whole decode on the GPU unless asked for tiles (tile > 0, in latent pixels) or the
+// activations would take more than half of the GPU's free memory; then tiles as on the CPU.
+void decode_on_gpu(GpuModels& g, const Tensor& latents, Tensor& pixels, std::int64_t tile, std::int64_t overlap) {
+    g.ctx.activate();
+    const auto& vae = *g.vae;
+    const auto io_bytes = Scratch::bytes_for<float>(static_cast<std::size_t>(latents.numel())) +
+                          Scratch::bytes_for<float>(static_cast<std::size_t>(pixels.numel()));
+    std::size_t free_bytes = 0, total_bytes = 0;
+    cuda::memory_info(free_bytes, total_bytes);
+    const std::size_t whole = vae.decode_scratch_bytes(latents.shape()) + io_bytes;
+    const bool tiled = tile > 0 || whole > (free_bytes + g.scratch.capacity()) / 2;
+    const nn::VaeTiling tiling = tile > 0 ? nn::VaeTiling{tile, overlap} : kDecodeTiling;
+    g.reserve(tiled ? vae.tiled_decode_scratch_bytes(latents.shape(), tiling) + io_bytes : whole);
+    Scratch::Frame frame(g.scratch);
+    const CView<float> device_latents{g.stage(latents.data<const float>(), latents.numel()), latents.shape()};
+    const View<float> device_pixels{g.scratch.take<float>(static_cast<std::size_t>(pixels.numel())), pixels.shape()};
+    if (tiled) vae.decode_tiled(g.ctx, device_latents, device_pixels, tiling, g.scratch);
+    else vae.decode(g.ctx, device_latents, device_pixels, g.scratch);
+    CudaBackend::download(g.ctx, device_pixels.data, pixels.data<float>(), pixels.numel());
+}
+
 }  // namespace
 
 std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, int vae_tile, int vae_tile_overlap) {
@@ -29,7 +50,9 @@ std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, i
     for (std::int64_t i = 0; i < unscaled.numel(); ++i) unscaled.data<float>()[i] /= vae.config().scaling_factor;
     Tensor pixels = Tensor::empty(DType::f32, {batch, 3, h * f, w * f});
     const std::size_t whole = vae.decode_scratch_bytes(unscaled.shape());
-    if (vae_tile > 0) {
+    if (impl.gpu) {
+        decode_on_gpu(*impl.gpu, unscaled, pixels, vae_tile / f, vae_tile_overlap / f);
+    } else if (vae_tile > 0) {
         const nn::VaeTiling tiling{vae_tile / f, vae_tile_overlap / f};
         impl.reserve(vae.tiled_decode_scratch_bytes(unscaled.shape(), tiling));
         vae.decode_tiled(impl.ctx, view_of<const float>(unscaled), view_of<float>(pixels), tiling, impl.scratch);
@@ -78,8 +101,20 @@ Tensor encode_latent(Pipeline::Impl& impl, const Image& image) {
                 dst[c * plane + static_cast<std::int64_t>(y) * width + x] = 2.0f * unit - 1.0f;
             }
     Tensor moments = Tensor::empty(DType::f32, {1, 2 * vae.config().embed_dim, height / f, width / f});
-    impl.reserve(vae.encode_scratch_bytes(pixels.shape()));
-    vae.encode(impl.ctx, view_of<const float>(pixels), view_of<float>(moments), impl.scratch);
+    if (impl.gpu) {
+        GpuModels& g = *impl.gpu;
+        g.ctx.activate();
+        g.reserve(g.vae->encode_scratch_bytes(pixels.shape()) + Scratch::bytes_for<float>(static_cast<std::size_t>(pixels.numel())) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(moments.numel())));
+        Scratch::Frame frame(g.scratch);
+        const CView<float> device_pixels{g.stage(pixels.data<const float>(), pixels.numel()), pixels.shape()};
+        const View<float> device_moments{g.scratch.take<float>(static_cast<std::size_t>(moments.numel())), moments.shape()};
+        g.vae->encode(g.ctx, device_pixels, device_moments, g.scratch);
+        CudaBackend::download(g.ctx, device_moments.data, moments.data<float>(), moments.numel());
+    } else {
+        impl.reserve(vae.encode_scratch_bytes(pixels.shape()));
+        vae.encode(impl.ctx, view_of<const float>(pixels), view_of<float>(moments), impl.scratch);
+    }
     // The posterior mean (ComfyUI's VAEEncode takes the mode), in sampling space.
     Tensor latent = moments.slice(1, 0, vae.config().embed_dim).clone();
     for (std::int64_t i = 0; i < latent.numel(); ++i) latent.data<float>()[i] *= vae.config().scaling_factor;

@@ -22,6 +22,19 @@ Pipeline::Pipeline(const PipelineOptions& options) : impl_(std::make_unique<Impl
     load.text_encoder_path = options.text_encoder_path;
     load.allow_reduced = options.allow_reduced;
     impl_->models = pipeline::load_models(options.model_path, load);
+    if (options.device != ComputeDevice::cpu && options.device != ComputeDevice::cuda &&
+        options.device != ComputeDevice::automatic)
+        throw Error(Status::invalid_argument, "Pipeline: unknown device " + std::to_string(static_cast<int>(options.device)));
+    const bool gpu_usable = cuda::compiled_with_cuda() && cuda::device_count() > 0;
+    if (options.device == ComputeDevice::cuda && !gpu_usable)
+        throw Error(Status::device, "Pipeline: device cuda requested, but " + cuda::device_description());
+    if (options.device == ComputeDevice::cuda || (options.device == ComputeDevice::automatic && gpu_usable)) {
+        impl_->gpu = pipeline::load_gpu_models(*impl_->models, options.cuda_device, options.bf16_gemm);
+        // The GPU holds its own copies: the mapped file pages can go back to the system.
+        for (const auto* weights : {&impl_->models->unet_weights, &impl_->models->vae_weights, &impl_->models->text_weights,
+                                    &impl_->models->vision_weights})
+            pipeline::release_resident_pages(*weights);
+    }
     const std::string prior = !options.prior_path.empty() ? options.prior_path
                               : io::has_prior(options.model_path) ? options.model_path : std::string();
     if (!prior.empty()) impl_->prior = pipeline::load_prior_models(prior);
@@ -30,6 +43,22 @@ Pipeline::Pipeline(const PipelineOptions& options) : impl_(std::make_unique<Impl
 Pipeline::~Pipeline() = default;
 
 const io::ModelConfig& Pipeline::model_config() const noexcept { return impl_->models->checkpoint.config; }
+
+ComputeDevice Pipeline::device() const noexcept { return impl_->gpu ? ComputeDevice::cuda : ComputeDevice::cpu; }
+
+std::string Pipeline::device_description() const {
+    return impl_->gpu ? impl_->gpu->description
+                      : std::string("CPU (") + std::to_string(impl_->ctx.threads()) + " threads, " + cpu_kernel_isa() + " kernels)";
+}
+
+const char* compute_device_name(ComputeDevice device) noexcept {
+    switch (device) {
+    case ComputeDevice::cpu: return "cpu";
+    case ComputeDevice::cuda: return "cuda";
+    case ComputeDevice::automatic: return "auto";
+    }
+    return "unknown";
+}
 
 int Pipeline::embedding_dim() const noexcept { return impl_->models->checkpoint.config.noise_aug_dim(); }
 

@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "pipeline/pipeline_gpu.hpp"
 #include "pipeline/pipeline_models.hpp"
 #include "unclip/pipeline.hpp"
 
@@ -14,6 +15,7 @@ struct Pipeline::Impl {
     PipelineOptions options;
     std::unique_ptr<pipeline::Models> models;
     std::unique_ptr<pipeline::PriorModels> prior;  // null without a prior
+    std::unique_ptr<pipeline::GpuModels> gpu;      // the modules that run, when the device is a GPU
     CpuBackend::Context ctx;
     Scratch scratch;
     std::mutex mutex;                  // serialises the modules' use of ctx and scratch

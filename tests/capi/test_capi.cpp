@@ -6,6 +6,7 @@
 
 #include "test_support.hpp"
 #include "tiny_model.hpp"
+#include "unclip/backend/cuda.hpp"
 
 namespace {
 unclip_pipeline* open_tiny() {
@@ -122,6 +123,30 @@ TEST_CASE("a generation through the C API returns owned images of the requested 
     CHECK(view.pixels != nullptr);
     CHECK(unclip_images_get(out, 2, &view) == UNCLIP_STATUS_INVALID_ARGUMENT);
     unclip_images_free(out);
+}
+
+TEST_CASE("the device field defaults to the CPU; an unknown device is refused and CUDA without a GPU says why") {
+    unclip_open_params open;
+    REQUIRE(unclip_open_default_params(&open) == UNCLIP_STATUS_OK);
+    CHECK(open.device == UNCLIP_DEVICE_CPU);
+    CHECK(open.cuda_device == 0);
+    open.model_path = unclip::test::tiny_model_path().c_str();
+    open.allow_reduced = true;
+    open.threads = 2;
+    unclip_pipeline* pipeline = nullptr;
+    open.device = 9;
+    CHECK(unclip_pipeline_open(&open, &pipeline) == UNCLIP_STATUS_INVALID_ARGUMENT);
+    CHECK(std::string(unclip_last_error()).find("params->device 9") != std::string::npos);
+    open.device = UNCLIP_DEVICE_AUTO;
+    REQUIRE_MESSAGE(unclip_pipeline_open(&open, &pipeline) == UNCLIP_STATUS_OK, unclip_last_error());
+    unclip_pipeline_free(pipeline);
+    pipeline = nullptr;
+    if (unclip::cuda::device_count() == 0) {
+        open.device = UNCLIP_DEVICE_CUDA;
+        CHECK(unclip_pipeline_open(&open, &pipeline) == UNCLIP_STATUS_DEVICE);
+        CHECK(std::string(unclip_last_error()).find("device cuda requested") != std::string::npos);
+        CHECK(pipeline == nullptr);
+    }
 }
 
 TEST_CASE("low_memory and bf16_gemm open a working pipeline; low_memory keeps the pixels") {

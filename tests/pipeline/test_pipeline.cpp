@@ -5,6 +5,7 @@
 
 #include "test_support.hpp"
 #include "tiny_model.hpp"
+#include "unclip/backend/cuda.hpp"
 #include "unclip/io/safetensors.hpp"
 #include "unclip/pipeline.hpp"
 
@@ -97,6 +98,23 @@ TEST_CASE("a generation is deterministic for a seed and changes with the seed, t
 TEST_CASE("the image of a generation does not depend on the thread count") {
     Pipeline single(tiny_options(1));
     CHECK(single.generate(small_params())[0].pixels == tiny_pipeline().generate(small_params())[0].pixels);
+}
+
+TEST_CASE("without a usable GPU, device auto runs on the CPU and device cuda is refused naming the reason") {
+    if (cuda::compiled_with_cuda() && cuda::device_count() > 0) {
+        MESSAGE("a GPU is present: the cuda label's tests cover device selection");
+        return;
+    }
+    PipelineOptions o = tiny_options(2);
+    o.device = ComputeDevice::automatic;
+    Pipeline automatic(o);
+    CHECK(automatic.device() == ComputeDevice::cpu);
+    CHECK(automatic.device_description().find("CPU") != std::string::npos);
+    CHECK(automatic.generate(small_params())[0].pixels == tiny_pipeline().generate(small_params())[0].pixels);
+    o.device = ComputeDevice::cuda;
+    CHECK_THROWS_STATUS(Pipeline{o}, Status::device, "device cuda requested, but no CUDA");
+    o.device = static_cast<ComputeDevice>(7);
+    CHECK_THROWS_STATUS(Pipeline{o}, Status::invalid_argument, "unknown device 7");
 }
 
 TEST_CASE("every sampler and scheduler runs through the pipeline and batches give distinct images") {

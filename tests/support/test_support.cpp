@@ -1,6 +1,7 @@
 #include "test_support.hpp"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -12,8 +13,11 @@
 
 namespace unclip::test {
 
+// The environment variable of the same name wins, for test programs run from another checkout
+// (the GPU machine's copy of the tree).
 std::filesystem::path data_path(const std::string& relative) {
-    return std::filesystem::path(UNCLIP_TEST_DATA_DIR) / relative;
+    const char* moved = std::getenv("UNCLIP_TEST_DATA_DIR");
+    return std::filesystem::path(moved && *moved ? moved : UNCLIP_TEST_DATA_DIR) / relative;
 }
 
 Fixture::Fixture(const std::string& relative) : file_(io::SafetensorsFile::open(data_path(relative).string())) {}

@@ -24,6 +24,10 @@ UNCLIP_CXX_API const char* cpu_kernel_isa() noexcept;
 inline constexpr int kMaxCpuThreads = 1024;
 
 struct CpuBackend {
+    // Rows a transformer feed-forward handles per pass: its hidden state stays in cache-friendly
+    // sizes (see nn::SpatialTransformer).
+    static constexpr std::int64_t kFeedForwardRows = 1024;
+
     // Per-caller execution state: the worker threads. A Context is used by one thread at a time;
     // several threads may run the same (const) modules, each with its own Context and Scratch.
     class UNCLIP_CXX_API Context {
@@ -140,6 +144,18 @@ struct CpuBackend {
                                             std::int64_t cols);
     // y[i] += x[i].
     UNCLIP_CXX_API static void add(const Context& ctx, const float* x, float* y, std::int64_t n);
+
+    // The copies a module needs between host and backend memory, which are plain copies here
+    // (CudaBackend's move data to and from the GPU). n floats each.
+    UNCLIP_CXX_API static void upload(const Context& ctx, const float* host, float* y, std::int64_t n);
+    UNCLIP_CXX_API static void download(const Context& ctx, const float* x, float* host, std::int64_t n);
+    UNCLIP_CXX_API static void copy(const Context& ctx, const float* x, float* y, std::int64_t n);
+    // y = [a, b] along channels: a [B, c1, spatial], b [B, c2, spatial] -> y [B, c1 + c2, spatial].
+    UNCLIP_CXX_API static void concat_channels(const Context& ctx, const float* a, std::int64_t c1, const float* b,
+                                               std::int64_t c2, float* y, std::int64_t batch, std::int64_t spatial);
+    // nn::timestep_embedding: timesteps [batch] -> out [batch, dim].
+    UNCLIP_CXX_API static void timestep_embedding(const Context& ctx, const float* timesteps, std::int64_t batch,
+                                                  std::int64_t dim, float* out);
 
     // Row gather (embedding lookup): y[i, :] = table[ids[i], :] for i < n; ids (host memory) must
     // be valid rows, which the caller checks.

@@ -1,11 +1,22 @@
 #pragma once
-// CUDA backend primitives, declared over plain types: no CUDA header reaches users. In a build
-// without CUDA (or on a machine without a GPU) every primitive throws Error(Status::device) and
-// device_count() returns 0.
+// CUDA backend, declared over plain types: no CUDA header reaches users. In a build without CUDA
+// (or on a machine without a GPU) every primitive throws Error(Status::device) and device_count()
+// returns 0.
+//
+// CudaBackend mirrors CpuBackend primitive for primitive, so the same module templates run on
+// either. Pointers are device memory unless a comment says "host". Activations are fp32 in device
+// memory; GEMM operands are rounded to the weight's half type (fp16 or bf16) and multiplied on the
+// tensor cores with fp32 sums, so results agree with the CPU's fp32 path to about 1e-3 relative.
+// Every call is queued on the Context's stream and returns before the GPU finishes; download()
+// and Context::synchronize() wait, and report any error the queued work raised.
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include "unclip/detail/export.hpp"
+#include "unclip/dtype.hpp"
+#include "unclip/scratch.hpp"
 
 namespace unclip::cuda {
 
@@ -22,8 +33,137 @@ UNCLIP_CXX_API void deallocate(void* device_pointer) noexcept;
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 UNCLIP_CXX_API void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind);
 
+// Free and total memory of the current device in bytes (0, 0 without one). Never throws.
+UNCLIP_CXX_API void memory_info(std::size_t& free_bytes, std::size_t& total_bytes) noexcept;
+
 // In-place bulk conversions on device memory (n elements), synchronous.
 UNCLIP_CXX_API void convert_f32_to_f16(const float* src, void* dst_half, std::size_t n);
 UNCLIP_CXX_API void convert_f16_to_f32(const void* src_half, float* dst, std::size_t n);
 
+struct ContextState;  // stream, cuBLAS handle, workspace (src: cuda/context.cu)
+
 }  // namespace unclip::cuda
+
+namespace unclip {
+
+struct CudaBackend {
+    // A GPU runs a transformer feed-forward over all rows at once (one large GEMM instead of
+    // many small ones); the limit only bounds the hidden state above 1024 px.
+    static constexpr std::int64_t kFeedForwardRows = std::int64_t{1} << 16;
+
+    // One stream, one cuBLAS handle and one growing device workspace (GEMM operands in half
+    // precision, im2col columns, attention and norm partials). The workspace grows to the largest
+    // request and then stays, so a repeated forward (a sampling loop) allocates nothing. A Context
+    // is used by one thread at a time.
+    class UNCLIP_CXX_API Context {
+    public:
+        // Throws Error(Status::device) naming the reason when there is no usable GPU.
+        explicit Context(int device = 0);
+        ~Context();
+        Context(Context&&) noexcept;
+        Context& operator=(Context&&) noexcept;
+        // Waits for the queued work; an error it raised comes back as Error(Status::device).
+        void synchronize() const;
+        // Makes this context's GPU the calling thread's current device (for a thread other than
+        // the one that created the context).
+        void activate() const;
+        // Grows the workspace now (so that a timed or captured region does not).
+        void reserve_workspace(std::size_t bytes) const;
+        std::size_t workspace_bytes() const noexcept;
+        // GEMM operands in bf16 instead of fp16 (for fp32 weights; f16/bf16 weights keep their type).
+        void set_bf16_gemm(bool on) noexcept { bf16_gemm_ = on; }
+        bool bf16_gemm() const noexcept { return bf16_gemm_; }
+        cuda::ContextState& state() const noexcept { return *state_; }
+
+    private:
+        std::unique_ptr<cuda::ContextState> state_;
+        bool bf16_gemm_ = false;
+    };
+
+    // Host <-> device copies of n floats on the context's stream. upload returns once the host
+    // buffer may be reused; download waits for the data (and so for all queued work).
+    UNCLIP_CXX_API static void upload(const Context& ctx, const float* host, float* device, std::int64_t n);
+    UNCLIP_CXX_API static void download(const Context& ctx, const float* device, float* host, std::int64_t n);
+    // y[i] = x[i] on the device.
+    UNCLIP_CXX_API static void copy(const Context& ctx, const float* x, float* y, std::int64_t n);
+    // y = [a, b] along channels: a [B, c1, spatial], b [B, c2, spatial] -> y [B, c1 + c2, spatial].
+    UNCLIP_CXX_API static void concat_channels(const Context& ctx, const float* a, std::int64_t c1, const float* b,
+                                               std::int64_t c2, float* y, std::int64_t batch, std::int64_t spatial);
+    // nn::timestep_embedding on the device: timesteps (host) [batch] -> out [batch, dim].
+    UNCLIP_CXX_API static void timestep_embedding(const Context& ctx, const float* timesteps, std::int64_t batch,
+                                                  std::int64_t dim, float* out);
+
+    // As CpuBackend::gemm: row-major C = alpha op(A) op(B) + beta C, all fp32 (TF32 is not used).
+    UNCLIP_CXX_API static void gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+                                    std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
+                                    std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+    // As CpuBackend::linear; weight (device) f32, f16 or bf16, [out, in].
+    UNCLIP_CXX_API static void linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
+                                      std::int64_t out_features, const void* weight, DType weight_dtype,
+                                      const float* bias, float* y, bool accumulate);
+
+    struct Conv2dArgs {
+        const float* x = nullptr;
+        const void* weight = nullptr;
+        DType weight_dtype = DType::f32;
+        const float* bias = nullptr;
+        float* y = nullptr;
+        std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;
+        int kernel_h = 1, kernel_w = 1, stride = 1, pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+        bool accumulate = false;
+        std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
+        std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
+    };
+    // The convolution's columns live in the context's workspace, not in Scratch: 0.
+    UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
+    // im2col straight into half precision, then one strided-batched tensor-core GEMM over the batch.
+    UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
+
+    UNCLIP_CXX_API static void group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
+                                          float* y, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                                          int groups, float eps, bool silu);
+    UNCLIP_CXX_API static void layer_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
+                                          float* y, std::int64_t rows, std::int64_t cols, float eps);
+    UNCLIP_CXX_API static void gelu(const Context& ctx, const float* x, float* y, std::int64_t n);
+    UNCLIP_CXX_API static void quick_gelu(const Context& ctx, const float* x, float* y, std::int64_t n);
+    UNCLIP_CXX_API static void geglu(const Context& ctx, const float* x, float* y, std::int64_t rows, std::int64_t inner);
+
+    // Same layout rules as CpuBackend::AttentionArgs. Flash-style: tiles of queries against tiles
+    // of keys with an online softmax, QK^T and PV on fp16 tensor cores when head_dim is a multiple
+    // of 16 up to 128 (fp32 otherwise); the attention matrix is never stored.
+    struct AttentionArgs {
+        const float* q = nullptr;
+        const float* k = nullptr;
+        const float* v = nullptr;
+        float* out = nullptr;
+        std::int64_t batch = 0, q_len = 0, kv_len = 0;
+        int heads = 0, head_dim = 0;
+        std::int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;
+        std::int64_t q_batch_stride = 0, k_batch_stride = 0, v_batch_stride = 0, out_batch_stride = 0;
+        bool causal = false;
+        float scale = 0.0f;
+    };
+    UNCLIP_CXX_API static void attention(const Context& ctx, const AttentionArgs& args);
+
+    UNCLIP_CXX_API static void channels_to_tokens(const Context& ctx, const float* x, float* y, std::int64_t batch,
+                                                  std::int64_t channels, std::int64_t spatial);
+    UNCLIP_CXX_API static void tokens_to_channels(const Context& ctx, const float* x, float* y, std::int64_t batch,
+                                                  std::int64_t channels, std::int64_t spatial, bool accumulate);
+    UNCLIP_CXX_API static void upsample_nearest(const Context& ctx, const float* x, float* y, std::int64_t batch,
+                                                std::int64_t channels, std::int64_t h, std::int64_t w,
+                                                std::int64_t out_h, std::int64_t out_w);
+    UNCLIP_CXX_API static void silu(const Context& ctx, const float* x, float* y, std::int64_t n);
+    UNCLIP_CXX_API static void add_channel_bias(const Context& ctx, float* y, const float* v, std::int64_t batch,
+                                                std::int64_t channels, std::int64_t spatial);
+    UNCLIP_CXX_API static void add_row_bias(const Context& ctx, float* y, const float* bias, std::int64_t rows,
+                                            std::int64_t cols);
+    UNCLIP_CXX_API static void add(const Context& ctx, const float* x, float* y, std::int64_t n);
+    // ids are host memory (copied to the device on the stream), as in CpuBackend::gather_rows.
+    UNCLIP_CXX_API static void gather_rows(const Context& ctx, const float* table, const std::int32_t* ids,
+                                           std::int64_t n, std::int64_t cols, float* y);
+    UNCLIP_CXX_API static void extract_patches(const Context& ctx, const float* x, std::int64_t batch,
+                                               std::int64_t channels, std::int64_t height, std::int64_t width,
+                                               int patch, float* y);
+};
+
+}  // namespace unclip

@@ -136,7 +136,6 @@ public:
         const View<T> x{scratch.take<T>(static_cast<std::size_t>(rows * width)), {batch, len, width}};  // residual stream
         T* pooled_rows = scratch.take<T>(static_cast<std::size_t>(batch * width));    // [B, width]
         T* pooled_normed = scratch.take<T>(static_cast<std::size_t>(batch * width));  // [B, width]
-        std::int32_t* end_rows = scratch.take<std::int32_t>(static_cast<std::size_t>(batch));  // [B] rows of x
 
         Backend::gather_rows(ctx, w_.token_embedding.data, tokens.data, rows, width, x.data);
         for (std::int64_t b = 0; b < batch; ++b) Backend::add(ctx, w_.positional_embedding.data, x.data + b * len * width, len * width);
@@ -149,6 +148,7 @@ public:
         if (!pooled) return;
         // First end token of each sequence; the last position when there is none (ComfyUI
         // sd1_clip.py counts tokens up to the first end token; transformers would take 0).
+        std::vector<std::int32_t> end_rows(static_cast<std::size_t>(batch));  // host: gather ids live there
         for (std::int64_t b = 0; b < batch; ++b) {
             std::int64_t at = len - 1;
             for (std::int64_t j = 0; j < len; ++j)
@@ -156,9 +156,9 @@ public:
                     at = j;
                     break;
                 }
-            end_rows[b] = static_cast<std::int32_t>(b * len + at);
+            end_rows[static_cast<std::size_t>(b)] = static_cast<std::int32_t>(b * len + at);
         }
-        Backend::gather_rows(ctx, x.data, end_rows, batch, width, pooled_rows);
+        Backend::gather_rows(ctx, x.data, end_rows.data(), batch, width, pooled_rows);
         ln_final_.forward(ctx, pooled_rows, pooled_normed, batch);
         Backend::gemm(ctx, false, false, batch, cfg_.embed_dim, width, 1.0f, pooled_normed, width,
                       w_.text_projection->data, cfg_.embed_dim, 0.0f, pooled->data, cfg_.embed_dim);
@@ -188,7 +188,7 @@ std::size_t encode_prompt_scratch_bytes(const ClipTextModel<Backend, T>& model, 
 // w != 1 becomes empty + (z - empty) * w (w rounded to float, as PyTorch applies a Python float
 // to a float32 tensor), and the chunks are concatenated along the token axis.
 //   cond: [1, 77 * chunks, width]; pooled (optional): [1, embed_dim], from the first chunk.
-// The weighting runs on the host: T must be host-accessible (the CPU backend).
+// cond and pooled are host memory whatever the backend: the weighting runs on the host.
 // `pooled` is kept out of template argument deduction so that a plain nullptr works.
 template <class Backend, class T>
 void encode_prompt(const typename Backend::Context& ctx, const ClipTextModel<Backend, T>& model,
@@ -205,22 +205,22 @@ void encode_prompt(const typename Backend::Context& ctx, const ClipTextModel<Bac
     const std::int64_t batch = chunks + (weighted ? 1 : 0);
 
     Scratch::Frame frame(scratch);
-    std::int32_t* ids = scratch.take<std::int32_t>(static_cast<std::size_t>(batch * len));
-    std::copy(tokens.ids.begin(), tokens.ids.end(), ids);
+    std::vector<std::int32_t> ids(tokens.ids.begin(), tokens.ids.end());
     if (weighted) {
-        std::int32_t* empty = ids + chunks * len;
-        std::fill(empty, empty + len, text::kClipPadId);
-        empty[0] = tokens.ids[0];  // the start id
-        empty[1] = cfg.end_id;
+        ids.resize(static_cast<std::size_t>(batch * len), text::kClipPadId);
+        ids[static_cast<std::size_t>(chunks * len)] = tokens.ids[0];  // the start id
+        ids[static_cast<std::size_t>(chunks * len + 1)] = cfg.end_id;
     }
     const View<T> hidden{scratch.take<T>(static_cast<std::size_t>(batch * len * width)), {batch, len, width}};
     View<T> all_pooled{scratch.take<T>(static_cast<std::size_t>(batch * std::max<std::int64_t>(cfg.embed_dim, 1))),
                        {batch, cfg.embed_dim}};
-    model.forward(ctx, CView<std::int32_t>{ids, {batch, len}}, hidden, pooled ? &all_pooled : nullptr, scratch);
+    model.forward(ctx, CView<std::int32_t>{ids.data(), {batch, len}}, hidden, pooled ? &all_pooled : nullptr, scratch);
 
-    const T* empty_hidden = hidden.data + chunks * len * width;
+    std::vector<T> host_hidden(static_cast<std::size_t>(hidden.numel()));
+    Backend::download(ctx, hidden.data, host_hidden.data(), hidden.numel());
+    const T* empty_hidden = host_hidden.data() + chunks * len * width;
     for (std::int64_t i = 0; i < chunks * len; ++i) {
-        const T* z = hidden.data + i * width;
+        const T* z = host_hidden.data() + i * width;
         T* out = cond.data + i * width;
         const double w = tokens.weights[static_cast<std::size_t>(i)];
         if (w == 1.0) {
@@ -231,7 +231,7 @@ void encode_prompt(const typename Backend::Context& ctx, const ClipTextModel<Bac
         const T* e = empty_hidden + (i % len) * width;
         for (std::int64_t c = 0; c < width; ++c) out[c] = (z[c] - e[c]) * wf + e[c];
     }
-    if (pooled) std::copy(all_pooled.data, all_pooled.data + cfg.embed_dim, pooled->data);
+    if (pooled) Backend::download(ctx, all_pooled.data, pooled->data, cfg.embed_dim);
 }
 
 }  // namespace unclip::nn

@@ -115,7 +115,6 @@ public:
         const View<T> x{scratch.take<T>(static_cast<std::size_t>(batch * tokens * width)), {batch, tokens, width}};
         T* cls = scratch.take<T>(static_cast<std::size_t>(batch * width));
         T* cls_normed = scratch.take<T>(static_cast<std::size_t>(batch * width));
-        std::int32_t* cls_rows = scratch.take<std::int32_t>(static_cast<std::size_t>(batch));
         {
             // The 14x14 stride-14 patch convolution as one GEMM per image on extracted patches,
             // written straight into token rows 1..patches.
@@ -133,8 +132,9 @@ public:
         }
         ln_pre_.forward(ctx, x.data, x.data, batch * tokens);
         for (const auto& block : blocks_) block.forward(ctx, x, scratch);
-        for (std::int64_t b = 0; b < batch; ++b) cls_rows[b] = static_cast<std::int32_t>(b * tokens);
-        Backend::gather_rows(ctx, x.data, cls_rows, batch, width, cls);
+        std::vector<std::int32_t> cls_rows(static_cast<std::size_t>(batch));  // host: gather ids live there
+        for (std::int64_t b = 0; b < batch; ++b) cls_rows[static_cast<std::size_t>(b)] = static_cast<std::int32_t>(b * tokens);
+        Backend::gather_rows(ctx, x.data, cls_rows.data(), batch, width, cls);
         ln_post_.forward(ctx, cls, cls_normed, batch);
         Backend::gemm(ctx, false, false, batch, cfg_.embed_dim, width, 1.0f, cls_normed, width, w_.proj.data,
                       cfg_.embed_dim, 0.0f, image_embeds.data, cfg_.embed_dim);

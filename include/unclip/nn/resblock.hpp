@@ -128,7 +128,7 @@ public:
         }
         out_norm_.forward(ctx, h.data, normed_h.data, batch, spatial, true);
         if (skip_) skip_->forward(ctx, x, y, scratch);
-        else std::copy(x.data, x.data + x.numel(), y.data);
+        else Backend::copy(ctx, x.data, y.data, x.numel());
         out_conv_.forward(ctx, normed_h, y, scratch, /*accumulate=*/true);
     }
 

@@ -69,9 +69,9 @@ SpatialTransformerWeights<T> load_spatial_transformer(const WeightMap& map, cons
 template <class Backend, class T>
 class SpatialTransformer {
 public:
-    // The feed-forward runs over row chunks so that its [rows, 8c] hidden state stays small
-    // (189 MB for the whole 96x96 batch-2 level at once).
-    static constexpr std::int64_t kFeedForwardRows = 1024;
+    // The feed-forward runs over row chunks so that its [rows, 8c] hidden state stays small on a
+    // CPU (189 MB for the whole 96x96 batch-2 level at once); a GPU takes it whole, in one GEMM.
+    static constexpr std::int64_t kFeedForwardRows = Backend::kFeedForwardRows;
 
     SpatialTransformer(const SpatialTransformerConfig& cfg, const SpatialTransformerWeights<T>& w)
         : cfg_(cfg), norm_({cfg.channels, cfg.groups, 1e-6f}, w.norm), proj_in_({cfg.channels, cfg.channels, true}, w.proj_in),
@@ -92,8 +92,9 @@ public:
     std::size_t scratch_bytes(const Shape& x, std::int64_t context_len) const {
         const std::int64_t batch = x[0], tokens = x[2] * x[3], c = cfg_.channels;
         const auto n = static_cast<std::size_t>(batch * tokens * c);
-        const std::size_t ff = Scratch::bytes_for<T>(static_cast<std::size_t>(kFeedForwardRows * 8 * c)) +
-                               Scratch::bytes_for<T>(static_cast<std::size_t>(kFeedForwardRows * 4 * c));
+        const std::int64_t ff_rows = std::min(kFeedForwardRows, batch * tokens);
+        const std::size_t ff = Scratch::bytes_for<T>(static_cast<std::size_t>(ff_rows * 8 * c)) +
+                               Scratch::bytes_for<T>(static_cast<std::size_t>(ff_rows * 4 * c));
         std::size_t inner = ff;
         for (const auto& b : blocks_)
             inner = std::max({inner, b.attn1.scratch_bytes(batch, tokens, tokens),
@@ -128,17 +129,18 @@ public:
             b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true);
             b.norm3.forward(ctx, t, work, rows);
             Scratch::Frame ff_frame(scratch);
-            T* hidden = scratch.take<T>(static_cast<std::size_t>(kFeedForwardRows * 8 * c));
-            T* gated = scratch.take<T>(static_cast<std::size_t>(kFeedForwardRows * 4 * c));
-            for (std::int64_t r0 = 0; r0 < rows; r0 += kFeedForwardRows) {
-                const std::int64_t r = std::min(kFeedForwardRows, rows - r0);
+            const std::int64_t ff_rows = std::min(kFeedForwardRows, rows);
+            T* hidden = scratch.take<T>(static_cast<std::size_t>(ff_rows * 8 * c));
+            T* gated = scratch.take<T>(static_cast<std::size_t>(ff_rows * 4 * c));
+            for (std::int64_t r0 = 0; r0 < rows; r0 += ff_rows) {
+                const std::int64_t r = std::min(ff_rows, rows - r0);
                 b.ff_in.forward(ctx, work + r0 * c, r, hidden);
                 Backend::geglu(ctx, hidden, gated, r, 4 * c);
                 b.ff_out.forward(ctx, gated, r, t + r0 * c, true);
             }
         }
         proj_out_.forward(ctx, t, rows, work);
-        if (y.data != x.data) std::copy(x.data, x.data + n, y.data);
+        if (y.data != x.data) Backend::copy(ctx, x.data, y.data, static_cast<std::int64_t>(n));
         Backend::tokens_to_channels(ctx, work, y.data, batch, c, tokens, true);
     }
 

@@ -138,7 +138,7 @@ void UNet<Backend, T>::forward(const typename Backend::Context& ctx, CView<T> x,
     T* temb = scratch.take<T>(static_cast<std::size_t>(batch * ted));
     T* hidden = scratch.take<T>(static_cast<std::size_t>(batch * ted));
     T* emb_data = scratch.take<T>(static_cast<std::size_t>(batch * ted));
-    timestep_embedding(timesteps, batch, cfg_.model_channels, temb);
+    Backend::timestep_embedding(ctx, timesteps, batch, cfg_.model_channels, temb);
     time_embed_0_.forward(ctx, temb, batch, hidden);
     Backend::silu(ctx, hidden, hidden, batch * ted);
     time_embed_2_.forward(ctx, hidden, batch, emb_data);
@@ -181,11 +181,7 @@ void UNet<Backend, T>::forward(const typename Backend::Context& ctx, CView<T> x,
         if (cur.shape[2] != skip.shape[2] || cur.shape[3] != skip.shape[3])
             throw Error(Status::internal, "UNet: decoder " + cur.shape.str() + " and skip " + skip.shape.str() + " disagree");
         const View<T> joined{cat, {batch, c1 + c2, skip.shape[2], skip.shape[3]}};  // [h, skip] along channels
-        for (std::int64_t b = 0; b < batch; ++b) {
-            std::memcpy(cat + b * (c1 + c2) * spatial, cur.data + b * c1 * spatial, sizeof(T) * static_cast<std::size_t>(c1 * spatial));
-            std::memcpy(cat + (b * (c1 + c2) + c1) * spatial, skip.data + b * c2 * spatial,
-                        sizeof(T) * static_cast<std::size_t>(c2 * spatial));
-        }
+        Backend::concat_channels(ctx, cur.data, c1, skip.data, c2, cat, batch, spatial);
         View<T> next = next_buffer({batch, layout_.output_blocks[i].out_channels, skip.shape[2], skip.shape[3]});
         block.res->forward(ctx, joined, emb, next, scratch);
         if (block.attn) block.attn->forward(ctx, next, context, next, scratch);

@@ -207,7 +207,7 @@ private:
     std::size_t encoder_walk(const Shape& image, std::size_t* inner_scratch) const;
     // Runs `run(tile_in, tile_out)` over overlapping tiles of `in` and blends the results into `out`.
     template <class Run>
-    void blend_tiles(CView<T> in, View<T> out, std::int64_t in_tile, std::int64_t in_overlap, std::int64_t in_align,
+    void blend_tiles(const typename Backend::Context& ctx, CView<T> in, View<T> out, std::int64_t in_tile, std::int64_t in_overlap, std::int64_t in_align,
                      std::int64_t scale_num, std::int64_t scale_den, std::int64_t out_channels, Scratch& scratch,
                      Run&& run) const;
     std::size_t mid_scratch_bytes(const Mid& mid, const Shape& x) const;

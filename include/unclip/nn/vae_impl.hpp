@@ -1,6 +1,7 @@
 #pragma once
 // Member definitions of nn::AutoencoderKL.
 #include <cstring>
+#include <vector>
 
 #include "unclip/nn/vae.hpp"
 
@@ -298,7 +299,7 @@ void AutoencoderKL<Backend, T>::encode(const typename Backend::Context& ctx, CVi
 
 template <class Backend, class T>
 template <class Run>
-void AutoencoderKL<Backend, T>::blend_tiles(CView<T> in, View<T> out, std::int64_t in_tile, std::int64_t in_overlap,
+void AutoencoderKL<Backend, T>::blend_tiles(const typename Backend::Context& ctx, CView<T> in, View<T> out, std::int64_t in_tile, std::int64_t in_overlap,
                                             std::int64_t in_align, std::int64_t scale_num, std::int64_t scale_den,
                                             std::int64_t out_channels, Scratch& scratch, Run&& run) const {
     // Output position p of a tile covering input [o, o + n) maps to input o + p * scale_den / scale_num.
@@ -310,29 +311,39 @@ void AutoencoderKL<Backend, T>::blend_tiles(CView<T> in, View<T> out, std::int64
     const std::int64_t oth = th * scale_num / scale_den, otw = tw * scale_num / scale_den;
     const std::int64_t feather = in_overlap * scale_num / scale_den;
 
+    // The tiles run on the backend; cutting and blending happen in host copies (for the CPU
+    // backend, plain copies), since tiling is for images whose decode dominates anyway.
     Scratch::Frame frame(scratch);
     T* tile_in = scratch.take<T>(static_cast<std::size_t>(batch * in_c * th * tw));
     T* tile_out = scratch.take<T>(static_cast<std::size_t>(batch * out_channels * oth * otw));
-    float* weight = scratch.take<float>(static_cast<std::size_t>(out_h * out_w));
-    std::fill(out.data, out.data + out.numel(), T(0));
-    std::fill(weight, weight + out_h * out_w, 0.0f);
+    std::vector<T> in_host(static_cast<std::size_t>(in.numel())), out_host(static_cast<std::size_t>(out.numel()), T(0));
+    std::vector<T> tile_in_host(static_cast<std::size_t>(batch * in_c * th * tw));
+    std::vector<T> tile_out_host(static_cast<std::size_t>(batch * out_channels * oth * otw));
+    std::vector<float> weight(static_cast<std::size_t>(out_h * out_w), 0.0f);
+    Backend::download(ctx, in.data, in_host.data(), in.numel());
     for (std::int64_t y0 : ys)
         for (std::int64_t x0 : xs) {
             for (std::int64_t bc = 0; bc < batch * in_c; ++bc)
                 for (std::int64_t y = 0; y < th; ++y)
-                    std::memcpy(tile_in + (bc * th + y) * tw, in.data + (bc * in_h + y0 + y) * in_w + x0, sizeof(T) * static_cast<std::size_t>(tw));
+                    std::memcpy(tile_in_host.data() + (bc * th + y) * tw, in_host.data() + (bc * in_h + y0 + y) * in_w + x0,
+                                sizeof(T) * static_cast<std::size_t>(tw));
+            Backend::upload(ctx, tile_in_host.data(), tile_in, static_cast<std::int64_t>(tile_in_host.size()));
             run(CView<T>{tile_in, {batch, in_c, th, tw}}, View<T>{tile_out, {batch, out_channels, oth, otw}});
+            Backend::download(ctx, tile_out, tile_out_host.data(), static_cast<std::int64_t>(tile_out_host.size()));
             const std::int64_t oy0 = y0 * scale_num / scale_den, ox0 = x0 * scale_num / scale_den;
             for (std::int64_t y = 0; y < oth; ++y)
                 for (std::int64_t x = 0; x < otw; ++x) {
                     const float m = detail::feather(y, oth, ys.size() > 1 ? feather : 0) * detail::feather(x, otw, xs.size() > 1 ? feather : 0);
-                    weight[(oy0 + y) * out_w + ox0 + x] += m;
+                    weight[static_cast<std::size_t>((oy0 + y) * out_w + ox0 + x)] += m;
                     for (std::int64_t bc = 0; bc < batch * out_channels; ++bc)
-                        out.data[(bc * out_h + oy0 + y) * out_w + ox0 + x] += m * tile_out[(bc * oth + y) * otw + x];
+                        out_host[static_cast<std::size_t>((bc * out_h + oy0 + y) * out_w + ox0 + x)] +=
+                            m * tile_out_host[static_cast<std::size_t>((bc * oth + y) * otw + x)];
                 }
         }
     for (std::int64_t bc = 0; bc < batch * out_channels; ++bc)
-        for (std::int64_t p = 0; p < out_h * out_w; ++p) out.data[bc * out_h * out_w + p] /= weight[p];
+        for (std::int64_t p = 0; p < out_h * out_w; ++p)
+            out_host[static_cast<std::size_t>(bc * out_h * out_w + p)] /= weight[static_cast<std::size_t>(p)];
+    Backend::upload(ctx, out_host.data(), out.data, out.numel());
 }
 
 template <class Backend, class T>
@@ -353,7 +364,7 @@ void AutoencoderKL<Backend, T>::decode_tiled(const typename Backend::Context& ct
     const std::int64_t f = cfg_.downscale();
     detail::check_shape("VAE decode", "image", image.shape,
                         {latent.shape[0], cfg_.image_channels, latent.shape[2] * f, latent.shape[3] * f});
-    blend_tiles(latent, image, tiling.tile, tiling.overlap, 1, f, 1, cfg_.image_channels, scratch,
+    blend_tiles(ctx, latent, image, tiling.tile, tiling.overlap, 1, f, 1, cfg_.image_channels, scratch,
                 [&](CView<T> tile, View<T> out) { decode(ctx, tile, out, scratch); });
 }
 
@@ -376,7 +387,7 @@ void AutoencoderKL<Backend, T>::encode_tiled(const typename Backend::Context& ct
     detail::check_tiling(tiling, f);
     detail::check_shape("VAE encode", "moments", moments.shape,
                         {image.shape[0], 2 * cfg_.embed_dim, image.shape[2] / f, image.shape[3] / f});
-    blend_tiles(image, moments, tiling.tile, tiling.overlap, f, 1, f, 2 * cfg_.embed_dim, scratch,
+    blend_tiles(ctx, image, moments, tiling.tile, tiling.overlap, f, 1, f, 2 * cfg_.embed_dim, scratch,
                 [&](CView<T> tile, View<T> out) { encode(ctx, tile, out, scratch); });
 }
 

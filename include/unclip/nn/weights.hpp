@@ -3,6 +3,7 @@
 // missing key or a wrong shape or dtype into an error naming the key.
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -51,6 +52,7 @@ public:
     template <class T> CView<T> require(const std::string& name, const Shape& expected) const {
         const Tensor* t = find(name);
         if (!t) throw Error(Status::bad_model, "tensor '" + name + "': missing");
+        requested_names_.insert(name);
         return checked<T>(name, widened<T>(name, *t), expected);
     }
     // A Linear/Conv2d weight with exactly `expected` shape, stored as f32, f16 or bf16 (contiguous).
@@ -60,8 +62,15 @@ public:
         if (t->shape() != expected)
             throw Error(Status::bad_model, "tensor '" + name + "': shape " + t->shape().str() + ", expected " + expected.str());
         if (!t->is_contiguous()) throw Error(Status::bad_model, "tensor '" + name + "': not contiguous");
+        matrix_names_.insert(name);
+        requested_names_.insert(name);
         return {t->raw_data(), t->dtype(), t->shape()};
     }
+    // Whether a module took `name` through require_matrix (a Linear/Conv2d weight, which a GPU
+    // copy keeps in half precision; everything else it stores as fp32).
+    bool requested_as_matrix(const std::string& name) const { return matrix_names_.count(name) != 0; }
+    // Whether a module took `name` at all (a device copy skips the rest).
+    bool requested(const std::string& name) const { return requested_names_.count(name) != 0; }
     // From now on require<float> widens f16/bf16 tensors to an fp32 copy kept in this map (the
     // pipeline's maps do this: norms, biases and embedding tables are widened, matrices are not).
     // Without it a dtype mismatch is an error.
@@ -70,6 +79,7 @@ public:
     template <class T> std::optional<CView<T>> optional(const std::string& name, const Shape& expected) const {
         const Tensor* t = find(name);
         if (!t) return std::nullopt;
+        requested_names_.insert(name);
         return checked<T>(name, widened<T>(name, *t), expected);
     }
 
@@ -92,7 +102,15 @@ private:
     std::map<std::string, Tensor> tensors_;
     bool widen_ = false;
     mutable std::map<std::string, Tensor> widened_;  // fp32 copies made by require<float>
+    mutable std::set<std::string> matrix_names_;     // names handed out by require_matrix
+    mutable std::set<std::string> requested_names_;  // names handed out by any require
 };
+
+// A copy in GPU memory (one allocation) of the tensors of `host` that modules have taken, so build
+// the modules on `host` first: matrices (require_matrix) keep a half-precision file dtype and
+// turn fp32 into fp16 (bf16 with `bf16`), everything else becomes fp32. Modules built on the result
+// run over CudaBackend. Throws Error(Status::device) without a GPU, out_of_memory when it is full.
+UNCLIP_CXX_API WeightMap upload_weights(const WeightMap& host, bool bf16 = false);
 
 namespace detail {
 // Throws Error(Status::bad_model) "<module>: <field> has shape [..], expected [..]".

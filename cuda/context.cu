@@ -1,0 +1,83 @@
+// CudaBackend::Context: the stream, the cuBLAS handle and the growing workspace.
+#include <string>
+
+#include "check.cuh"
+#include "context.cuh"
+#include "unclip/error.hpp"
+
+namespace unclip::cuda {
+
+void* ContextState::workspace(std::size_t bytes) {
+    if (bytes <= workspace_capacity) return workspace_data;
+    // Queued kernels may still read the old buffer; cudaFree alone does not promise to wait.
+    UNCLIP_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (workspace_data) UNCLIP_CUDA_CHECK(cudaFree(workspace_data));
+    workspace_data = nullptr;
+    workspace_capacity = 0;
+    const std::size_t rounded = (bytes + 255) / 256 * 256;
+    if (cudaMalloc(&workspace_data, rounded) != cudaSuccess) {
+        cudaGetLastError();
+        throw Error(Status::out_of_memory, "CUDA workspace: cannot allocate " + std::to_string(rounded) + " bytes");
+    }
+    workspace_capacity = rounded;
+    return workspace_data;
+}
+
+ContextState::~ContextState() {
+    if (stream) cudaStreamSynchronize(stream);
+    if (blas) cublasDestroy(blas);
+    if (workspace_data) cudaFree(workspace_data);
+    if (ids_data) cudaFree(ids_data);
+    if (stream) cudaStreamDestroy(stream);
+}
+
+const std::int32_t* ContextState::upload_ids(const std::int32_t* host, std::int64_t n) {
+    if (n > ids_capacity) {
+        UNCLIP_CUDA_CHECK(cudaStreamSynchronize(stream));
+        if (ids_data) UNCLIP_CUDA_CHECK(cudaFree(ids_data));
+        ids_data = nullptr;
+        ids_capacity = 0;
+        UNCLIP_CUDA_CHECK(cudaMalloc(&ids_data, static_cast<std::size_t>(n) * sizeof(std::int32_t)));
+        ids_capacity = n;
+    }
+    if (n > 0)
+        UNCLIP_CUDA_CHECK(cudaMemcpyAsync(ids_data, host, static_cast<std::size_t>(n) * sizeof(std::int32_t),
+                                          cudaMemcpyHostToDevice, stream));
+    return ids_data;
+}
+
+}  // namespace unclip::cuda
+
+namespace unclip {
+
+CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::ContextState>()) {
+    const int count = cuda::device_count();
+    if (count == 0) throw Error(Status::device, "CUDA: " + cuda::device_description());
+    if (device < 0 || device >= count)
+        throw Error(Status::device, "CUDA: device " + std::to_string(device) + " requested, " + std::to_string(count) +
+                                        " present");
+    auto& s = *state_;
+    s.device = device;
+    UNCLIP_CUDA_CHECK(cudaSetDevice(device));
+    UNCLIP_CUDA_CHECK(cudaDeviceGetAttribute(&s.multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    UNCLIP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    UNCLIP_CUBLAS_CHECK(cublasCreate(&s.blas));
+    UNCLIP_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
+    // Plain fp32 GEMMs stay fp32: TF32 would cost the CLIP projections three digits.
+    UNCLIP_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
+}
+
+CudaBackend::Context::~Context() = default;
+
+CudaBackend::Context::Context(Context&&) noexcept = default;
+CudaBackend::Context& CudaBackend::Context::operator=(Context&&) noexcept = default;
+
+void CudaBackend::Context::synchronize() const { UNCLIP_CUDA_CHECK(cudaStreamSynchronize(state_->stream)); }
+
+void CudaBackend::Context::activate() const { UNCLIP_CUDA_CHECK(cudaSetDevice(state_->device)); }
+
+void CudaBackend::Context::reserve_workspace(std::size_t bytes) const { state_->workspace(bytes); }
+
+std::size_t CudaBackend::Context::workspace_bytes() const noexcept { return state_->workspace_capacity; }
+
+}  // namespace unclip

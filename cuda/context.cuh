@@ -1,0 +1,42 @@
+#pragma once
+// What a CudaBackend::Context holds, visible to the .cu files only.
+#include <cstddef>
+#include <cstdint>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "unclip/backend/cuda.hpp"
+
+namespace unclip::cuda {
+
+struct ContextState {
+    int device = 0;
+    cudaStream_t stream = nullptr;
+    cublasHandle_t blas = nullptr;
+    int multiprocessors = 0;
+    ContextState() = default;
+    ~ContextState();  // waits for the stream, then releases everything
+    ContextState(const ContextState&) = delete;
+    ContextState& operator=(const ContextState&) = delete;
+
+    // At least `bytes` of device memory, 256-byte aligned, valid until the next workspace() call
+    // on this context. Growing waits for the stream first, so queued kernels never see the old
+    // buffer freed under them.
+    void* workspace(std::size_t bytes);
+    std::size_t workspace_capacity = 0;
+    void* workspace_data = nullptr;
+
+    // A device copy of n host int32 values (gather ids), in a buffer apart from the workspace.
+    const std::int32_t* upload_ids(const std::int32_t* host, std::int64_t n);
+    std::int32_t* ids_data = nullptr;
+    std::int64_t ids_capacity = 0;
+};
+
+// Grid size for a grid-stride loop over n elements with `threads` per block.
+inline unsigned blocks_for(std::int64_t n, int threads, unsigned cap = 65535u * 8u) {
+    const std::int64_t b = (n + threads - 1) / threads;
+    return static_cast<unsigned>(b < 1 ? 1 : (b > static_cast<std::int64_t>(cap) ? cap : b));
+}
+
+}  // namespace unclip::cuda

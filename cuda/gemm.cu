@@ -1,0 +1,242 @@
+// GEMMs, linear layers and convolutions through cuBLAS. Activations arrive in fp32; the operand
+// that meets a half-precision weight is rounded to the weight's type (fp16 or bf16) on its way
+// into the workspace, so cuBLAS runs the tensor-core kernels with fp32 sums and fp32 output.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "check.cuh"
+#include "context.cuh"
+#include "unclip/error.hpp"
+
+namespace unclip {
+namespace {
+
+// Columns above this many elements are built in bands of output rows: a 768 px VAE convolution
+// would otherwise need gigabytes of columns.
+constexpr std::int64_t kMaxColumnElements = std::int64_t{1} << 27;
+
+template <class To> __device__ To from_float(float v);
+template <> __device__ float from_float<float>(float v) { return v; }
+template <> __device__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Four operands stored with one 8- or 16-byte write.
+template <class To>
+struct alignas(4 * sizeof(To)) Quad {
+    To v[4];
+};
+
+// y = x rounded to To; with `vectorized` (n % 4 == 0, both pointers aligned) four per thread.
+template <class To>
+__global__ void round_operand_kernel(const float* __restrict__ x, To* __restrict__ y, std::int64_t n, bool vectorized) {
+    const std::int64_t first = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x, step = std::int64_t{gridDim.x} * blockDim.x;
+    if (vectorized) {
+        for (std::int64_t i = first; i < n / 4; i += step) {
+            const float4 v = reinterpret_cast<const float4*>(x)[i];
+            reinterpret_cast<Quad<To>*>(y)[i] = Quad<To>{{from_float<To>(v.x), from_float<To>(v.y), from_float<To>(v.z), from_float<To>(v.w)}};
+        }
+        return;
+    }
+    for (std::int64_t i = first; i < n; i += step) y[i] = from_float<To>(x[i]);
+}
+
+// Columns of output rows [row0, row0 + rows) of `planes` = images * channels input planes:
+// col[b][k][p], k = (c, ky, kx), p = (oy - row0) * out_w + ox, zero where the window falls into the
+// padding. Thread (x, y) of block (bx, by, bz) takes output pixel (ox, oy) of planes bz, bz + gridDim.z,
+// ... and writes all kernel_h * kernel_w taps: neighbouring threads read neighbouring pixels, so
+// each input pixel comes from memory about once, and no index needs a division.
+constexpr int kIm2colX = 32, kIm2colY = 8;
+template <class To>
+__global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col, std::int64_t planes, int height, int width,
+                              int kernel_h, int kernel_w, int stride, int pad_top, int pad_left, int out_w, int row0,
+                              int rows) {
+    const int ox = blockIdx.x * kIm2colX + threadIdx.x, r = blockIdx.y * kIm2colY + threadIdx.y;
+    if (ox >= out_w || r >= rows) return;
+    const std::int64_t band = std::int64_t{rows} * out_w, taps = std::int64_t{kernel_h} * kernel_w;
+    const std::int64_t plane_size = std::int64_t{height} * width;
+    const int oy = row0 + r;
+    for (std::int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+        const float* image = x + plane * plane_size;
+        To* out = col + plane * taps * band + std::int64_t{r} * out_w + ox;
+        for (int ky = 0; ky < kernel_h; ++ky) {
+            const int iy = oy * stride - pad_top + ky;
+            const bool row_inside = iy >= 0 && iy < height;
+            for (int kx = 0; kx < kernel_w; ++kx) {
+                const int ix = ox * stride - pad_left + kx;
+                const bool inside = row_inside && ix >= 0 && ix < width;
+                out[(ky * kernel_w + kx) * band] = from_float<To>(inside ? image[std::int64_t{iy} * width + ix] : 0.0f);
+            }
+        }
+    }
+}
+
+// y[plane][s] += bias[plane % channels] for planes = batch * channels: the convolution's bias, one
+// vector for every image. Block row by takes planes by, by + gridDim.y, ...; with `vectorized`
+// (spatial % 4 == 0, y aligned) four values per thread.
+__global__ void add_conv_bias_kernel(float* __restrict__ y, const float* __restrict__ bias, std::int64_t planes,
+                                     std::int64_t channels, std::int64_t spatial, bool vectorized) {
+    const std::int64_t first = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x, step = std::int64_t{gridDim.x} * blockDim.x;
+    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float value = bias[plane % channels];
+        float* row = y + plane * spatial;
+        if (vectorized) {
+            for (std::int64_t i = first; i < spatial / 4; i += step) {
+                float4 v = reinterpret_cast<float4*>(row)[i];
+                v.x += value, v.y += value, v.z += value, v.w += value;
+                reinterpret_cast<float4*>(row)[i] = v;
+            }
+        } else {
+            for (std::int64_t i = first; i < spatial; i += step) row[i] += value;
+        }
+    }
+}
+
+bool aligned_to(const void* p, std::size_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
+
+cudaDataType_t operand_type(DType dtype) {
+    switch (dtype) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::f16: return CUDA_R_16F;
+    case DType::bf16: return CUDA_R_16BF;
+    default: throw Error(Status::invalid_argument, std::string("CUDA GEMM: weights of dtype ") + std::string(dtype_name(dtype)) +
+                                                       " are not supported (f32, f16 or bf16)");
+    }
+}
+
+std::size_t operand_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
+
+// x (fp32, n elements) as the weight's operand type in `out`.
+void round_operand(cudaStream_t stream, const float* x, void* out, std::int64_t n, DType dtype) {
+    if (n == 0) return;
+    const bool vectorized = n % 4 == 0 && aligned_to(x, 16) && aligned_to(out, 4 * operand_size(dtype));
+    const unsigned blocks = cuda::blocks_for(vectorized ? n / 4 : n, 256);
+    if (dtype == DType::f16) round_operand_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<__half*>(out), n, vectorized);
+    else if (dtype == DType::bf16)
+        round_operand_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<__nv_bfloat16*>(out), n, vectorized);
+    else round_operand_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<float*>(out), n, vectorized);
+    UNCLIP_CUDA_CHECK_LAUNCH();
+}
+
+void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t images, void* col,
+                   DType dtype, std::int64_t out_w, std::int64_t row0, std::int64_t rows) {
+    const std::int64_t planes = images * a.in_channels;
+    if (planes == 0 || rows == 0 || out_w == 0) return;
+    const dim3 block(kIm2colX, kIm2colY);
+    const dim3 grid(static_cast<unsigned>((out_w + kIm2colX - 1) / kIm2colX), static_cast<unsigned>((rows + kIm2colY - 1) / kIm2colY),
+                    static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
+    const auto h = static_cast<int>(a.height), w = static_cast<int>(a.width);
+#define UNCLIP_IM2COL(T)                                                                                              \
+    im2col_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), planes, h, w, a.kernel_h, a.kernel_w, a.stride, \
+                                              a.pad_top, a.pad_left, static_cast<int>(out_w), static_cast<int>(row0),     \
+                                              static_cast<int>(rows))
+    if (dtype == DType::f16) UNCLIP_IM2COL(__half);
+    else if (dtype == DType::bf16) UNCLIP_IM2COL(__nv_bfloat16);
+    else UNCLIP_IM2COL(float);
+#undef UNCLIP_IM2COL
+    UNCLIP_CUDA_CHECK_LAUNCH();
+}
+
+void check_gemm_sizes(const char* what, std::int64_t m, std::int64_t n, std::int64_t k) {
+    constexpr std::int64_t kMaxInt = 0x7fffffff;
+    if (m < 0 || n < 0 || k < 0 || m > kMaxInt || n > kMaxInt || k > kMaxInt)
+        throw Error(Status::invalid_argument, std::string(what) + ": sizes " + std::to_string(m) + "x" + std::to_string(n) +
+                                                  "x" + std::to_string(k) + " are negative or beyond cuBLAS's int range");
+}
+
+}  // namespace
+
+void CudaBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                       float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
+                       float* c, std::int64_t ldc) {
+    check_gemm_sizes("CUDA gemm", m, n, k);
+    if (m == 0 || n == 0) return;
+    // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+    UNCLIP_CUBLAS_CHECK(cublasSgemm(ctx.state().blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                    static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
+                                    static_cast<int>(ldb), a, static_cast<int>(lda), &beta, c, static_cast<int>(ldc)));
+}
+
+void CudaBackend::linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
+                         std::int64_t out_features, const void* weight, DType weight_dtype, const float* bias, float* y,
+                         bool accumulate) {
+    check_gemm_sizes("CUDA linear", rows, out_features, in_features);
+    if (rows == 0 || out_features == 0) return;
+    auto& s = ctx.state();
+    const cudaDataType_t type = operand_type(weight_dtype);
+    const void* x_operand = x;
+    if (weight_dtype != DType::f32) {
+        void* rounded = s.workspace(static_cast<std::size_t>(rows * in_features) * operand_size(weight_dtype));
+        round_operand(s.stream, x, rounded, rows * in_features, weight_dtype);
+        x_operand = rounded;
+    }
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    // Column-major y^T [out, rows] = W [out, in] (stored as W^T) times x^T [in, rows].
+    UNCLIP_CUBLAS_CHECK(cublasGemmEx(s.blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_features), static_cast<int>(rows),
+                                     static_cast<int>(in_features), &alpha, weight, type, static_cast<int>(in_features),
+                                     x_operand, type, static_cast<int>(in_features), &beta, y, CUDA_R_32F,
+                                     static_cast<int>(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (bias) add_row_bias(ctx, y, bias, rows, out_features);
+}
+
+std::size_t CudaBackend::conv2d_scratch_bytes(const Conv2dArgs&) noexcept { return 0; }
+
+void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
+    if (a.batch < 0 || a.in_channels <= 0 || a.out_channels <= 0 || a.kernel_h <= 0 || a.kernel_w <= 0 || a.stride <= 0 ||
+        a.pad_top < 0 || a.pad_left < 0 || a.pad_bottom < 0 || a.pad_right < 0)
+        throw Error(Status::invalid_argument, "CUDA conv2d: invalid geometry");
+    const std::int64_t out_h = a.out_height(), out_w = a.out_width(), spatial = out_h * out_w;
+    if (a.batch == 0 || out_h <= 0 || out_w <= 0) return;
+    const std::int64_t depth = a.in_channels * a.kernel_h * a.kernel_w;
+    check_gemm_sizes("CUDA conv2d", spatial, a.out_channels, depth);
+    auto& s = ctx.state();
+    const cudaDataType_t type = operand_type(a.weight_dtype);
+    const std::size_t element = operand_size(a.weight_dtype);
+    const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
+    const bool pointwise = a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
+                           a.pad_bottom == 0 && a.pad_right == 0;
+    const std::int64_t image_in = a.in_channels * a.height * a.width, image_out = a.out_channels * spatial;
+
+    // Column-major per image: y^T [spatial, C_out] = columns^T [spatial, depth] times W^T [depth, C_out],
+    // where the row-major columns [depth, spatial] are exactly columns^T and W [C_out, depth] is W^T.
+    if (depth * spatial * a.batch <= kMaxColumnElements || (pointwise && a.weight_dtype == DType::f32)) {
+        const void* columns = a.x;
+        if (!pointwise || a.weight_dtype != DType::f32) {
+            void* buffer = s.workspace(static_cast<std::size_t>(depth * spatial * a.batch) * element);
+            if (pointwise) round_operand(s.stream, a.x, buffer, a.batch * image_in, a.weight_dtype);
+            else launch_im2col(s.stream, a, a.x, a.batch, buffer, a.weight_dtype, out_w, 0, out_h);
+            columns = buffer;
+        }
+        UNCLIP_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+            s.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(spatial), static_cast<int>(a.out_channels),
+            static_cast<int>(depth), &alpha, columns, type, static_cast<int>(spatial), depth * spatial, a.weight, type,
+            static_cast<int>(depth), 0, &beta, a.y, CUDA_R_32F, static_cast<int>(spatial), image_out,
+            static_cast<int>(a.batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+        const std::int64_t band_rows = std::max<std::int64_t>(1, std::min(out_h, kMaxColumnElements / (depth * out_w)));
+        void* buffer = s.workspace(static_cast<std::size_t>(depth * band_rows * out_w) * element);
+        for (std::int64_t b = 0; b < a.batch; ++b)
+            for (std::int64_t row0 = 0; row0 < out_h; row0 += band_rows) {
+                const std::int64_t rows = std::min(band_rows, out_h - row0), band = rows * out_w;
+                launch_im2col(s.stream, a, a.x + b * image_in, 1, buffer, a.weight_dtype, out_w, row0, rows);
+                UNCLIP_CUBLAS_CHECK(cublasGemmEx(s.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(band),
+                                                 static_cast<int>(a.out_channels), static_cast<int>(depth), &alpha, buffer,
+                                                 type, static_cast<int>(band), a.weight, type, static_cast<int>(depth), &beta,
+                                                 a.y + b * image_out + row0 * out_w, CUDA_R_32F, static_cast<int>(spatial),
+                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            }
+    }
+    if (a.bias) {
+        const std::int64_t planes = a.batch * a.out_channels;
+        const bool vectorized = spatial % 4 == 0 && aligned_to(a.y, 16);
+        const dim3 grid(std::min(cuda::blocks_for(vectorized ? spatial / 4 : spatial, 256), 1024u),
+                        static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
+        add_conv_bias_kernel<<<grid, 256, 0, s.stream>>>(a.y, a.bias, planes, a.out_channels, spatial, vectorized);
+        UNCLIP_CUDA_CHECK_LAUNCH();
+    }
+}
+
+}  // namespace unclip

@@ -1,0 +1,216 @@
+// Times each component of the unCLIP pipeline on the GPU (CudaBackend), from a full-size checkpoint
+// with random weights in the real names and shapes, uploaded as the pipeline does (fp16 matrices,
+// fp32 rest): the fp16 linear-layer GEMM as our ceiling, CLIP vision (1 image), the prompt encode
+// (one 77-token chunk), one UNet CFG step (batch 2) at 512 and 768 px, a 768 px VAE decode, and
+// the whole Pipeline::generate of a 768 px image variation (20 uni_pc_bh2 steps, CFG 7) in a warm
+// process, with a slightly different picture each run so that its embedding is computed again.
+// Every timed run ends with a stream synchronisation; medians after one warm-up run.
+//
+//   unclip_bench_cuda [--checkpoint FILE] [--repeats 10] [--only gemm,vision,text,unet512,unet768,vae,e2e]
+//
+// Prints a table, then one "RESULT {json}" line per measurement.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "bench_timing.hpp"
+#include "unclip/backend/cuda.hpp"
+#include "unclip/io/checkpoint.hpp"
+#include "unclip/module_configs.hpp"
+#include "unclip/nn/instances.hpp"
+#include "unclip/pipeline.hpp"
+#include "unclip/text/prompt.hpp"
+
+using namespace unclip;
+
+namespace {
+
+std::vector<float> random_values(std::int64_t n, unsigned seed, float stddev = 1.0f) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist(0.0f, stddev);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = dist(rng);
+    return v;
+}
+
+double used_gib() {
+    std::size_t free_bytes = 0, total_bytes = 0;
+    cuda::memory_info(free_bytes, total_bytes);
+    return static_cast<double>(total_bytes - free_bytes) / (1u << 30);
+}
+
+struct Bench {
+    const CudaBackend::Context& ctx;
+    int repeats;
+    std::string only;
+    bool wanted(const std::string& name) const { return only.empty() || ("," + only + ",").find("," + name + ",") != std::string::npos; }
+    void report(const std::string& name, double flops, const std::function<void()>& fn) const {
+        const auto times = bench::sorted_seconds(repeats, [&] {
+            fn();
+            ctx.synchronize();
+        });
+        const double median = times[times.size() / 2];
+        std::printf("%-10s %10.3f ms  %8.1f TFLOP/s  device memory in use %.2f GiB\n", name.c_str(), median * 1e3,
+                    flops > 0 ? flops / median / 1e12 : 0.0, used_gib());
+        std::printf("RESULT {\"impl\": \"unclip\", \"device\": \"cuda\", \"component\": \"%s\", \"median_s\": %.6f, "
+                    "\"min_s\": %.6f, \"repeats\": %zu, \"tflops\": %.2f, \"device_used_gib\": %.3f}\n",
+                    name.c_str(), median, times.front(), times.size(), flops > 0 ? flops / median / 1e12 : 0.0, used_gib());
+        std::fflush(stdout);
+    }
+};
+
+// Device buffer of n floats filled from `values`.
+struct DeviceArray {
+    float* data;
+    DeviceArray(const CudaBackend::Context& ctx, const std::vector<float>& values)
+        : data(static_cast<float*>(cuda::allocate(values.size() * sizeof(float)))) {
+        CudaBackend::upload(ctx, values.data(), data, static_cast<std::int64_t>(values.size()));
+    }
+    explicit DeviceArray(std::int64_t n) : data(static_cast<float*>(cuda::allocate(static_cast<std::size_t>(n) * sizeof(float)))) {}
+    ~DeviceArray() { cuda::deallocate(data); }
+    DeviceArray(const DeviceArray&) = delete;
+    DeviceArray& operator=(const DeviceArray&) = delete;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string checkpoint = (std::filesystem::temp_directory_path() / "unclip-bench-unclip-h-f16.safetensors").string();
+    int repeats = 10;
+    std::string only;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+        if (arg == "--checkpoint") checkpoint = next();
+        else if (arg == "--repeats") repeats = std::atoi(next().c_str());
+        else if (arg == "--only") only = next();
+        else {
+            std::fprintf(stderr, "unclip_bench_cuda: unknown argument %s\n", arg.c_str());
+            return 2;
+        }
+    }
+    try {
+        const CudaBackend::Context ctx;
+        std::printf("device: %s\n", cuda::device_description().c_str());
+        const Bench bench{ctx, repeats, only};
+
+        if (bench.wanted("gemm")) {
+            // y[8192, 8192] = x W^T with fp16 W: the GEMM every linear layer and convolution uses.
+            const std::int64_t n = 8192;
+            const Tensor w = Tensor::empty(DType::f32, {n, n});
+            const auto values = random_values(n * n, 1, 0.02f);
+            std::copy(values.begin(), values.end(), w.data<float>());
+            const Tensor w16 = w.to(DType::f16).to(Device::cuda);
+            const DeviceArray x(ctx, random_values(n * n, 2)), y(n * n);
+            bench.report("gemm8192", 2.0 * n * n * n, [&] {
+                CudaBackend::linear(ctx, x.data, n, n, n, w16.raw_data(), DType::f16, nullptr, y.data, false);
+            });
+        }
+        if (!std::filesystem::exists(checkpoint)) {
+            std::fprintf(stderr, "unclip_bench_cuda: no checkpoint %s (write one with unclip_make_random_checkpoint)\n",
+                         checkpoint.c_str());
+            return only == "gemm" ? 0 : 1;
+        }
+        const io::Checkpoint ckpt = io::load_checkpoint(checkpoint);
+        auto host_map = [](const nn::WeightMap& m) {
+            nn::WeightMap h = m;
+            h.widen_on_demand();
+            return h;
+        };
+
+        if (bench.wanted("vision") && ckpt.config.vision.kind != io::VisionKind::none) {
+            const nn::WeightMap host = host_map(ckpt.vision);
+            const auto cfg = clip_vision_config(ckpt.config.vision);
+            const nn::ClipVisionModel<CpuBackend, float> marker(cfg, nn::load_clip_vision<float>(host, "", cfg));
+            const nn::WeightMap device = nn::upload_weights(host);
+            const nn::ClipVisionModel<CudaBackend, float> model(cfg, nn::load_clip_vision<float>(device, "", cfg));
+            const DeviceArray pixels(ctx, random_values(3 * cfg.image_size * cfg.image_size, 5)), embeds(cfg.embed_dim);
+            Scratch scratch(Device::cuda, model.scratch_bytes(1));
+            bench.report("vision", 0, [&] {
+                model.forward(ctx, CView<float>{pixels.data, {1, 3, cfg.image_size, cfg.image_size}},
+                              View<float>{embeds.data, {1, cfg.embed_dim}}, scratch);
+            });
+        }
+        if (bench.wanted("text")) {
+            const nn::WeightMap host = host_map(ckpt.text);
+            const auto cfg = clip_text_config(ckpt.config.text, host);
+            const nn::ClipTextModel<CpuBackend, float> marker(cfg, nn::load_clip_text<float>(host, "", cfg));
+            const nn::WeightMap device = nn::upload_weights(host);
+            const nn::ClipTextModel<CudaBackend, float> model(cfg, nn::load_clip_text<float>(device, "", cfg));
+            const text::PromptTokens tokens =
+                text::tokenize_prompt(text::ClipTokenizer::bundled(), "a photo of an astronaut riding a horse on the moon");
+            Tensor cond = Tensor::empty(DType::f32, {1, tokens.chunks() * text::kClipContextLength, cfg.width});
+            Tensor pooled = Tensor::empty(DType::f32, {1, std::max<std::int64_t>(cfg.embed_dim, 1)});
+            View<float> pooled_view = view_of<float>(pooled);
+            Scratch scratch(Device::cuda, nn::encode_prompt_scratch_bytes(model, tokens));
+            bench.report("text", 0, [&] {
+                nn::encode_prompt(ctx, model, tokens, view_of<float>(cond), cfg.embed_dim > 0 ? &pooled_view : nullptr, scratch);
+            });
+        }
+        if (bench.wanted("unet512") || bench.wanted("unet768")) {
+            const nn::WeightMap host = host_map(ckpt.unet);
+            const auto cfg = unet_config(ckpt.config.unet);
+            const nn::UNet<CpuBackend, float> marker(cfg, nn::load_unet<float>(host, "", cfg));
+            const nn::WeightMap device = nn::upload_weights(host);
+            const nn::UNet<CudaBackend, float> unet(cfg, nn::load_unet<float>(device, "", cfg));
+            const std::int64_t adm = std::max<std::int64_t>(cfg.adm_in_channels, 1);
+            const DeviceArray context(ctx, random_values(2 * 77 * cfg.context_dim, 2)), y(ctx, random_values(2 * adm, 3));
+            const float timesteps[2] = {999.0f, 999.0f};
+            for (const int size : {512, 768}) {
+                const std::string name = "unet" + std::to_string(size);
+                if (!bench.wanted(name)) continue;
+                const std::int64_t h = size / 8;
+                const Shape shape{2, 4, h, h};
+                const DeviceArray x(ctx, random_values(shape.numel(), 1)), out(shape.numel());
+                Scratch scratch(Device::cuda, unet.scratch_bytes(shape, 77));
+                // Analytic FLOPs of one SD 2.x CFG step (BENCHMARKS.md): 1.61 TFLOP at 512, 4.30 at 768.
+                bench.report(name, size == 512 ? 1.61e12 : 4.30e12, [&] {
+                    unet.forward(ctx, CView<float>{x.data, shape}, timesteps, CView<float>{context.data, {2, 77, cfg.context_dim}},
+                                 cfg.adm_in_channels > 0 ? y.data : nullptr, View<float>{out.data, shape}, scratch);
+                });
+            }
+        }
+        if (bench.wanted("vae")) {
+            const nn::WeightMap host = host_map(ckpt.vae);
+            const auto cfg = vae_config(ckpt.config.vae);
+            const nn::AutoencoderKL<CpuBackend, float> marker(cfg, std::nullopt, nn::load_vae_decoder<float>(host, "", cfg));
+            const nn::WeightMap device = nn::upload_weights(host);
+            const nn::AutoencoderKL<CudaBackend, float> vae(cfg, std::nullopt, nn::load_vae_decoder<float>(device, "", cfg));
+            const Shape latent{1, 4, 96, 96}, image{1, 3, 768, 768};
+            const DeviceArray in(ctx, random_values(latent.numel(), 4)), out(image.numel());
+            Scratch scratch(Device::cuda, vae.decode_scratch_bytes(latent));
+            bench.report("vae768", 0, [&] { vae.decode(ctx, CView<float>{in.data, latent}, View<float>{out.data, image}, scratch); });
+        }
+        if (bench.wanted("e2e")) {
+            PipelineOptions options;
+            options.model_path = checkpoint;
+            options.device = ComputeDevice::cuda;
+            Pipeline pipeline(options);
+            GenerateParams params;
+            params.steps = 20;
+            params.cfg_scale = 7.0f;
+            params.sampler = "uni_pc_bh2";
+            params.prompt = "a photo of a lighthouse at dusk";
+            Image picture;
+            picture.width = picture.height = 512;
+            picture.channels = 3;
+            picture.pixels.resize(512 * 512 * 3);
+            for (std::size_t i = 0; i < picture.pixels.size(); ++i) picture.pixels[i] = static_cast<std::uint8_t>((i * 31) % 251);
+            params.images.push_back({picture, {}, 1.0f, 0.0f});
+            std::uint8_t run = 0;
+            bench.report("e2e768", 0, [&] {
+                params.images[0].image->pixels[0] = ++run;  // a new picture: no cached embedding
+                params.seed = run;
+                pipeline.generate(params);
+            });
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "unclip_bench_cuda: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,36 @@
+#pragma once
+// The pipeline's modules on a GPU: device copies of each component's weights (one allocation per
+// component, Linear/Conv2d matrices in half precision, the rest fp32), the CUDA context and one
+// device scratch arena that every forward reuses.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "pipeline/pipeline_models.hpp"
+#include "unclip/backend/cuda.hpp"
+
+namespace unclip::pipeline {
+
+struct GpuModels {
+    CudaBackend::Context ctx;
+    Scratch scratch{Device::cuda};
+    nn::WeightMap unet_weights, vae_weights, text_weights, vision_weights;  // device tensors
+    std::optional<nn::UNet<CudaBackend, float>> unet;
+    std::optional<nn::AutoencoderKL<CudaBackend, float>> vae;
+    std::optional<nn::ClipTextModel<CudaBackend, float>> text;
+    std::optional<nn::ClipVisionModel<CudaBackend, float>> vision;
+    std::string description;
+
+    explicit GpuModels(int device) : ctx(device) {}
+    // Grows the arena; waits for queued work first, since growing frees the old buffer.
+    void reserve(std::size_t bytes);
+    // n floats from the arena, filled from host memory (the caller holds a Scratch::Frame).
+    float* stage(const float* host, std::int64_t n);
+};
+
+// Uploads `host`'s components (built on the CPU first: their weight maps know which tensors are
+// matrices) to GPU `device`. bf16: fp32 matrices become bf16 instead of fp16. Throws
+// Error(Status::device) without a usable GPU, Error(Status::out_of_memory) when they do not fit.
+std::unique_ptr<GpuModels> load_gpu_models(const Models& host, int device, bool bf16);
+
+}  // namespace unclip::pipeline
