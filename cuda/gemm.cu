@@ -15,9 +15,6 @@
 namespace unclip {
 namespace {
 
-// Columns above this many elements are built in bands of output rows: a 768 px VAE convolution
-// would otherwise need gigabytes of columns.
-constexpr std::int64_t kMaxColumnElements = std::int64_t{1} << 27;
 
 template <class To> __device__ To from_float(float v);
 template <> __device__ float from_float<float>(float v) { return v; }
@@ -202,7 +199,10 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
 
     // Column-major per image: y^T [spatial, C_out] = columns^T [spatial, depth] times W^T [depth, C_out],
     // where the row-major columns [depth, spatial] are exactly columns^T and W [C_out, depth] is W^T.
-    if (depth * spatial * a.batch <= kMaxColumnElements || (pointwise && a.weight_dtype == DType::f32)) {
+    // Columns above ctx.column_limit() are built in bands of output rows: a 768 px VAE convolution
+    // would otherwise need gigabytes of columns.
+    const std::int64_t column_limit = ctx.column_limit();
+    if (depth * spatial * a.batch <= column_limit || (pointwise && a.weight_dtype == DType::f32)) {
         const void* columns = a.x;
         if (!pointwise || a.weight_dtype != DType::f32) {
             void* buffer = s.workspace(static_cast<std::size_t>(depth * spatial * a.batch) * element);
@@ -216,7 +216,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
             static_cast<int>(depth), 0, &beta, a.y, CUDA_R_32F, static_cast<int>(spatial), image_out,
             static_cast<int>(a.batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     } else {
-        const std::int64_t band_rows = std::max<std::int64_t>(1, std::min(out_h, kMaxColumnElements / (depth * out_w)));
+        const std::int64_t band_rows = std::max<std::int64_t>(1, std::min(out_h, column_limit / (depth * out_w)));
         void* buffer = s.workspace(static_cast<std::size_t>(depth * band_rows * out_w) * element);
         for (std::int64_t b = 0; b < a.batch; ++b)
             for (std::int64_t row0 = 0; row0 < out_h; row0 += band_rows) {

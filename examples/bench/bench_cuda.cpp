@@ -7,6 +7,9 @@
 // Every timed run ends with a stream synchronisation; medians after one warm-up run.
 //
 //   unclip_bench_cuda [--checkpoint FILE] [--repeats 10] [--only gemm,vision,text,unet512,unet768,vae,e2e]
+//                     [--column-limits N,M,...]   (the UNet and VAE again with each further
+//                                                  CudaBackend::Context::set_column_limit, named
+//                                                  e.g. unet768_cols2^27)
 //
 // Prints a table, then one "RESULT {json}" line per measurement.
 #include <cstdio>
@@ -16,6 +19,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "bench_timing.hpp"
 #include "unclip/backend/cuda.hpp"
@@ -82,20 +86,35 @@ int main(int argc, char** argv) {
     std::string checkpoint = (std::filesystem::temp_directory_path() / "unclip-bench-unclip-h-f16.safetensors").string();
     int repeats = 10;
     std::string only;
+    std::vector<std::int64_t> column_limits;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
         if (arg == "--checkpoint") checkpoint = next();
         else if (arg == "--repeats") repeats = std::atoi(next().c_str());
         else if (arg == "--only") only = next();
+        else if (arg == "--column-limits") {
+            std::stringstream list(next());
+            for (std::string item; std::getline(list, item, ',');) column_limits.push_back(std::atoll(item.c_str()));
+        }
         else {
             std::fprintf(stderr, "unclip_bench_cuda: unknown argument %s\n", arg.c_str());
             return 2;
         }
     }
     try {
-        const CudaBackend::Context ctx;
+        CudaBackend::Context ctx;
         std::printf("device: %s\n", cuda::device_description().c_str());
+        const std::int64_t default_limit = ctx.column_limit();
+        std::vector<std::int64_t> limits{default_limit};
+        for (std::int64_t l : column_limits)
+            if (l != default_limit) limits.push_back(l);
+        auto suffix = [&](std::int64_t limit) {
+            if (limit == default_limit) return std::string();
+            int log2 = 0;
+            while ((std::int64_t{1} << (log2 + 1)) <= limit) ++log2;
+            return "_cols2^" + std::to_string(log2);
+        };
         const Bench bench{ctx, repeats, only};
 
         if (bench.wanted("gemm")) {
@@ -160,19 +179,23 @@ int main(int argc, char** argv) {
             const std::int64_t adm = std::max<std::int64_t>(cfg.adm_in_channels, 1);
             const DeviceArray context(ctx, random_values(2 * 77 * cfg.context_dim, 2)), y(ctx, random_values(2 * adm, 3));
             const float timesteps[2] = {999.0f, 999.0f};
-            for (const int size : {512, 768}) {
-                const std::string name = "unet" + std::to_string(size);
-                if (!bench.wanted(name)) continue;
-                const std::int64_t h = size / 8;
-                const Shape shape{2, 4, h, h};
-                const DeviceArray x(ctx, random_values(shape.numel(), 1)), out(shape.numel());
-                Scratch scratch(Device::cuda, unet.scratch_bytes(shape, 77));
-                // Analytic FLOPs of one SD 2.x CFG step (BENCHMARKS.md): 1.61 TFLOP at 512, 4.30 at 768.
-                bench.report(name, size == 512 ? 1.61e12 : 4.30e12, [&] {
-                    unet.forward(ctx, CView<float>{x.data, shape}, timesteps, CView<float>{context.data, {2, 77, cfg.context_dim}},
-                                 cfg.adm_in_channels > 0 ? y.data : nullptr, View<float>{out.data, shape}, scratch);
-                });
+            for (const std::int64_t limit : limits) {
+                for (const int size : {512, 768}) {
+                    const std::string name = "unet" + std::to_string(size);
+                    if (!bench.wanted(name) || (limit != default_limit && size != 768)) continue;
+                    ctx.set_column_limit(limit);
+                    const std::int64_t h = size / 8;
+                    const Shape shape{2, 4, h, h};
+                    const DeviceArray x(ctx, random_values(shape.numel(), 1)), out(shape.numel());
+                    Scratch scratch(Device::cuda, unet.scratch_bytes(shape, 77));
+                    // Analytic FLOPs of one SD 2.x CFG step (BENCHMARKS.md): 1.61 TFLOP at 512, 4.30 at 768.
+                    bench.report(name + suffix(limit), size == 512 ? 1.61e12 : 4.30e12, [&] {
+                        unet.forward(ctx, CView<float>{x.data, shape}, timesteps, CView<float>{context.data, {2, 77, cfg.context_dim}},
+                                     cfg.adm_in_channels > 0 ? y.data : nullptr, View<float>{out.data, shape}, scratch);
+                    });
+                }
             }
+            ctx.set_column_limit(default_limit);
         }
         if (bench.wanted("vae")) {
             const nn::WeightMap host = host_map(ckpt.vae);
@@ -183,7 +206,12 @@ int main(int argc, char** argv) {
             const Shape latent{1, 4, 96, 96}, image{1, 3, 768, 768};
             const DeviceArray in(ctx, random_values(latent.numel(), 4)), out(image.numel());
             Scratch scratch(Device::cuda, vae.decode_scratch_bytes(latent));
-            bench.report("vae768", 0, [&] { vae.decode(ctx, CView<float>{in.data, latent}, View<float>{out.data, image}, scratch); });
+            for (const std::int64_t limit : limits) {
+                ctx.set_column_limit(limit);
+                bench.report("vae768" + suffix(limit), 0,
+                             [&] { vae.decode(ctx, CView<float>{in.data, latent}, View<float>{out.data, image}, scratch); });
+            }
+            ctx.set_column_limit(default_limit);
         }
         if (bench.wanted("e2e")) {
             PipelineOptions options;

@@ -70,14 +70,17 @@ struct CudaBackend {
         // Grows the workspace now (so that a timed or captured region does not).
         void reserve_workspace(std::size_t bytes) const;
         std::size_t workspace_bytes() const noexcept;
-        // GEMM operands in bf16 instead of fp16 (for fp32 weights; f16/bf16 weights keep their type).
-        void set_bf16_gemm(bool on) noexcept { bf16_gemm_ = on; }
-        bool bf16_gemm() const noexcept { return bf16_gemm_; }
+        // Convolution columns (im2col elements) built at once; above this a convolution runs in
+        // bands of output rows, each band's columns written and then read by its GEMM, so that a
+        // 768 px VAE layer needs 256 MiB of columns, not gigabytes. At least 1 << 16. (Bands small
+        // enough for L2, 1 << 24, measured slower on an H200: BENCHMARKS.md.)
+        void set_column_limit(std::int64_t elements) noexcept { column_limit_ = elements < (1 << 16) ? (1 << 16) : elements; }
+        std::int64_t column_limit() const noexcept { return column_limit_; }
         cuda::ContextState& state() const noexcept { return *state_; }
 
     private:
         std::unique_ptr<cuda::ContextState> state_;
-        bool bf16_gemm_ = false;
+        std::int64_t column_limit_ = std::int64_t{1} << 27;
     };
 
     // Host <-> device copies of n floats on the context's stream. upload returns once the host
@@ -130,7 +133,8 @@ struct CudaBackend {
 
     // Same layout rules as CpuBackend::AttentionArgs. Flash-style: tiles of queries against tiles
     // of keys with an online softmax, QK^T and PV on fp16 tensor cores when head_dim is a multiple
-    // of 16 up to 128 (fp32 otherwise); the attention matrix is never stored.
+    // of 16 up to 128, or 256 or 512 (the VAE's one head); fp32 otherwise, and on GPUs older than
+    // sm_80 or without the shared memory (sm_86/89 for 512). The attention matrix is never stored.
     struct AttentionArgs {
         const float* q = nullptr;
         const float* k = nullptr;

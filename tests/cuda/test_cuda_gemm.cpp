@@ -1,0 +1,180 @@
+// CudaBackend's cuBLAS primitives against CpuBackend on the same inputs: fp32 GEMMs for every
+// transpose, linear layers over f32 / f16 / bf16 weights (the GPU rounds the activations to the
+// weight's type, the CPU widens the same weights to fp32), and convolutions of every geometry the
+// models use, whole and in bands of output rows.
+#include <cstdint>
+#include <vector>
+
+#include "cuda_test_support.hpp"
+#include "unclip/tensor.hpp"
+
+using namespace unclip;
+using cuda_test::all_finite;
+using cuda_test::DeviceFloats;
+using cuda_test::random_floats;
+using cuda_test::relative_l2;
+
+namespace {
+
+constexpr double kFp32Tolerance = 1e-5;
+
+// A [rows, cols] fp32 matrix stored as `dtype`: the values both backends see, on host and device.
+struct Weights {
+    Tensor host, device;
+    Weights(const std::vector<float>& values, std::int64_t rows, std::int64_t cols, DType dtype) {
+        Tensor f32 = Tensor::empty(DType::f32, {rows, cols});
+        std::copy(values.begin(), values.end(), f32.data<float>());
+        host = f32.to(dtype);
+        device = host.to(Device::cuda);
+    }
+};
+
+double tolerance_for(DType dtype) {
+    return dtype == DType::f32 ? kFp32Tolerance : dtype == DType::f16 ? cuda_test::kHalfTolerance : cuda_test::kBf16Tolerance;
+}
+
+struct ConvCase {
+    std::int64_t batch, in_channels, height, width, out_channels;
+    int kernel, stride, pad_top, pad_left, pad_bottom, pad_right;
+    bool bias, accumulate;
+};
+
+template <class Args>
+Args conv_args(const ConvCase& c) {
+    Args a;
+    a.batch = c.batch;
+    a.in_channels = c.in_channels;
+    a.height = c.height;
+    a.width = c.width;
+    a.out_channels = c.out_channels;
+    a.kernel_h = a.kernel_w = c.kernel;
+    a.stride = c.stride;
+    a.pad_top = c.pad_top;
+    a.pad_left = c.pad_left;
+    a.pad_bottom = c.pad_bottom;
+    a.pad_right = c.pad_right;
+    a.accumulate = c.accumulate;
+    a.weight_dtype = DType::f16;
+    return a;
+}
+
+// The GPU's convolution of case c against the CPU's, the same f16 weights on both.
+double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint32_t seed) {
+    CpuBackend::Context cpu(2);
+    auto cpu_args = conv_args<CpuBackend::Conv2dArgs>(c);
+    auto gpu_args = conv_args<CudaBackend::Conv2dArgs>(c);
+    const std::int64_t depth = c.in_channels * c.kernel * c.kernel;
+    const std::int64_t out_elements = c.batch * c.out_channels * cpu_args.out_height() * cpu_args.out_width();
+    const auto x = random_floats(static_cast<std::size_t>(c.batch * c.in_channels * c.height * c.width), seed);
+    const Weights w(random_floats(static_cast<std::size_t>(c.out_channels * depth), seed + 1, -0.3f, 0.3f), c.out_channels,
+                    depth, DType::f16);
+    const auto bias = random_floats(static_cast<std::size_t>(c.out_channels), seed + 2);
+    const auto initial = random_floats(static_cast<std::size_t>(out_elements), seed + 3);
+
+    std::vector<float> expected = initial;
+    cpu_args.x = x.data();
+    cpu_args.weight = w.host.raw_data();
+    cpu_args.bias = c.bias ? bias.data() : nullptr;
+    cpu_args.y = expected.data();
+    Scratch cpu_scratch(CpuBackend::conv2d_scratch_bytes(cpu_args));
+    CpuBackend::conv2d(cpu, cpu_args, cpu_scratch);
+
+    const DeviceFloats dx(gpu, x), dbias(gpu, bias), dy(out_elements);
+    if (c.accumulate) CudaBackend::upload(gpu, initial.data(), dy.get(), out_elements);
+    gpu_args.x = dx.get();
+    gpu_args.weight = w.device.raw_data();
+    gpu_args.bias = c.bias ? dbias.get() : nullptr;
+    gpu_args.y = dy.get();
+    Scratch gpu_scratch(Device::cuda, CudaBackend::conv2d_scratch_bytes(gpu_args));
+    CudaBackend::conv2d(gpu, gpu_args, gpu_scratch);
+    const auto got = dy.read(gpu);
+    CHECK(all_finite(got));
+    return relative_l2(got, expected);
+}
+
+}  // namespace
+
+TEST_SUITE("cuda") {
+
+TEST_CASE("gemm matches the CPU in fp32 for every transpose, alpha, beta and leading dimension") {
+    CudaBackend::Context gpu;
+    CpuBackend::Context cpu(2);
+    const std::int64_t m = 37, n = 53, k = 29, pad = 3;
+    for (const bool ta : {false, true})
+        for (const bool tb : {false, true})
+            for (const float beta : {0.0f, 0.5f}) {
+                INFO("trans_a " << ta << " trans_b " << tb << " beta " << beta);
+                const std::int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+                const auto a = random_floats(static_cast<std::size_t>((ta ? k : m) * lda), 1);
+                const auto b = random_floats(static_cast<std::size_t>((tb ? n : k) * ldb), 2);
+                const auto c0 = random_floats(static_cast<std::size_t>(m * ldc), 3);
+                std::vector<float> expected = c0;
+                CpuBackend::gemm(cpu, ta, tb, m, n, k, 1.5f, a.data(), lda, b.data(), ldb, beta, expected.data(), ldc);
+                const DeviceFloats da(gpu, a), db(gpu, b), dc(gpu, c0);
+                CudaBackend::gemm(gpu, ta, tb, m, n, k, 1.5f, da.get(), lda, db.get(), ldb, beta, dc.get(), ldc);
+                const auto got = dc.read(gpu);
+                CHECK(all_finite(got));
+                CHECK(relative_l2(got, expected) <= kFp32Tolerance);
+            }
+}
+
+TEST_CASE("linear matches the CPU for f32, f16 and bf16 weights, with and without bias, overwriting and accumulating") {
+    CudaBackend::Context gpu;
+    CpuBackend::Context cpu(2);
+    struct Shape3 {
+        std::int64_t rows, in, out;
+    };
+    for (const DType dtype : {DType::f32, DType::f16, DType::bf16})
+        for (const Shape3 s : {Shape3{7, 40, 24}, Shape3{300, 96, 130}, Shape3{1, 1024, 1280}})
+            for (const bool with_bias : {false, true})
+                for (const bool accumulate : {false, true}) {
+                    INFO(dtype_name(dtype) << " rows " << s.rows << " in " << s.in << " out " << s.out << " bias " << with_bias
+                                           << " accumulate " << accumulate);
+                    const auto x = random_floats(static_cast<std::size_t>(s.rows * s.in), 11);
+                    const Weights w(random_floats(static_cast<std::size_t>(s.out * s.in), 12, -0.2f, 0.2f), s.out, s.in, dtype);
+                    const auto bias = random_floats(static_cast<std::size_t>(s.out), 13);
+                    const auto y0 = random_floats(static_cast<std::size_t>(s.rows * s.out), 14);
+                    std::vector<float> expected = y0;
+                    CpuBackend::linear(cpu, x.data(), s.rows, s.in, s.out, w.host.raw_data(), dtype,
+                                       with_bias ? bias.data() : nullptr, expected.data(), accumulate);
+                    const DeviceFloats dx(gpu, x), dbias(gpu, bias), dy(gpu, y0);
+                    CudaBackend::linear(gpu, dx.get(), s.rows, s.in, s.out, w.device.raw_data(), dtype,
+                                        with_bias ? dbias.get() : nullptr, dy.get(), accumulate);
+                    const auto got = dy.read(gpu);
+                    CHECK(all_finite(got));
+                    CHECK(relative_l2(got, expected) <= tolerance_for(dtype));
+                }
+}
+
+TEST_CASE("conv2d matches the CPU for 3x3, 1x1, stride 2 and one-sided padding, batch 1 and 2, accumulating") {
+    CudaBackend::Context gpu;
+    const ConvCase cases[] = {
+        {1, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, false},   // UNet/VAE 3x3
+        {2, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, true},    // batch 2, residual accumulate
+        {2, 6, 13, 11, 4, 3, 2, 1, 1, 1, 1, true, false},   // UNet downsample
+        {2, 6, 12, 10, 6, 3, 2, 0, 0, 1, 1, true, false},   // VAE downsample: pad right and bottom only
+        {2, 9, 7, 5, 3, 1, 1, 0, 0, 0, 0, true, true},      // 1x1 skip connection
+        {1, 3, 28, 28, 8, 14, 14, 0, 0, 0, 0, false, false},  // a patch embedding
+    };
+    std::uint32_t seed = 20;
+    for (const ConvCase& c : cases) {
+        INFO("batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " " << c.height << "x" << c.width
+                      << " kernel " << c.kernel << " stride " << c.stride << " accumulate " << c.accumulate);
+        CHECK(conv_error(gpu, c, seed += 4) <= cuda_test::kHalfTolerance);
+    }
+}
+
+TEST_CASE("conv2d in bands of output rows (column limit) matches the CPU") {
+    CudaBackend::Context gpu;
+    gpu.set_column_limit(1);  // clamped to the minimum, 65536 columns: 16 x 9 x 40 x 40 needs 4 bands per image
+    CHECK(gpu.column_limit() == 65536);
+    for (const ConvCase& c : {ConvCase{2, 16, 40, 40, 12, 3, 1, 1, 1, 1, 1, true, false},
+                              ConvCase{1, 16, 41, 37, 12, 3, 2, 0, 0, 1, 1, true, true},
+                              ConvCase{2, 64, 33, 35, 8, 1, 1, 0, 0, 0, 0, true, false}}) {
+        INFO("batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " " << c.height << "x" << c.width
+                      << " kernel " << c.kernel << " stride " << c.stride);
+        CHECK(conv_error(gpu, c, 40) <= cuda_test::kHalfTolerance);
+    }
+}
+
+}  // TEST_SUITE
