@@ -1,45 +1,13 @@
 #include <cmath>
 #include <cstring>
 
+#include "fixture_configs.hpp"
 #include "test_support.hpp"
 #include "unclip/nn/instances.hpp"
 
 using namespace unclip;
 
 namespace {
-nn::Activation activation(const nlohmann::json& j) {
-    return j.at("activation") == "quick_gelu" ? nn::Activation::quick_gelu : nn::Activation::gelu;
-}
-
-nn::ClipTextConfig text_config(const nlohmann::json& j) {
-    nn::ClipTextConfig c;
-    c.vocab = j.at("vocab");
-    c.context = j.at("context");
-    c.width = j.at("width");
-    c.heads = j.at("heads");
-    c.layers = j.at("layers");
-    c.mlp_hidden = j.at("mlp_hidden");
-    c.embed_dim = j.at("embed_dim");
-    c.end_id = j.at("end_id");
-    c.activation = activation(j);
-    c.eps = j.at("eps");
-    return c;
-}
-
-nn::ClipVisionConfig vision_config(const nlohmann::json& j) {
-    nn::ClipVisionConfig c;
-    c.image_size = j.at("image_size");
-    c.patch = j.at("patch");
-    c.width = j.at("width");
-    c.heads = j.at("heads");
-    c.layers = j.at("layers");
-    c.mlp_hidden = j.at("mlp_hidden");
-    c.embed_dim = j.at("embed_dim");
-    c.activation = activation(j);
-    c.eps = j.at("eps");
-    return c;
-}
-
 Tensor nan_filled(DType dtype, const Shape& shape) {
     Tensor t = Tensor::empty(dtype, shape);
     std::fill(t.data<float>(), t.data<float>() + t.numel(), NAN);  // forward must overwrite everything
@@ -89,7 +57,7 @@ TEST_CASE("The text tower matches open_clip and transformers (penultimate + ln_f
     for (const char* name : {"clip/text_open_clip.safetensors", "clip/text_transformers.safetensors"}) {
         INFO("fixture " << name);
         const test::Fixture fx(name);
-        const auto cfg = text_config(fx.config());
+        const auto cfg = test::text_config(fx.config());
         const auto weights = fx.weights("model.");
         const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
         const Tensor tokens = fx["tokens"];
@@ -108,7 +76,7 @@ TEST_CASE("The text tower matches open_clip and transformers (penultimate + ln_f
 
 TEST_CASE("A text tower cut to its first blocks with output_layer -1 equals the penultimate output (diffusers' 23 layers)") {
     const test::Fixture fx("clip/text_open_clip.safetensors");
-    auto cfg = text_config(fx.config());
+    auto cfg = test::text_config(fx.config());
     cfg.layers -= 1;
     cfg.output_layer = -1;
     cfg.embed_dim = 0;
@@ -116,7 +84,7 @@ TEST_CASE("A text tower cut to its first blocks with output_layer -1 equals the 
     const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
     CHECK_CLOSE(run_text(model, token_ids(fx["tokens"], 0, 2), 2, false).hidden, fx["hidden"], test::kFp32Golden);
     // And the full tower's last block, for output_layer -1 with all layers.
-    auto full = text_config(fx.config());
+    auto full = test::text_config(fx.config());
     full.output_layer = -1;
     const nn::ClipTextModel<CpuBackend, float> last(full, nn::load_clip_text<float>(weights, "", full));
     CHECK_CLOSE(run_text(last, token_ids(fx["tokens"], 0, 2), 2, false).hidden, fx["hidden_last"], test::kFp32Golden);
@@ -124,7 +92,7 @@ TEST_CASE("A text tower cut to its first blocks with output_layer -1 equals the 
 
 TEST_CASE("The text tower output is bit-identical for one and two threads") {
     const test::Fixture fx("clip/text_open_clip.safetensors");
-    const auto cfg = text_config(fx.config());
+    const auto cfg = test::text_config(fx.config());
     const auto weights = fx.weights("model.");
     const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
     const TextRun one = run_text(model, token_ids(fx["tokens"], 0, 2), 2, true, 1);
@@ -138,7 +106,7 @@ TEST_CASE("The vision towers match transformers (GELU and quick_gelu) and open_c
                              "clip/vision_open_clip.safetensors"}) {
         INFO("fixture " << name);
         const test::Fixture fx(name);
-        const auto cfg = vision_config(fx.config());
+        const auto cfg = test::vision_config(fx.config());
         const auto weights = fx.weights("visual.");
         const nn::ClipVisionModel<CpuBackend, float> model(cfg, nn::load_clip_vision<float>(weights, "", cfg));
         CHECK_CLOSE(run_vision(model, fx["pixels"]), fx["image_embeds"], test::kFp32Golden);
@@ -150,7 +118,7 @@ TEST_CASE("The vision towers match transformers (GELU and quick_gelu) and open_c
 
 TEST_CASE("Text tower refuses token ids outside the vocabulary and wrong weights by name") {
     const test::Fixture fx("clip/text_transformers.safetensors");
-    auto cfg = text_config(fx.config());
+    auto cfg = test::text_config(fx.config());
     const auto weights = fx.weights("model.");
     const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
     std::vector<std::int32_t> ids(77, 0);
@@ -174,7 +142,7 @@ TEST_CASE("Text tower refuses token ids outside the vocabulary and wrong weights
 
 TEST_CASE("Vision tower refuses wrong pixel shapes and weights by name") {
     const test::Fixture fx("clip/vision_open_clip.safetensors");
-    const auto cfg = vision_config(fx.config());
+    const auto cfg = test::vision_config(fx.config());
     const auto weights = fx.weights("visual.");
     const nn::ClipVisionModel<CpuBackend, float> model(cfg, nn::load_clip_vision<float>(weights, "", cfg));
     CHECK_THROWS_STATUS(run_vision(model, Tensor::zeros(DType::f32, {1, 3, 42, 56})), Status::invalid_argument,
@@ -192,7 +160,7 @@ TEST_SUITE("clip") {
 
 TEST_CASE("Weighted prompt chunks are encoded as ComfyUI does: empty + (z - empty) * w, concatenated") {
     const test::Fixture fx("clip/prompt_weighting.safetensors");
-    const auto cfg = text_config(fx.config());
+    const auto cfg = test::text_config(fx.config());
     const auto weights = fx.weights("model.");
     const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
     text::PromptTokens tokens;
@@ -225,7 +193,7 @@ TEST_CASE("Bundled-tokenizer prompt chunks run end to end; weights change only t
     // A full-vocabulary embedding would make the fixture large; the ids of a real two-chunk prompt
     // are folded into the tiny vocabulary instead, which runs the same path with the same shapes.
     const test::Fixture fx("clip/prompt_weighting.safetensors");
-    const auto cfg = text_config(fx.config());
+    const auto cfg = test::text_config(fx.config());
     const auto weights = fx.weights("model.");
     const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
     std::string prompt = "(a cat:1.3) ";
@@ -258,7 +226,7 @@ TEST_CASE("Bundled-tokenizer prompt chunks run end to end; weights change only t
 
 TEST_CASE("A 10,000-token prompt encodes to 134 chunks of finite conditioning") {
     const test::Fixture fx("clip/prompt_weighting.safetensors");
-    const auto cfg = text_config(fx.config());
+    const auto cfg = test::text_config(fx.config());
     const auto weights = fx.weights("model.");
     const nn::ClipTextModel<CpuBackend, float> model(cfg, nn::load_clip_text<float>(weights, "", cfg));
     std::string prompt = "(";

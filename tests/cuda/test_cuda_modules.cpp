@@ -3,9 +3,8 @@
 #include <cmath>
 #include <cstdlib>
 
-#include <nlohmann/json.hpp>
-
 #include "cuda_test_support.hpp"
+#include "fixture_configs.hpp"
 #include "test_support.hpp"
 #include "tiny_model.hpp"
 #include "unclip/nn/instances.hpp"
@@ -31,21 +30,8 @@ Tensor fetch(const CudaBackend::Context& ctx, const float* device, const Shape& 
 
 std::size_t bytes_of(const Tensor& t) { return Scratch::bytes_for<float>(static_cast<std::size_t>(t.numel())); }
 
-nn::UNetConfig unet_config(const nlohmann::json& j) {
-    nn::UNetConfig cfg;
-    cfg.model_channels = j.at("model_channels");
-    cfg.channel_mult = j.at("channel_mult").get<std::vector<int>>();
-    cfg.num_res_blocks = j.at("num_res_blocks");
-    cfg.attention_levels = j.at("attention_levels").get<std::vector<bool>>();
-    cfg.head_channels = j.at("head_channels");
-    cfg.context_dim = j.at("context_dim");
-    cfg.adm_in_channels = j.at("adm_in_channels");
-    cfg.groups = j.at("groups");
-    return cfg;
-}
-
 Tensor run_unet_on_gpu(const test::Fixture& fx, const std::string& tag) {
-    const auto cfg = unet_config(fx.config());
+    const auto cfg = test::unet_config(fx.config());
     const nn::WeightMap host = fx.weights("unet.");
     const nn::UNet<CpuBackend, float> cpu_unet(cfg, nn::load_unet<float>(host, "", cfg));  // marks what the UNet takes
     const nn::WeightMap device = nn::upload_weights(host);
@@ -62,50 +48,6 @@ Tensor run_unet_on_gpu(const test::Fixture& fx, const std::string& tag) {
     const View<float> out{scratch.take<float>(static_cast<std::size_t>(x.numel())), x.shape()};
     unet.forward(ctx, dx, t.data<const float>(), dcontext, dy, out, scratch);
     return fetch(ctx, out.data, x.shape());
-}
-
-nn::VaeConfig vae_config(const nlohmann::json& j) {
-    nn::VaeConfig cfg;
-    cfg.ch = j.at("ch");
-    cfg.ch_mult = j.at("ch_mult").get<std::vector<int>>();
-    cfg.num_res_blocks = j.at("num_res_blocks");
-    cfg.z_channels = j.at("z_channels");
-    cfg.embed_dim = j.at("embed_dim");
-    cfg.groups = j.at("groups");
-    return cfg;
-}
-
-nn::Activation activation(const nlohmann::json& j) {
-    return j.at("activation") == "quick_gelu" ? nn::Activation::quick_gelu : nn::Activation::gelu;
-}
-
-nn::ClipTextConfig text_config(const nlohmann::json& j) {
-    nn::ClipTextConfig c;
-    c.vocab = j.at("vocab");
-    c.context = j.at("context");
-    c.width = j.at("width");
-    c.heads = j.at("heads");
-    c.layers = j.at("layers");
-    c.mlp_hidden = j.at("mlp_hidden");
-    c.embed_dim = j.at("embed_dim");
-    c.end_id = j.at("end_id");
-    c.activation = activation(j);
-    c.eps = j.at("eps");
-    return c;
-}
-
-nn::ClipVisionConfig vision_config(const nlohmann::json& j) {
-    nn::ClipVisionConfig c;
-    c.image_size = j.at("image_size");
-    c.patch = j.at("patch");
-    c.width = j.at("width");
-    c.heads = j.at("heads");
-    c.layers = j.at("layers");
-    c.mlp_hidden = j.at("mlp_hidden");
-    c.embed_dim = j.at("embed_dim");
-    c.activation = activation(j);
-    c.eps = j.at("eps");
-    return c;
 }
 
 std::vector<Image> generate_tiny(ComputeDevice device, int vae_tile = 0) {
@@ -159,7 +101,7 @@ TEST_CASE("UNet on the GPU matches diffusers with and without the unCLIP label e
 
 TEST_CASE("VAE decode and encode on the GPU match diffusers, whole and in tiles") {
     const test::Fixture fx("vae/vae_tiny.safetensors");
-    const auto cfg = vae_config(fx.config());
+    const auto cfg = test::vae_config(fx.config());
     const nn::WeightMap host = fx.weights("vae.");
     const nn::AutoencoderKL<CpuBackend, float> cpu_vae(cfg, nn::load_vae_encoder<float>(host, "", cfg),
                                                        nn::load_vae_decoder<float>(host, "", cfg));
@@ -211,7 +153,7 @@ TEST_CASE("CLIP text and vision towers on the GPU match open_clip and transforme
     for (const char* name : {"clip/text_open_clip.safetensors", "clip/text_transformers.safetensors"}) {
         INFO(name);
         const test::Fixture fx(name);
-        const auto cfg = text_config(fx.config());
+        const auto cfg = test::text_config(fx.config());
         const nn::WeightMap host = fx.weights("model.");
         const nn::ClipTextModel<CpuBackend, float> cpu_model(cfg, nn::load_clip_text<float>(host, "", cfg));
         const nn::WeightMap device = nn::upload_weights(host);
@@ -234,7 +176,7 @@ TEST_CASE("CLIP text and vision towers on the GPU match open_clip and transforme
                              "clip/vision_open_clip.safetensors"}) {
         INFO(name);
         const test::Fixture fx(name);
-        const auto cfg = vision_config(fx.config());
+        const auto cfg = test::vision_config(fx.config());
         const nn::WeightMap host = fx.weights("visual.");
         const nn::ClipVisionModel<CpuBackend, float> cpu_model(cfg, nn::load_clip_vision<float>(host, "", cfg));
         const nn::WeightMap device = nn::upload_weights(host);

@@ -1,6 +1,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "fixture_configs.hpp"
 #include "test_support.hpp"
 #include "unclip/nn/instances.hpp"
 
@@ -29,20 +30,9 @@ double max_horizontal_step(const Tensor& image, std::int64_t x_begin, std::int64
     return step;
 }
 
-nn::VaeConfig vae_config(const nlohmann::json& j) {
-    nn::VaeConfig cfg;
-    cfg.ch = j.at("ch");
-    cfg.ch_mult = j.at("ch_mult").get<std::vector<int>>();
-    cfg.num_res_blocks = j.at("num_res_blocks");
-    cfg.z_channels = j.at("z_channels");
-    cfg.embed_dim = j.at("embed_dim");
-    cfg.groups = j.at("groups");
-    return cfg;
-}
-
 struct TinyVae {
     test::Fixture fx{"vae/vae_tiny.safetensors"};
-    nn::VaeConfig cfg = vae_config(fx.config());
+    nn::VaeConfig cfg = test::vae_config(fx.config());
     nn::WeightMap weights = fx.weights("vae.");
     nn::AutoencoderKL<CpuBackend, float> vae{cfg, nn::load_vae_encoder<float>(weights, "", cfg),
                                              nn::load_vae_decoder<float>(weights, "", cfg)};

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 
+#include "unclip/backend/args.hpp"
 #include "unclip/detail/export.hpp"
 #include "unclip/dtype.hpp"
 #include "unclip/scratch.hpp"
@@ -44,9 +45,10 @@ struct CpuBackend {
         void parallel_for(std::int64_t n, std::int64_t grain,
                           const std::function<void(std::int64_t, std::int64_t)>& fn) const;
 
-        // GEMMs (linear layers, convolutions) with bf16 inputs and fp32 sums on CPUs with AVX-512
-        // BF16: about twice the fp32 rate, relative error about 1e-2 instead of 1e-6. Elsewhere,
-        // and for attention and normalisation, fp32 as always. Off by default.
+        // GEMMs (linear layers, convolutions) and attention's two products (QK^T and PV, for
+        // head_dim a multiple of 16) with bf16 inputs and fp32 sums on CPUs with AVX-512 BF16: about
+        // twice the fp32 rate, relative error about 1e-2 instead of 1e-6. Softmax, normalisation and
+        // everything on other CPUs stay fp32. Off by default.
         void set_bf16_gemm(bool on) noexcept { bf16_gemm_ = on; }
         bool bf16_gemm() const noexcept { return bf16_gemm_; }
 
@@ -72,18 +74,7 @@ struct CpuBackend {
                                       std::int64_t out_features, const void* weight, DType weight_dtype,
                                       const float* bias, float* y, bool accumulate);
 
-    struct Conv2dArgs {
-        const float* x = nullptr;       // [B, C_in, H, W]
-        const void* weight = nullptr;   // [C_out, C_in, kernel_h, kernel_w]
-        DType weight_dtype = DType::f32;  // f32, f16 or bf16
-        const float* bias = nullptr;    // [C_out] or nullptr
-        float* y = nullptr;             // [B, C_out, H_out, W_out]
-        std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;
-        int kernel_h = 1, kernel_w = 1, stride = 1, pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-        bool accumulate = false;  // y += conv(x) instead of y = conv(x)
-        std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
-        std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
-    };
+    using Conv2dArgs = backend::Conv2dArgs;
     UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
     // One GEMM per image whose B operand is the input unfolded while it is packed (AVX-512), or im2col
     // over bands of output rows with Eigen's GEMM; 1x1 stride-1 convolutions need no unfolding.
@@ -109,18 +100,7 @@ struct CpuBackend {
     // are [batch, tokens, heads * head_dim] with arbitrary token and batch strides (so q, k and v may be
     // column ranges of one fused projection). Tiled with an online softmax: memory does not grow with
     // q_len * kv_len. out must not overlap q, k or v.
-    struct AttentionArgs {
-        const float* q = nullptr;
-        const float* k = nullptr;
-        const float* v = nullptr;
-        float* out = nullptr;
-        std::int64_t batch = 0, q_len = 0, kv_len = 0;
-        int heads = 0, head_dim = 0;
-        std::int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;  // elements between tokens
-        std::int64_t q_batch_stride = 0, k_batch_stride = 0, v_batch_stride = 0, out_batch_stride = 0;
-        bool causal = false;  // query i sees keys j <= i
-        float scale = 0.0f;   // 0: 1 / sqrt(head_dim)
-    };
+    using AttentionArgs = backend::AttentionArgs;
     UNCLIP_CXX_API static void attention(const Context& ctx, const AttentionArgs& args);
 
     // [B, C, S] (channels first) -> [B, S, C] (tokens), and back; the way back may add into y instead.

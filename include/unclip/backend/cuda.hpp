@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "unclip/backend/args.hpp"
 #include "unclip/detail/export.hpp"
 #include "unclip/dtype.hpp"
 #include "unclip/scratch.hpp"
@@ -105,18 +106,7 @@ struct CudaBackend {
                                       std::int64_t out_features, const void* weight, DType weight_dtype,
                                       const float* bias, float* y, bool accumulate);
 
-    struct Conv2dArgs {
-        const float* x = nullptr;
-        const void* weight = nullptr;
-        DType weight_dtype = DType::f32;
-        const float* bias = nullptr;
-        float* y = nullptr;
-        std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;
-        int kernel_h = 1, kernel_w = 1, stride = 1, pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-        bool accumulate = false;
-        std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
-        std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
-    };
+    using Conv2dArgs = backend::Conv2dArgs;
     // The convolution's columns live in the context's workspace, not in Scratch: 0.
     UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
     // im2col straight into half precision, then one strided-batched tensor-core GEMM over the batch.
@@ -135,18 +125,7 @@ struct CudaBackend {
     // of keys with an online softmax, QK^T and PV on fp16 tensor cores when head_dim is a multiple
     // of 16 up to 128, or 256 or 512 (the VAE's one head); fp32 otherwise, and on GPUs older than
     // sm_80 or without the shared memory (sm_86/89 for 512). The attention matrix is never stored.
-    struct AttentionArgs {
-        const float* q = nullptr;
-        const float* k = nullptr;
-        const float* v = nullptr;
-        float* out = nullptr;
-        std::int64_t batch = 0, q_len = 0, kv_len = 0;
-        int heads = 0, head_dim = 0;
-        std::int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;
-        std::int64_t q_batch_stride = 0, k_batch_stride = 0, v_batch_stride = 0, out_batch_stride = 0;
-        bool causal = false;
-        float scale = 0.0f;
-    };
+    using AttentionArgs = backend::AttentionArgs;
     UNCLIP_CXX_API static void attention(const Context& ctx, const AttentionArgs& args);
 
     UNCLIP_CXX_API static void channels_to_tokens(const Context& ctx, const float* x, float* y, std::int64_t batch,

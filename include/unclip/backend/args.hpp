@@ -1,0 +1,39 @@
+#pragma once
+// The argument structs of the convolution and attention primitives, the same for every backend
+// (CpuBackend::Conv2dArgs and CudaBackend::Conv2dArgs name these). Pointers are the backend's
+// memory: host for the CPU, device for CUDA.
+#include <cstdint>
+
+#include "unclip/dtype.hpp"
+
+namespace unclip::backend {
+
+struct Conv2dArgs {
+    const float* x = nullptr;         // [B, C_in, H, W]
+    const void* weight = nullptr;     // [C_out, C_in, kernel_h, kernel_w]
+    DType weight_dtype = DType::f32;  // f32, f16 or bf16
+    const float* bias = nullptr;      // [C_out] or nullptr
+    float* y = nullptr;               // [B, C_out, H_out, W_out]
+    std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;
+    int kernel_h = 1, kernel_w = 1, stride = 1, pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+    bool accumulate = false;  // y += conv(x) instead of y = conv(x)
+    std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
+    std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
+};
+
+// Scaled dot-product attention per head: q, k, v and out are [batch, tokens, heads * head_dim] with
+// arbitrary token and batch strides (so q, k and v may be column ranges of one fused projection).
+struct AttentionArgs {
+    const float* q = nullptr;
+    const float* k = nullptr;
+    const float* v = nullptr;
+    float* out = nullptr;
+    std::int64_t batch = 0, q_len = 0, kv_len = 0;
+    int heads = 0, head_dim = 0;
+    std::int64_t q_stride = 0, k_stride = 0, v_stride = 0, out_stride = 0;  // elements between tokens
+    std::int64_t q_batch_stride = 0, k_batch_stride = 0, v_batch_stride = 0, out_batch_stride = 0;
+    bool causal = false;  // query i sees keys j <= i
+    float scale = 0.0f;   // 0: 1 / sqrt(head_dim)
+};
+
+}  // namespace unclip::backend
