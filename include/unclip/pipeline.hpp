@@ -52,9 +52,10 @@ struct PipelineOptions {
     // Give the CLIP towers' memory-mapped weights back to the system after each encoding (they are
     // read from the file again when next needed): lower peak memory for a slower next encode.
     bool low_memory = false;
-    // CPU GEMMs (linear layers, convolutions) with bf16 inputs and fp32 sums where the CPU has
-    // AVX-512 BF16 (CpuBackend::has_bf16_gemm): about 1.4x faster UNet steps, relative error of
-    // about 1e-2 instead of 1e-6. Ignored (fp32) on other CPUs.
+    // CPU GEMMs (linear layers, convolutions, attention's products) with bf16 inputs and fp32 sums
+    // where the CPU has AVX-512 BF16 (CpuBackend::has_bf16_gemm): about 1.7x faster UNet steps,
+    // relative error of about 1e-2 instead of 1e-6. Ignored (fp32) on other CPUs. On a GPU:
+    // fp32 weight files are uploaded as bf16 instead of fp16.
     bool bf16_gemm = false;
     std::optional<io::Prediction> prediction;  // override the detected v / eps prediction
     bool allow_reduced = false;     // accept architectures smaller than the official ones (tests)

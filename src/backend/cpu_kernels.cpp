@@ -65,7 +65,10 @@ const float* widened_weights(const void* weights, DType dtype, std::int64_t coun
 const KernelTable& kernels() noexcept {
     static const KernelTable table = [] {
         KernelTable t = best_for_this_cpu();
-        if (const char* choice = std::getenv("UNCLIP_CPU_GEMM"); choice && std::string(choice) == "eigen") t.gemm = nullptr;
+        if (const char* choice = std::getenv("UNCLIP_CPU_GEMM"); choice && std::string(choice) == "eigen") {
+            t.gemm = nullptr;
+            t.attention_bf16 = nullptr;
+        }
         return t;
     }();
     return table;
@@ -156,6 +159,10 @@ void CpuBackend::attention(const Context& ctx, const AttentionArgs& a) {
     if (a.kv_len <= 0) throw Error(Status::invalid_argument, "attention: no keys");
     const auto& kt = detail::kernels();
     const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+    if (ctx.bf16_gemm() && kt.attention_bf16 && detail::bf16_gemm_supported() && a.head_dim % 16 == 0 && a.head_dim <= 512) {
+        kt.attention_bf16(ctx, a, scale);
+        return;
+    }
     const std::int64_t q_blocks = (a.q_len + kt.attention_query_block - 1) / kt.attention_query_block;
     ctx.parallel_for(a.batch * a.heads * q_blocks, 1,
                      [&](std::int64_t t0, std::int64_t t1) { kt.attention_tasks(a, scale, t0, t1); });

@@ -47,6 +47,9 @@ struct KernelTable {
     void (*geglu_rows)(const float* x, float* y, std::int64_t r0, std::int64_t r1, std::int64_t inner);
     // The packed-B GEMM with fused epilogue and implicit convolution; nullptr where only Eigen's is built.
     void (*gemm)(const CpuBackend::Context& ctx, const GemmProblem& problem);
+    // CpuBackend::attention with bf16 dot products (head_dim % 16 == 0, bf16_gemm_supported());
+    // nullptr where only the fp32 one is built.
+    void (*attention_bf16)(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& args, float scale);
 };
 
 // `weights` as fp32: the pointer itself when already f32, else a copy widened into this thread's

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 
+#include "backend/isa/bf16_pairs.hpp"
 #include "backend/kernel_table.hpp"
 #include "unclip/error.hpp"
 
@@ -266,15 +267,6 @@ void pack_b_conv(const CpuBackend::Conv2dArgs& a, const float* x, std::int64_t p
 // ---- bf16 inputs, fp32 sums (AVX-512 BF16) ----------------------------------------------------
 // vdpbf16ps adds a[2i] b[2i] + a[2i+1] b[2i+1] into fp32 lane i, so both operands hold k in pairs:
 // a 32-bit word per (row or column, k pair), packed from the fp32 panels above with rounding to nearest even.
-#define UNCLIP_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
-
-UNCLIP_BF16_TARGET inline __m512i bf16_pairs(__m512 even, __m512 odd) {
-    // cvtne2ps: 16-bit lanes 0-15 from `even`, 16-31 from `odd`; interleave them into (even, odd) words.
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
-                                                6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    return _mm512_permutexvar_epi16(interleave, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even)));
-}
-
 // bp[panel][p][32] (fp32) -> bq[panel][p / 2][32] (pairs); an odd last p pairs with zero.
 UNCLIP_BF16_TARGET void pair_b_panels(const float* bp, std::int64_t kc, std::int64_t nc, std::uint32_t* bq) {
     const std::int64_t pairs = (kc + 1) / 2;

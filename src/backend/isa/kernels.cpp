@@ -6,11 +6,15 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include "backend/kernel_table.hpp"
+#if defined(UNCLIP_KERNEL_GEMM_AVX512)
+#include "backend/isa/bf16_pairs.hpp"
+#endif
 
 #define UNCLIP_CONCAT_(a, b) a##b
 #define UNCLIP_CONCAT(a, b) UNCLIP_CONCAT_(a, b)
@@ -119,6 +123,170 @@ void attention_tasks(const CpuBackend::AttentionArgs& a, float scale, std::int64
     }
 }
 
+#if defined(UNCLIP_KERNEL_GEMM_AVX512)
+// ---- Attention with bf16 dot products (CpuBackend::Context::set_bf16_gemm, AVX-512 BF16) -------
+// The walk of attend_block, with S = Q K^T and O += P V on vdpbf16ps (bf16 operands, fp32 sums);
+// the online softmax stays fp32. K and V are packed once per call for every (batch, head), since
+// each of a head's query blocks reads all of them:
+//   K: chunks of 64 keys, [chunk][d / 2][64] words (d pair, key), zero past kv_len;
+//   V: [key pair][d] words (V[2q][e], V[2q + 1][e]), a zero key past an odd kv_len.
+// Q and P rows are plain bf16 rows, i.e. words of consecutive pairs. Needs head_dim % 16 == 0.
+constexpr int kDotRows = 6;         // 24 accumulators + 4 B vectors + a broadcast
+constexpr std::int64_t kKeyChunk = 64;
+
+std::int64_t packed_k_words(std::int64_t kv_len, int d) { return (kv_len + kKeyChunk - 1) / kKeyChunk * kKeyChunk * (d / 2); }
+std::int64_t packed_v_words(std::int64_t kv_len, int d) { return (kv_len + 1) / 2 * d; }
+
+// c[r][0, 16 NV) (+)= sum over q < pairs of a[r][q] * b[q][0, 16 NV), for rows in whole groups of
+// kDotRows (the caller pads a and c).
+template <int NV, bool Accumulate>
+UNCLIP_BF16_TARGET void dot_rows(const std::uint32_t* a, std::int64_t lda, std::int64_t rows, const std::uint32_t* b,
+                                 std::int64_t ldb, std::int64_t pairs, float* c, std::int64_t ldc) {
+    for (std::int64_t r0 = 0; r0 < rows; r0 += kDotRows) {
+        __m512 acc[kDotRows][NV];
+#pragma GCC unroll 6
+        for (int r = 0; r < kDotRows; ++r)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v)
+                acc[r][v] = Accumulate ? _mm512_loadu_ps(c + (r0 + r) * ldc + 16 * v) : _mm512_setzero_ps();
+        const std::uint32_t* arow = a + r0 * lda;
+        for (std::int64_t q = 0; q < pairs; ++q) {
+            __m512bh bv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) bv[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + q * ldb + 16 * v));
+#pragma GCC unroll 6
+            for (int r = 0; r < kDotRows; ++r) {
+                const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(arow[r * lda + q])));
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+            }
+        }
+#pragma GCC unroll 6
+        for (int r = 0; r < kDotRows; ++r)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + (r0 + r) * ldc + 16 * v, acc[r][v]);
+    }
+}
+
+// `count` floats of `x` times `scale` as bf16 words (pairs of consecutive values), zero past count;
+// words = (count + 1) / 2 rounded up to whole vectors of 16 words are written.
+UNCLIP_BF16_TARGET void bf16_row(const float* x, std::int64_t count, float scale, std::uint32_t* words) {
+    const __m512 s = _mm512_set1_ps(scale);
+    for (std::int64_t i = 0; i < count; i += 32) {
+        const auto lo_n = std::clamp<std::int64_t>(count - i, 0, 16), hi_n = std::clamp<std::int64_t>(count - i - 16, 0, 16);
+        const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lo_n) - 1), x + i), s);
+        const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << hi_n) - 1), x + i + 16), s);
+        _mm512_storeu_si512(words + i / 2, bf16_consecutive(lo, hi));
+    }
+}
+
+UNCLIP_BF16_TARGET void pack_keys_values(const CpuBackend::AttentionArgs& a, std::int64_t b, int h, std::uint32_t* kp,
+                                         std::uint32_t* vp) {
+    const int d = a.head_dim, half = d / 2;
+    const float* k_base = a.k + b * a.k_batch_stride + h * d;
+    const float* v_base = a.v + b * a.v_batch_stride + h * d;
+    const std::int64_t keys = (a.kv_len + kKeyChunk - 1) / kKeyChunk * kKeyChunk;
+    std::uint32_t row[256];  // head_dim <= 512
+    for (std::int64_t j = 0; j < keys; ++j) {
+        std::uint32_t* chunk = kp + (j / kKeyChunk) * half * kKeyChunk + j % kKeyChunk;
+        if (j < a.kv_len) bf16_row(k_base + j * a.k_stride, d, 1.0f, row);
+        for (int p = 0; p < half; ++p) chunk[p * kKeyChunk] = j < a.kv_len ? row[p] : 0u;
+    }
+    for (std::int64_t q = 0; q < (a.kv_len + 1) / 2; ++q) {
+        const float* even = v_base + 2 * q * a.v_stride;
+        const bool has_odd = 2 * q + 1 < a.kv_len;
+        for (int e = 0; e < d; e += 16) {
+            const __m512 odd = has_odd ? _mm512_loadu_ps(even + a.v_stride + e) : _mm512_setzero_ps();
+            _mm512_storeu_si512(vp + q * d + e, bf16_pairs(_mm512_loadu_ps(even + e), odd));
+        }
+    }
+}
+
+struct Bf16Tiles {
+    RowMatrix scores, acc;  // rows padded to whole kDotRows groups
+    RowVector running_max, denominator;
+    std::vector<std::uint32_t> q_words, p_words;
+};
+
+template <bool Accumulate>
+void dot_dispatch(int nv, const std::uint32_t* a, std::int64_t lda, std::int64_t rows, const std::uint32_t* b,
+                  std::int64_t ldb, std::int64_t pairs, float* c, std::int64_t ldc) {
+    switch (nv) {
+    case 1: dot_rows<1, Accumulate>(a, lda, rows, b, ldb, pairs, c, ldc); break;
+    case 2: dot_rows<2, Accumulate>(a, lda, rows, b, ldb, pairs, c, ldc); break;
+    case 3: dot_rows<3, Accumulate>(a, lda, rows, b, ldb, pairs, c, ldc); break;
+    default: dot_rows<4, Accumulate>(a, lda, rows, b, ldb, pairs, c, ldc); break;
+    }
+}
+
+void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int64_t b, int h, std::int64_t q0,
+                       std::int64_t q1, const std::uint32_t* kp, const std::uint32_t* vp, Bf16Tiles& t) {
+    const std::int64_t rows = q1 - q0, padded = (rows + kDotRows - 1) / kDotRows * kDotRows;
+    const int d = a.head_dim, half = d / 2;
+    constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+    t.q_words.assign(static_cast<std::size_t>(padded * half), 0u);
+    t.p_words.assign(static_cast<std::size_t>(padded * kKeyBlock / 2), 0u);
+    const float* q_base = a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d;
+    for (std::int64_t r = 0; r < rows; ++r) bf16_row(q_base + r * a.q_stride, d, scale, t.q_words.data() + r * half);
+    t.scores.resize(padded, kKeyBlock);
+    t.acc.setZero(padded, d);
+    t.running_max.setConstant(rows, kMinusInf);
+    t.denominator.setZero(rows);
+
+    const std::int64_t key_end = a.causal ? std::min(a.kv_len, q1) : a.kv_len;
+    for (std::int64_t k0 = 0; k0 < key_end; k0 += kKeyBlock) {
+        const auto cols = std::min<std::int64_t>(kKeyBlock, key_end - k0);
+        for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk)
+            dot_rows<4, false>(t.q_words.data(), half, padded, kp + (k0 + c0) / kKeyChunk * half * kKeyChunk, kKeyChunk, half,
+                               t.scores.data() + c0, kKeyBlock);
+        auto s = t.scores.topRows(rows).leftCols(cols);
+        if (a.causal && k0 + cols > q0 + 1) {
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t c = std::max<std::int64_t>(0, q0 + r + 1 - k0); c < cols; ++c) s(r, c) = kMinusInf;
+        }
+        const RowVector new_max = t.running_max.max(s.rowwise().maxCoeff().array());
+        const RowVector safe_max = (new_max == kMinusInf).select(0.0f, new_max);
+        const RowVector correction = (t.running_max - safe_max).exp();
+        s.array().colwise() -= safe_max;
+        s.array() = s.array().exp();
+        t.denominator = t.denominator * correction + s.rowwise().sum().array();
+        t.acc.topRows(rows).array().colwise() *= correction;
+        const std::int64_t pairs = (cols + 1) / 2;
+        for (std::int64_t r = 0; r < rows; ++r)
+            bf16_row(t.scores.data() + r * kKeyBlock, cols, 1.0f, t.p_words.data() + r * (kKeyBlock / 2));
+        for (int e0 = 0; e0 < d; e0 += 64)
+            dot_dispatch<true>(std::min(4, (d - e0) / 16), t.p_words.data(), kKeyBlock / 2, padded, vp + k0 / 2 * d + e0, d,
+                               pairs, t.acc.data() + e0, d);
+        t.running_max = new_max;
+    }
+    RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * d, rows, d, Stride(a.out_stride));
+    out = (t.acc.topRows(rows).array().colwise() / t.denominator).matrix();
+}
+
+void attention_bf16(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a, float scale) {
+    const int d = a.head_dim;
+    const std::int64_t heads = a.batch * a.heads, k_words = packed_k_words(a.kv_len, d), v_words = packed_v_words(a.kv_len, d);
+    thread_local std::vector<std::uint32_t> packed;  // grows to the largest call, then stays
+    packed.resize(static_cast<std::size_t>(heads * (k_words + v_words)));
+    std::uint32_t* base = packed.data();
+    ctx.parallel_for(heads, 1, [&](std::int64_t h0, std::int64_t h1) {
+        for (std::int64_t bh = h0; bh < h1; ++bh)
+            pack_keys_values(a, bh / a.heads, static_cast<int>(bh % a.heads), base + bh * (k_words + v_words),
+                             base + bh * (k_words + v_words) + k_words);
+    });
+    const std::int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
+    ctx.parallel_for(heads * q_blocks, 1, [&](std::int64_t t0, std::int64_t t1) {
+        Bf16Tiles tiles;
+        for (std::int64_t t = t0; t < t1; ++t) {
+            const std::int64_t block = t % q_blocks, bh = t / q_blocks, q0 = block * kQueryBlock;
+            const std::uint32_t* kp = base + bh * (k_words + v_words);
+            attend_block_bf16(a, scale, bh / a.heads, static_cast<int>(bh % a.heads), q0, std::min(a.q_len, q0 + kQueryBlock),
+                              kp, kp + k_words, tiles);
+        }
+    });
+}
+#endif
+
 // ---- Activations --------------------------------------------------------------------------
 // Eigen's vectorised exp/erf: the UNet's GEGLU applies erf to 24 M elements per 96x96 block.
 Eigen::ArrayXf gelu_of(const ConstArrayMap& x) { return 0.5f * x * (1.0f + (x * 0.70710678118654752440f).erf()); }
@@ -142,11 +310,13 @@ void geglu_rows(const float* x, float* y, std::int64_t r0, std::int64_t r1, std:
 const KernelTable& UNCLIP_CONCAT(kernel_table_, UNCLIP_KERNEL_ISA)() noexcept {
 #if defined(UNCLIP_KERNEL_GEMM_AVX512)
     constexpr auto packed_gemm = &gemm_avx512;
+    constexpr auto bf16_attention = &attention_bf16;
 #else
     constexpr void (*packed_gemm)(const CpuBackend::Context&, const GemmProblem&) = nullptr;
+    constexpr void (*bf16_attention)(const CpuBackend::Context&, const CpuBackend::AttentionArgs&, float) = nullptr;
 #endif
     static const KernelTable table{UNCLIP_KERNEL_ISA_NAME, gemm_block, attention_tasks, kQueryBlock,
-                                   gelu, quick_gelu, geglu_rows, packed_gemm};
+                                   gelu, quick_gelu, geglu_rows, packed_gemm, bf16_attention};
     return table;
 }
 
