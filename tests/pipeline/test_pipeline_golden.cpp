@@ -2,6 +2,7 @@
 // classes with ComfyUI's semantics (tests/golden/pipeline.py), on the tiny demo model.
 #include "test_support.hpp"
 #include "tiny_model.hpp"
+#include "unclip/backend/cpu.hpp"
 #include "unclip/pipeline.hpp"
 
 using namespace unclip;
@@ -10,23 +11,24 @@ namespace {
 // 8-bit outputs: the reference truncates float pixels exactly like the pipeline, so only pixels whose
 // float value lands within rounding of an integer boundary may differ by one step (issue 6: <= 1e-3).
 constexpr double kDecodedImage = 1e-3;
+// With bf16 GEMMs and attention (PipelineOptions::bf16_gemm) the CPU computes with 8-bit mantissas
+// like a GPU's bf16 path: the CUDA backend's bf16 bound.
+constexpr double kDecodedImageBf16 = 2e-2;
 
 Tensor as_tensor(const Image& image) {
     Tensor t = Tensor::empty(DType::f32, {image.height, image.width, image.channels});
     for (std::size_t i = 0; i < image.pixels.size(); ++i) t.data<float>()[i] = image.pixels[i];
     return t;
 }
-}  // namespace
 
-TEST_SUITE("pipeline") {
-
-TEST_CASE("image variations match the reference composition of ComfyUI's unCLIP graph end to end") {
+void check_variations(bool bf16, double tolerance) {
     const test::Fixture fx("pipeline/tiny_variations.safetensors");
     const auto cfg = fx.config();
     REQUIRE(cfg.at("model_seed") == 7);  // test::tiny_model_path() writes the same weights
     PipelineOptions options;
     options.model_path = test::tiny_model_path();
     options.allow_reduced = true;
+    options.bf16_gemm = bf16;
     Pipeline pipeline(options);
 
     const Tensor picture_values = fx["picture"];  // [224, 224, 3] in 0..255
@@ -50,8 +52,20 @@ TEST_CASE("image variations match the reference composition of ComfyUI's unCLIP 
         p.height = c.at("height");
         p.sampler = "euler";
         p.scheduler = "normal";
-        CHECK_CLOSE(as_tensor(pipeline.generate(p).front()), fx[name + ".image"], kDecodedImage);
+        CHECK_CLOSE(as_tensor(pipeline.generate(p).front()), fx[name + ".image"], tolerance);
     }
+}
+}  // namespace
+
+TEST_SUITE("pipeline") {
+
+TEST_CASE("image variations match the reference composition of ComfyUI's unCLIP graph end to end") {
+    check_variations(false, kDecodedImage);
+}
+
+TEST_CASE("with bf16 GEMMs and attention the end-to-end variations stay within the bf16 tolerance") {
+    if (!CpuBackend::has_bf16_gemm()) MESSAGE("no AVX-512 BF16 on this CPU: this runs the fp32 path");
+    check_variations(true, kDecodedImageBf16);
 }
 
 }  // TEST_SUITE
