@@ -224,7 +224,9 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
     const std::int64_t rows = q1 - q0, padded = (rows + kDotRows - 1) / kDotRows * kDotRows;
     const int d = a.head_dim, half = d / 2;
     constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
-    t.q_words.assign(static_cast<std::size_t>(padded * half), 0u);
+    // bf16_row writes whole 16-word vectors: a row whose length is not a multiple of 32 spills into
+    // the next row (rewritten right after) and, for the last row, into this slack.
+    t.q_words.assign(static_cast<std::size_t>(padded * half + 16), 0u);
     t.p_words.assign(static_cast<std::size_t>(padded * kKeyBlock / 2), 0u);
     const float* q_base = a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d;
     for (std::int64_t r = 0; r < rows; ++r) bf16_row(q_base + r * a.q_stride, d, scale, t.q_words.data() + r * half);
