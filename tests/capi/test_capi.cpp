@@ -125,7 +125,7 @@ TEST_CASE("a generation through the C API returns owned images of the requested 
     unclip_images_free(out);
 }
 
-TEST_CASE("the device field defaults to the CPU; an unknown device is refused and CUDA without a GPU says why") {
+TEST_CASE("the device field defaults to the CPU, an unknown device is refused and CUDA without a GPU says why") {
     unclip_open_params open;
     REQUIRE(unclip_open_default_params(&open) == UNCLIP_STATUS_OK);
     CHECK(open.device == UNCLIP_DEVICE_CPU);
