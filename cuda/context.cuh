@@ -33,6 +33,14 @@ struct ContextState {
     std::int64_t ids_capacity = 0;
 };
 
+// Whether p may be read as `bytes`-wide vectors (16: float4).
+inline bool aligned_to(const void* p, std::size_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
+inline bool aligned16(const void* p) { return aligned_to(p, 16); }
+
+// A grid-stride loop's first index and step over a 1-D grid, in 64 bits (tensors pass 2^31 elements).
+__device__ inline std::int64_t first_index() { return std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; }
+__device__ inline std::int64_t grid_stride() { return std::int64_t{gridDim.x} * blockDim.x; }
+
 // Grid size for a grid-stride loop over n elements with `threads` per block.
 inline unsigned blocks_for(std::int64_t n, int threads, unsigned cap = 65535u * 8u) {
     const std::int64_t b = (n + threads - 1) / threads;

@@ -1,10 +1,25 @@
 #pragma once
-// fp32 <-> fp16 conversion on device memory, one thread per element (grid-stride loop).
+// Conversions on device memory: fp32 rounded to a GEMM operand type (fp16, bf16, or kept fp32),
+// and fp16 back to fp32. Rounding is to nearest even, like the CPU conversions, so both backends
+// store identical half-precision weights.
 #include <cstddef>
+#include <cstdint>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "unclip/dtype.hpp"
+
 namespace unclip::cuda {
-void launch_convert_f32_to_f16(const float* src, void* dst_half, std::size_t n, cudaStream_t stream);
+
+template <class To> __device__ __forceinline__ To from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// out[i] = x[i] as `dtype` (f32, f16 or bf16) for i < n, queued on `stream`.
+void launch_round_f32(const float* x, void* out, std::int64_t n, DType dtype, cudaStream_t stream);
 void launch_convert_f16_to_f32(const void* src_half, float* dst, std::size_t n, cudaStream_t stream);
+
 }  // namespace unclip::cuda

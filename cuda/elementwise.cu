@@ -13,12 +13,11 @@
 
 namespace unclip {
 namespace {
+using cuda::aligned16;
+using cuda::first_index;
+using cuda::grid_stride;
+
 constexpr int kThreads = 256;
-
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-
-__device__ std::int64_t first_index() { return std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; }
-__device__ std::int64_t grid_stride() { return std::int64_t{gridDim.x} * blockDim.x; }
 
 __device__ float gelu_of(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f)); }
 

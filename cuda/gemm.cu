@@ -5,41 +5,15 @@
 #include <cstdint>
 #include <string>
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "check.cuh"
 #include "context.cuh"
+#include "convert.cuh"
 #include "unclip/error.hpp"
 
 namespace unclip {
 namespace {
-
-
-template <class To> __device__ To from_float(float v);
-template <> __device__ float from_float<float>(float v) { return v; }
-template <> __device__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// Four operands stored with one 8- or 16-byte write.
-template <class To>
-struct alignas(4 * sizeof(To)) Quad {
-    To v[4];
-};
-
-// y = x rounded to To; with `vectorized` (n % 4 == 0, both pointers aligned) four per thread.
-template <class To>
-__global__ void round_operand_kernel(const float* __restrict__ x, To* __restrict__ y, std::int64_t n, bool vectorized) {
-    const std::int64_t first = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x, step = std::int64_t{gridDim.x} * blockDim.x;
-    if (vectorized) {
-        for (std::int64_t i = first; i < n / 4; i += step) {
-            const float4 v = reinterpret_cast<const float4*>(x)[i];
-            reinterpret_cast<Quad<To>*>(y)[i] = Quad<To>{{from_float<To>(v.x), from_float<To>(v.y), from_float<To>(v.z), from_float<To>(v.w)}};
-        }
-        return;
-    }
-    for (std::int64_t i = first; i < n; i += step) y[i] = from_float<To>(x[i]);
-}
+using cuda::aligned_to;
+using cuda::from_float;
 
 // Columns of output rows [row0, row0 + rows) of `planes` = images * channels input planes:
 // col[b][k][p], k = (c, ky, kx), p = (oy - row0) * out_w + ox, zero where the window falls into the
@@ -92,8 +66,6 @@ __global__ void add_conv_bias_kernel(float* __restrict__ y, const float* __restr
     }
 }
 
-bool aligned_to(const void* p, std::size_t bytes) { return reinterpret_cast<std::uintptr_t>(p) % bytes == 0; }
-
 cudaDataType_t operand_type(DType dtype) {
     switch (dtype) {
     case DType::f32: return CUDA_R_32F;
@@ -102,20 +74,6 @@ cudaDataType_t operand_type(DType dtype) {
     default: throw Error(Status::invalid_argument, std::string("CUDA GEMM: weights of dtype ") + std::string(dtype_name(dtype)) +
                                                        " are not supported (f32, f16 or bf16)");
     }
-}
-
-std::size_t operand_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
-
-// x (fp32, n elements) as the weight's operand type in `out`.
-void round_operand(cudaStream_t stream, const float* x, void* out, std::int64_t n, DType dtype) {
-    if (n == 0) return;
-    const bool vectorized = n % 4 == 0 && aligned_to(x, 16) && aligned_to(out, 4 * operand_size(dtype));
-    const unsigned blocks = cuda::blocks_for(vectorized ? n / 4 : n, 256);
-    if (dtype == DType::f16) round_operand_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<__half*>(out), n, vectorized);
-    else if (dtype == DType::bf16)
-        round_operand_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<__nv_bfloat16*>(out), n, vectorized);
-    else round_operand_kernel<<<blocks, 256, 0, stream>>>(x, static_cast<float*>(out), n, vectorized);
-    UNCLIP_CUDA_CHECK_LAUNCH();
 }
 
 void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t images, void* col,
@@ -166,8 +124,8 @@ void CudaBackend::linear(const Context& ctx, const float* x, std::int64_t rows, 
     const cudaDataType_t type = operand_type(weight_dtype);
     const void* x_operand = x;
     if (weight_dtype != DType::f32) {
-        void* rounded = s.workspace(static_cast<std::size_t>(rows * in_features) * operand_size(weight_dtype));
-        round_operand(s.stream, x, rounded, rows * in_features, weight_dtype);
+        void* rounded = s.workspace(static_cast<std::size_t>(rows * in_features) * dtype_size(weight_dtype));
+        cuda::launch_round_f32(x, rounded, rows * in_features, weight_dtype, s.stream);
         x_operand = rounded;
     }
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
@@ -191,7 +149,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
     check_gemm_sizes("CUDA conv2d", spatial, a.out_channels, depth);
     auto& s = ctx.state();
     const cudaDataType_t type = operand_type(a.weight_dtype);
-    const std::size_t element = operand_size(a.weight_dtype);
+    const std::size_t element = dtype_size(a.weight_dtype);
     const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
     const bool pointwise = a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
                            a.pad_bottom == 0 && a.pad_right == 0;
@@ -206,7 +164,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
         const void* columns = a.x;
         if (!pointwise || a.weight_dtype != DType::f32) {
             void* buffer = s.workspace(static_cast<std::size_t>(depth * spatial * a.batch) * element);
-            if (pointwise) round_operand(s.stream, a.x, buffer, a.batch * image_in, a.weight_dtype);
+            if (pointwise) cuda::launch_round_f32(a.x, buffer, a.batch * image_in, a.weight_dtype, s.stream);
             else launch_im2col(s.stream, a, a.x, a.batch, buffer, a.weight_dtype, out_w, 0, out_h);
             columns = buffer;
         }

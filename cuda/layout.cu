@@ -11,15 +11,15 @@
 
 namespace unclip {
 namespace {
+using cuda::aligned16;
+using cuda::first_index;
+using cuda::grid_stride;
+
 constexpr int kThreads = 256;
 constexpr int kTile = 32;
 constexpr int kTileRowsPerPass = 8;
 
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 std::size_t float_bytes(std::int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); }
-
-__device__ std::int64_t first_index() { return std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; }
-__device__ std::int64_t grid_stride() { return std::int64_t{gridDim.x} * blockDim.x; }
 
 // y [B, a_len + b_len] from a [B, a_len] and b [B, b_len], in units of V (float or float4).
 template <class V>

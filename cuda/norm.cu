@@ -24,10 +24,12 @@
 
 namespace unclip {
 namespace {
+using cuda::aligned16;
+using cuda::first_index;
+using cuda::grid_stride;
+
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 struct Partial {
     double count, mean, m2;  // M2: sum of squared deviations from mean

@@ -90,7 +90,7 @@ void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratc
         g.c_batch_stride = a.out_channels * plane_out;
         g.beta = beta;
         g.row_bias = a.bias;
-        g.bf16 = ctx.bf16_gemm() && detail::bf16_gemm_supported();
+        g.bf16 = detail::bf16_enabled(ctx);
         kt.gemm(ctx, g);
         return;
     }

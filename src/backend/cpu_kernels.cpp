@@ -111,7 +111,7 @@ void CpuBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64
         g.ldc = ldc;
         g.alpha = alpha;
         g.beta = beta;
-        g.bf16 = ctx.bf16_gemm() && detail::bf16_gemm_supported();
+        g.bf16 = detail::bf16_enabled(ctx);
         kt.gemm(ctx, g);
         return;
     }
@@ -148,7 +148,7 @@ void CpuBackend::linear(const Context& ctx, const float* x, std::int64_t rows, s
     g.ldc = out_features;
     g.beta = accumulate ? 1.0f : 0.0f;
     g.col_bias = bias;
-    g.bf16 = ctx.bf16_gemm() && detail::bf16_gemm_supported();
+    g.bf16 = detail::bf16_enabled(ctx);
     kt.gemm(ctx, g);
 }
 
@@ -159,7 +159,7 @@ void CpuBackend::attention(const Context& ctx, const AttentionArgs& a) {
     if (a.kv_len <= 0) throw Error(Status::invalid_argument, "attention: no keys");
     const auto& kt = detail::kernels();
     const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(a.head_dim));
-    if (ctx.bf16_gemm() && kt.attention_bf16 && detail::bf16_gemm_supported() && a.head_dim % 16 == 0 && a.head_dim <= 512) {
+    if (kt.attention_bf16 && detail::bf16_enabled(ctx) && a.head_dim % 16 == 0 && a.head_dim <= 512) {
         kt.attention_bf16(ctx, a, scale);
         return;
     }

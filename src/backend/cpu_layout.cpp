@@ -4,9 +4,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "unclip/nn/timestep_embedding.hpp"
-
 #include "unclip/backend/cpu.hpp"
+#include "unclip/nn/timestep_embedding.hpp"
 
 namespace unclip {
 namespace {

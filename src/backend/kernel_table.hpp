@@ -32,6 +32,8 @@ struct GemmProblem {
 
 // AVX-512 BF16 (vdpbf16ps) on this CPU and in this build.
 bool bf16_gemm_supported() noexcept;
+// Whether ctx asks for bf16 products (Context::set_bf16_gemm) and this CPU has them.
+inline bool bf16_enabled(const CpuBackend::Context& ctx) noexcept { return ctx.bf16_gemm() && bf16_gemm_supported(); }
 
 struct KernelTable {
     const char* isa;

@@ -36,14 +36,8 @@ std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const 
     Tensor embedding = Tensor::empty(DType::f32, {1, vision->config().embed_dim});
     if (impl.gpu) {
         GpuModels& g = *impl.gpu;
-        g.ctx.activate();
-        g.reserve(g.vision->scratch_bytes(1) + Scratch::bytes_for<float>(static_cast<std::size_t>(pixels.numel())) +
-                  Scratch::bytes_for<float>(static_cast<std::size_t>(embedding.numel())));
-        Scratch::Frame frame(g.scratch);
-        const CView<float> device_pixels{g.stage(pixels.data<const float>(), pixels.numel()), pixels.shape()};
-        const View<float> device_embedding{g.scratch.take<float>(static_cast<std::size_t>(embedding.numel())), embedding.shape()};
-        g.vision->forward(g.ctx, device_pixels, device_embedding, g.scratch);
-        CudaBackend::download(g.ctx, device_embedding.data, embedding.data<float>(), embedding.numel());
+        g.run(pixels, embedding, g.vision->scratch_bytes(1),
+              [&](CView<float> in, View<float> out) { g.vision->forward(g.ctx, in, out, g.scratch); });
     } else {
         impl.reserve(vision->scratch_bytes(1));
         vision->forward(impl.ctx, view_of<const float>(pixels), view_of<float>(embedding), impl.scratch);

@@ -23,22 +23,18 @@ std::uint8_t to_byte(float unit) {
 // The whole decode on the GPU unless asked for tiles (tile > 0, in latent pixels) or the
 // activations would take more than half of the GPU's free memory; then tiles as on the CPU.
 void decode_on_gpu(GpuModels& g, const Tensor& latents, Tensor& pixels, std::int64_t tile, std::int64_t overlap) {
-    g.ctx.activate();
     const auto& vae = *g.vae;
-    const auto io_bytes = Scratch::bytes_for<float>(static_cast<std::size_t>(latents.numel())) +
-                          Scratch::bytes_for<float>(static_cast<std::size_t>(pixels.numel()));
+    g.ctx.activate();  // memory_info reads the calling thread's current GPU
     std::size_t free_bytes = 0, total_bytes = 0;
     cuda::memory_info(free_bytes, total_bytes);
-    const std::size_t whole = vae.decode_scratch_bytes(latents.shape()) + io_bytes;
+    const std::size_t whole = vae.decode_scratch_bytes(latents.shape());
     const bool tiled = tile > 0 || whole > (free_bytes + g.scratch.capacity()) / 2;
     const nn::VaeTiling tiling = tile > 0 ? nn::VaeTiling{tile, overlap} : kDecodeTiling;
-    g.reserve(tiled ? vae.tiled_decode_scratch_bytes(latents.shape(), tiling) + io_bytes : whole);
-    Scratch::Frame frame(g.scratch);
-    const CView<float> device_latents{g.stage(latents.data<const float>(), latents.numel()), latents.shape()};
-    const View<float> device_pixels{g.scratch.take<float>(static_cast<std::size_t>(pixels.numel())), pixels.shape()};
-    if (tiled) vae.decode_tiled(g.ctx, device_latents, device_pixels, tiling, g.scratch);
-    else vae.decode(g.ctx, device_latents, device_pixels, g.scratch);
-    CudaBackend::download(g.ctx, device_pixels.data, pixels.data<float>(), pixels.numel());
+    g.run(latents, pixels, tiled ? vae.tiled_decode_scratch_bytes(latents.shape(), tiling) : whole,
+          [&](CView<float> in, View<float> out) {
+              if (tiled) vae.decode_tiled(g.ctx, in, out, tiling, g.scratch);
+              else vae.decode(g.ctx, in, out, g.scratch);
+          });
 }
 
 }  // namespace
@@ -103,14 +99,8 @@ Tensor encode_latent(Pipeline::Impl& impl, const Image& image) {
     Tensor moments = Tensor::empty(DType::f32, {1, 2 * vae.config().embed_dim, height / f, width / f});
     if (impl.gpu) {
         GpuModels& g = *impl.gpu;
-        g.ctx.activate();
-        g.reserve(g.vae->encode_scratch_bytes(pixels.shape()) + Scratch::bytes_for<float>(static_cast<std::size_t>(pixels.numel())) +
-                  Scratch::bytes_for<float>(static_cast<std::size_t>(moments.numel())));
-        Scratch::Frame frame(g.scratch);
-        const CView<float> device_pixels{g.stage(pixels.data<const float>(), pixels.numel()), pixels.shape()};
-        const View<float> device_moments{g.scratch.take<float>(static_cast<std::size_t>(moments.numel())), moments.shape()};
-        g.vae->encode(g.ctx, device_pixels, device_moments, g.scratch);
-        CudaBackend::download(g.ctx, device_moments.data, moments.data<float>(), moments.numel());
+        g.run(pixels, moments, g.vae->encode_scratch_bytes(pixels.shape()),
+              [&](CView<float> in, View<float> out) { g.vae->encode(g.ctx, in, out, g.scratch); });
     } else {
         impl.reserve(vae.encode_scratch_bytes(pixels.shape()));
         vae.encode(impl.ctx, view_of<const float>(pixels), view_of<float>(moments), impl.scratch);

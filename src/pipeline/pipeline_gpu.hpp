@@ -26,6 +26,19 @@ struct GpuModels {
     void reserve(std::size_t bytes);
     // n floats from the arena, filled from host memory (the caller holds a Scratch::Frame).
     float* stage(const float* host, std::int64_t n);
+    // One module pass between host tensors: `input` goes up, fn(device input, device output) runs
+    // on an arena of `module_bytes` more, and the result comes back into `output` (fp32, contiguous).
+    template <class Fn>
+    void run(const Tensor& input, Tensor& output, std::size_t module_bytes, Fn&& fn) {
+        const auto in_count = static_cast<std::size_t>(input.numel()), out_count = static_cast<std::size_t>(output.numel());
+        ctx.activate();
+        reserve(module_bytes + Scratch::bytes_for<float>(in_count) + Scratch::bytes_for<float>(out_count));
+        Scratch::Frame frame(scratch);
+        const CView<float> device_input{stage(input.data<const float>(), input.numel()), input.shape()};
+        const View<float> device_output{scratch.take<float>(out_count), output.shape()};
+        fn(device_input, device_output);
+        CudaBackend::download(ctx, device_output.data, output.data<float>(), output.numel());
+    }
 };
 
 // Uploads `host`'s components (built on the CPU first: their weight maps know which tensors are

@@ -65,6 +65,7 @@ void gemm_block(bool trans_a, bool trans_b, std::int64_t m0, std::int64_t m1, st
 // Working memory is two small heap tiles per task range, never q_len x kv_len (at 768 px the top
 // UNet level has 9216 tokens: a full score matrix per head would be 340 MB).
 constexpr std::int64_t kQueryBlock = 128;
+constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 constexpr std::int64_t kKeyBlock = 256;
 
 struct Tiles {
@@ -72,11 +73,33 @@ struct Tiles {
     RowVector running_max, denominator;
 };
 
+// One key block [k0, k0 + cols) of the online softmax for query rows q0, q0 + 1, ...: masks the
+// keys a causal query must not see, turns the scores s into P = exp(s - m') in place, rescales acc
+// and the denominator by exp(m - m') and moves the running maximum m to m'. The caller then adds
+// P V to acc.
+template <class Scores, class Acc>
+void softmax_step(Scores&& s, Acc&& acc, RowVector& running_max, RowVector& denominator, bool causal, std::int64_t q0,
+                  std::int64_t k0) {
+    const std::int64_t rows = s.rows(), cols = s.cols();
+    if (causal && k0 + cols > q0 + 1) {
+        for (std::int64_t r = 0; r < rows; ++r)
+            for (std::int64_t c = std::max<std::int64_t>(0, q0 + r + 1 - k0); c < cols; ++c) s(r, c) = kMinusInf;
+    }
+    const RowVector new_max = running_max.max(s.rowwise().maxCoeff().array());
+    // Rows whose keys are all masked so far keep max -inf; exp(-inf - -inf) would be NaN.
+    const RowVector safe_max = (new_max == kMinusInf).select(0.0f, new_max);
+    const RowVector correction = (running_max - safe_max).exp();
+    s.array().colwise() -= safe_max;
+    s.array() = s.array().exp();
+    denominator = denominator * correction + s.rowwise().sum().array();
+    acc.array().colwise() *= correction;
+    running_max = new_max;
+}
+
 void attend_block(const CpuBackend::AttentionArgs& a, float scale, std::int64_t b, int h, std::int64_t q0, std::int64_t q1,
                   Tiles& tiles) {
     const auto rows = q1 - q0;
     const int d = a.head_dim;
-    constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
     const ConstRowMap q(a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d, rows, d, Stride(a.q_stride));
     const float* k_base = a.k + b * a.k_batch_stride + h * d;
     const float* v_base = a.v + b * a.v_batch_stride + h * d;
@@ -95,20 +118,8 @@ void attend_block(const CpuBackend::AttentionArgs& a, float scale, std::int64_t 
         const ConstRowMap v(v_base + k0 * a.v_stride, cols, d, Stride(a.v_stride));
         auto s = tiles.scores.leftCols(cols);
         s.noalias() = (scale * q) * k.transpose();
-        if (a.causal && k0 + cols > q0 + 1) {
-            for (std::int64_t r = 0; r < rows; ++r)
-                for (std::int64_t c = std::max<std::int64_t>(0, q0 + r + 1 - k0); c < cols; ++c) s(r, c) = kMinusInf;
-        }
-        const RowVector new_max = running_max.max(s.rowwise().maxCoeff().array());
-        // Rows whose keys are all masked so far keep max -inf; exp(-inf - -inf) would be NaN.
-        const RowVector safe_max = (new_max == kMinusInf).select(0.0f, new_max);
-        const RowVector correction = (running_max - safe_max).exp();
-        s.array().colwise() -= safe_max;
-        s.array() = s.array().exp();
-        denominator = denominator * correction + s.rowwise().sum().array();
-        acc.array().colwise() *= correction;
+        softmax_step(s, acc, running_max, denominator, a.causal, q0, k0);
         acc.noalias() += s * v;
-        running_max = new_max;
     }
     RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * d, rows, d, Stride(a.out_stride));
     out = (acc.array().colwise() / denominator).matrix();
@@ -223,7 +234,6 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
                        std::int64_t q1, const std::uint32_t* kp, const std::uint32_t* vp, Bf16Tiles& t) {
     const std::int64_t rows = q1 - q0, padded = (rows + kDotRows - 1) / kDotRows * kDotRows;
     const int d = a.head_dim, half = d / 2;
-    constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
     // bf16_row writes whole 16-word vectors: a row whose length is not a multiple of 32 spills into
     // the next row (rewritten right after) and, for the last row, into this slack.
     t.q_words.assign(static_cast<std::size_t>(padded * half + 16), 0u);
@@ -241,25 +251,14 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
         for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk)
             dot_rows<4, false>(t.q_words.data(), half, padded, kp + (k0 + c0) / kKeyChunk * half * kKeyChunk, kKeyChunk, half,
                                t.scores.data() + c0, kKeyBlock);
-        auto s = t.scores.topRows(rows).leftCols(cols);
-        if (a.causal && k0 + cols > q0 + 1) {
-            for (std::int64_t r = 0; r < rows; ++r)
-                for (std::int64_t c = std::max<std::int64_t>(0, q0 + r + 1 - k0); c < cols; ++c) s(r, c) = kMinusInf;
-        }
-        const RowVector new_max = t.running_max.max(s.rowwise().maxCoeff().array());
-        const RowVector safe_max = (new_max == kMinusInf).select(0.0f, new_max);
-        const RowVector correction = (t.running_max - safe_max).exp();
-        s.array().colwise() -= safe_max;
-        s.array() = s.array().exp();
-        t.denominator = t.denominator * correction + s.rowwise().sum().array();
-        t.acc.topRows(rows).array().colwise() *= correction;
+        softmax_step(t.scores.topRows(rows).leftCols(cols), t.acc.topRows(rows), t.running_max, t.denominator, a.causal,
+                     q0, k0);
         const std::int64_t pairs = (cols + 1) / 2;
         for (std::int64_t r = 0; r < rows; ++r)
             bf16_row(t.scores.data() + r * kKeyBlock, cols, 1.0f, t.p_words.data() + r * (kKeyBlock / 2));
         for (int e0 = 0; e0 < d; e0 += 64)
             dot_dispatch<true>(std::min(4, (d - e0) / 16), t.p_words.data(), kKeyBlock / 2, padded, vp + k0 / 2 * d + e0, d,
                                pairs, t.acc.data() + e0, d);
-        t.running_max = new_max;
     }
     RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * d, rows, d, Stride(a.out_stride));
     out = (t.acc.topRows(rows).array().colwise() / t.denominator).matrix();
