@@ -1,8 +1,12 @@
-// Convolution as GEMM: for each image and each band of output rows, unfold the receptive fields
-// into a [C_in*kh*kw, band] column buffer (im2col) and multiply by the weight matrix
-// [C_out, C_in*kh*kw]. Bands bound the column buffer to about kColumnBufferFloats whatever the
-// image size (a full 96x96 im2col at 960 input channels would take 318 MB). Bands as large as
-// 32 MiB measured 10-35% faster than 8 MiB ones (fewer passes over the weights; BENCHMARKS.md).
+// Convolution as GEMM. With the AVX-512 kernels, 3x3 stride-1 convolutions large enough to pay
+// for the transforms run as Winograd F(4x4, 3x3) (backend/winograd.hpp: 4x fewer multiplications,
+// 2.2-2.5x faster on the UNet's 96x96 and 48x48 levels), the rest as one packed GEMM per image
+// whose B operand is the input unfolded while it is packed. Without them: for each image and each
+// band of output rows, unfold the receptive fields into a [C_in*kh*kw, band] column buffer
+// (im2col) and multiply by the weight matrix [C_out, C_in*kh*kw]. Bands bound the column buffer to
+// about kColumnBufferFloats whatever the image size (a full 96x96 im2col at 960 input channels
+// would take 318 MB). Bands as large as 32 MiB measured 10-35% faster than 8 MiB ones (fewer
+// passes over the weights; BENCHMARKS.md).
 #include <algorithm>
 #include <cstring>
 
@@ -62,6 +66,8 @@ void im2col(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, con
 }  // namespace
 
 std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
+    if (detail::WinogradPlan plan; detail::kernels().conv3x3_winograd && detail::plan_winograd(a, plan))
+        return Scratch::bytes_for<float>(static_cast<std::size_t>(plan.scratch_floats));
     if (is_pointwise(a) || detail::kernels().gemm) return 0;
     const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
     return Scratch::bytes_for<float>(static_cast<std::size_t>(k * band_rows(a) * a.out_width()));
@@ -71,7 +77,13 @@ void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratc
     const std::int64_t ho = a.out_height(), wo = a.out_width(), plane_out = ho * wo;
     const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
     const float beta = a.accumulate ? 1.0f : 0.0f;
-    if (const auto& kt = detail::kernels(); kt.gemm) {
+    const auto& kt = detail::kernels();
+    if (detail::WinogradPlan plan; kt.conv3x3_winograd && detail::plan_winograd(a, plan)) {
+        Scratch::Frame frame(scratch);
+        kt.conv3x3_winograd(ctx, a, plan, scratch.take<float>(static_cast<std::size_t>(plan.scratch_floats)));
+        return;
+    }
+    if (kt.gemm) {
         if (a.batch <= 0 || a.out_channels <= 0 || plane_out <= 0) return;
         detail::GemmProblem g;
         g.batch = a.batch;

@@ -61,14 +61,19 @@ const float* widened_weights(const void* weights, DType dtype, std::int64_t coun
     return buffer.data();
 }
 
-// UNCLIP_CPU_GEMM=eigen keeps Eigen's GEMM on CPUs that have the packed one (for comparisons).
+// UNCLIP_CPU_GEMM=eigen keeps Eigen's GEMM on CPUs that have the packed one, and UNCLIP_CPU_CONV=direct
+// the direct (implicit GEMM) 3x3 convolution instead of Winograd's (for comparisons and tests).
 const KernelTable& kernels() noexcept {
     static const KernelTable table = [] {
         KernelTable t = best_for_this_cpu();
         if (const char* choice = std::getenv("UNCLIP_CPU_GEMM"); choice && std::string(choice) == "eigen") {
             t.gemm = nullptr;
             t.attention_bf16 = nullptr;
+            t.conv3x3_winograd = nullptr;
+            t.attention_f32 = nullptr;
         }
+        if (const char* choice = std::getenv("UNCLIP_CPU_CONV"); choice && std::string(choice) == "direct")
+            t.conv3x3_winograd = nullptr;
         return t;
     }();
     return table;
@@ -161,6 +166,10 @@ void CpuBackend::attention(const Context& ctx, const AttentionArgs& a) {
     const float scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(a.head_dim));
     if (kt.attention_bf16 && detail::bf16_enabled(ctx) && a.head_dim % 16 == 0 && a.head_dim <= 512) {
         kt.attention_bf16(ctx, a, scale);
+        return;
+    }
+    if (kt.attention_f32 && a.head_dim % 16 == 0) {
+        kt.attention_f32(ctx, a, scale);
         return;
     }
     const std::int64_t q_blocks = (a.q_len + kt.attention_query_block - 1) / kt.attention_query_block;

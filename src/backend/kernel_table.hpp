@@ -4,6 +4,7 @@
 // its GEMMs with AVX-512 where the CPU has it (4x the SSE2 rate measured on this project's CI VM).
 #include <cstdint>
 
+#include "backend/winograd.hpp"
 #include "unclip/backend/cpu.hpp"
 
 namespace unclip::detail {
@@ -52,6 +53,13 @@ struct KernelTable {
     // CpuBackend::attention with bf16 dot products (head_dim % 16 == 0, bf16_gemm_supported());
     // nullptr where only the fp32 one is built.
     void (*attention_bf16)(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& args, float scale);
+    // A 3x3 stride-1 convolution as Winograd F(4x4, 3x3) with plan_winograd's plan and scratch;
+    // nullptr where only Eigen's GEMM is built.
+    void (*conv3x3_winograd)(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& args,
+                             const WinogradPlan& plan, float* scratch);
+    // CpuBackend::attention in AVX-512 FMA register tiles (head_dim % 16 == 0); nullptr where only
+    // Eigen's is built.
+    void (*attention_f32)(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& args, float scale);
 };
 
 // `weights` as fp32: the pointer itself when already f32, else a copy widened into this thread's
@@ -64,6 +72,8 @@ const KernelTable& kernels() noexcept;
 const KernelTable& kernel_table_baseline() noexcept;
 #if defined(UNCLIP_KERNELS_X86)
 void gemm_avx512(const CpuBackend::Context& ctx, const GemmProblem& problem);
+void conv3x3_winograd(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& args, const WinogradPlan& plan,
+                      float* scratch);
 #endif
 #if defined(UNCLIP_KERNELS_X86)
 const KernelTable& kernel_table_avx2() noexcept;

@@ -154,7 +154,11 @@ TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2, odd sizes an
     };
     for (const ConvCase& cc : {ConvCase{2, 5, 17, 9, 13, 3, 1, 1, false}, ConvCase{1, 30, 15, 24, 24, 3, 1, 1, true},
                                ConvCase{2, 7, 33, 17, 11, 3, 2, 1, false}, ConvCase{1, 9, 20, 6, 35, 1, 1, 0, true},
-                               ConvCase{1, 3, 4, 5, 5, 3, 1, 0, false}, ConvCase{1, 4, 6, 1, 40, 3, 1, 1, false}})
+                               ConvCase{1, 3, 4, 5, 5, 3, 1, 0, false}, ConvCase{1, 4, 6, 1, 40, 3, 1, 1, false},
+                               // Winograd-sized: partial tiles at the right and bottom, channel tails,
+                               // more than 16 tiles a row, no padding
+                               ConvCase{2, 19, 17, 30, 37, 3, 1, 1, false}, ConvCase{1, 32, 24, 21, 70, 3, 1, 1, true},
+                               ConvCase{1, 16, 16, 34, 34, 3, 1, 0, false}})
     for (const DType dtype : {DType::f32, DType::f16, DType::bf16}) {
         CAPTURE(dtype_name(dtype));
         CAPTURE(cc.in_c);

@@ -77,7 +77,8 @@ TEST_CASE("tiled attention equals the naive formula for self, cross and causal a
         bool causal;
     };
     for (const Case& c : {Case{2, 300, 300, 3, 64, false}, Case{1, 129, 77, 2, 64, false}, Case{2, 77, 77, 4, 16, true},
-                          Case{1, 260, 260, 1, 32, true}, Case{1, 5, 513, 2, 8, false}, Case{1, 64, 64, 1, 512, false}}) {
+                          Case{1, 260, 260, 1, 32, true}, Case{1, 5, 513, 2, 8, false}, Case{1, 64, 64, 1, 512, false},
+                          Case{1, 257, 257, 2, 80, false}, Case{1, 130, 1, 1, 16, false}}) {
         INFO("batch " << c.batch << " q " << c.q_len << " kv " << c.kv_len << " heads " << c.heads << " d "
                       << c.head_dim << " causal " << c.causal);
         const std::int64_t width = static_cast<std::int64_t>(c.heads) * c.head_dim;

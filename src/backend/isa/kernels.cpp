@@ -286,6 +286,121 @@ void attention_bf16(const CpuBackend::Context& ctx, const CpuBackend::AttentionA
         }
     });
 }
+
+// ---- fp32 attention in AVX-512 register tiles -------------------------------------------------
+// The walk of attend_block with both products as 6-row FMA tiles: K is packed once per call for
+// every (batch, head) as chunks of 64 keys [chunk][d][64] (zero past kv_len), so a 6 x 64 score
+// tile takes one broadcast of Q and four loads of K per depth step; P V reads V's rows in place.
+// Needs head_dim % 16 == 0.
+
+// c[r][0, 16 NV) (+)= sum over p < depth of a[r][p] * b[p][0, 16 NV), for rows in whole groups of
+// kDotRows (the caller pads a and c).
+template <int NV, bool Accumulate>
+void fma_rows(const float* a, std::int64_t lda, std::int64_t rows, const float* b, std::int64_t ldb, std::int64_t depth,
+              float* c, std::int64_t ldc) {
+    for (std::int64_t r0 = 0; r0 < rows; r0 += kDotRows) {
+        __m512 acc[kDotRows][NV];
+#pragma GCC unroll 6
+        for (int r = 0; r < kDotRows; ++r)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v)
+                acc[r][v] = Accumulate ? _mm512_loadu_ps(c + (r0 + r) * ldc + 16 * v) : _mm512_setzero_ps();
+        const float* arow = a + r0 * lda;
+        for (std::int64_t p = 0; p < depth; ++p) {
+            __m512 bv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + p * ldb + 16 * v);
+#pragma GCC unroll 6
+            for (int r = 0; r < kDotRows; ++r) {
+                const __m512 av = _mm512_set1_ps(arow[r * lda + p]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+            }
+        }
+#pragma GCC unroll 6
+        for (int r = 0; r < kDotRows; ++r)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + (r0 + r) * ldc + 16 * v, acc[r][v]);
+    }
+}
+
+void fma_dispatch(int nv, const float* a, std::int64_t lda, std::int64_t rows, const float* b, std::int64_t ldb,
+                  std::int64_t depth, float* c, std::int64_t ldc) {
+    switch (nv) {
+    case 1: fma_rows<1, true>(a, lda, rows, b, ldb, depth, c, ldc); break;
+    case 2: fma_rows<2, true>(a, lda, rows, b, ldb, depth, c, ldc); break;
+    case 3: fma_rows<3, true>(a, lda, rows, b, ldb, depth, c, ldc); break;
+    default: fma_rows<4, true>(a, lda, rows, b, ldb, depth, c, ldc); break;
+    }
+}
+
+std::int64_t packed_k_floats(std::int64_t kv_len, int d) { return (kv_len + kKeyChunk - 1) / kKeyChunk * kKeyChunk * d; }
+
+void pack_keys(const CpuBackend::AttentionArgs& a, std::int64_t b, int h, float* kp) {
+    const int d = a.head_dim;
+    const float* k_base = a.k + b * a.k_batch_stride + h * d;
+    const std::int64_t keys = (a.kv_len + kKeyChunk - 1) / kKeyChunk * kKeyChunk;
+    for (std::int64_t j = 0; j < keys; ++j) {
+        float* chunk = kp + (j / kKeyChunk) * d * kKeyChunk + j % kKeyChunk;
+        const float* row = k_base + j * a.k_stride;
+        for (int p = 0; p < d; ++p) chunk[p * kKeyChunk] = j < a.kv_len ? row[p] : 0.0f;
+    }
+}
+
+struct FmaTiles {
+    RowMatrix scores, acc;  // rows padded to whole kDotRows groups
+    RowVector running_max, denominator;
+    std::vector<float> q_rows;
+};
+
+void attend_block_f32(const CpuBackend::AttentionArgs& a, float scale, std::int64_t b, int h, std::int64_t q0,
+                      std::int64_t q1, const float* kp, FmaTiles& t) {
+    const std::int64_t rows = q1 - q0, padded = (rows + kDotRows - 1) / kDotRows * kDotRows;
+    const int d = a.head_dim;
+    t.q_rows.assign(static_cast<std::size_t>(padded * d), 0.0f);
+    const float* q_base = a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d;
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (int e = 0; e < d; ++e) t.q_rows[static_cast<std::size_t>(r * d + e)] = scale * q_base[r * a.q_stride + e];
+    t.scores.resize(padded, kKeyBlock);
+    t.acc.setZero(padded, d);
+    t.running_max.setConstant(rows, kMinusInf);
+    t.denominator.setZero(rows);
+    const float* v_base = a.v + b * a.v_batch_stride + h * d;
+
+    const std::int64_t key_end = a.causal ? std::min(a.kv_len, q1) : a.kv_len;
+    for (std::int64_t k0 = 0; k0 < key_end; k0 += kKeyBlock) {
+        const auto cols = std::min<std::int64_t>(kKeyBlock, key_end - k0);
+        for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk)
+            fma_rows<4, false>(t.q_rows.data(), d, padded, kp + (k0 + c0) / kKeyChunk * d * kKeyChunk, kKeyChunk, d,
+                               t.scores.data() + c0, kKeyBlock);
+        softmax_step(t.scores.topRows(rows).leftCols(cols), t.acc.topRows(rows), t.running_max, t.denominator, a.causal,
+                     q0, k0);
+        for (int e0 = 0; e0 < d; e0 += 64)
+            fma_dispatch(std::min(4, (d - e0) / 16), t.scores.data(), kKeyBlock, padded, v_base + k0 * a.v_stride + e0,
+                         a.v_stride, cols, t.acc.data() + e0, d);
+    }
+    RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * d, rows, d, Stride(a.out_stride));
+    out = (t.acc.topRows(rows).array().colwise() / t.denominator).matrix();
+}
+
+void attention_f32(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a, float scale) {
+    const std::int64_t heads = a.batch * a.heads, k_floats = packed_k_floats(a.kv_len, a.head_dim);
+    thread_local std::vector<float> packed;  // grows to the largest call, then stays
+    packed.resize(static_cast<std::size_t>(heads * k_floats));
+    float* base = packed.data();
+    ctx.parallel_for(heads, 1, [&](std::int64_t h0, std::int64_t h1) {
+        for (std::int64_t bh = h0; bh < h1; ++bh) pack_keys(a, bh / a.heads, static_cast<int>(bh % a.heads), base + bh * k_floats);
+    });
+    const std::int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
+    ctx.parallel_for(heads * q_blocks, 1, [&](std::int64_t t0, std::int64_t t1) {
+        FmaTiles tiles;
+        for (std::int64_t t = t0; t < t1; ++t) {
+            const std::int64_t block = t % q_blocks, bh = t / q_blocks, q0 = block * kQueryBlock;
+            attend_block_f32(a, scale, bh / a.heads, static_cast<int>(bh % a.heads), q0, std::min(a.q_len, q0 + kQueryBlock),
+                             base + bh * k_floats, tiles);
+        }
+    });
+}
 #endif
 
 // ---- Activations --------------------------------------------------------------------------
@@ -312,12 +427,18 @@ const KernelTable& UNCLIP_CONCAT(kernel_table_, UNCLIP_KERNEL_ISA)() noexcept {
 #if defined(UNCLIP_KERNEL_GEMM_AVX512)
     constexpr auto packed_gemm = &gemm_avx512;
     constexpr auto bf16_attention = &attention_bf16;
+    constexpr auto winograd = &conv3x3_winograd;
+    constexpr auto f32_attention = &attention_f32;
 #else
     constexpr void (*packed_gemm)(const CpuBackend::Context&, const GemmProblem&) = nullptr;
     constexpr void (*bf16_attention)(const CpuBackend::Context&, const CpuBackend::AttentionArgs&, float) = nullptr;
+    constexpr void (*f32_attention)(const CpuBackend::Context&, const CpuBackend::AttentionArgs&, float) = nullptr;
+    constexpr void (*winograd)(const CpuBackend::Context&, const CpuBackend::Conv2dArgs&, const WinogradPlan&, float*) =
+        nullptr;
 #endif
     static const KernelTable table{UNCLIP_KERNEL_ISA_NAME, gemm_block, attention_tasks, kQueryBlock,
-                                   gelu, quick_gelu, geglu_rows, packed_gemm, bf16_attention};
+                                   gelu, quick_gelu, geglu_rows, packed_gemm, bf16_attention, winograd,
+                                   f32_attention};
     return table;
 }
 
