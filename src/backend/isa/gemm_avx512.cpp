@@ -331,10 +331,10 @@ float* pack_buffer() {
     return buffer.data;
 }
 
-// Rows [i0, i1) x columns [j0, j0 + nc) of C for one batch entry.
-// Rows [i0, i1) x columns [j0, j0 + nc) of C for every batch entry. The row block of A is packed once
-// per depth block and serves all batch entries when A is shared (convolution weights).
-void gemm_task(const GemmProblem& g, std::int64_t i0, std::int64_t i1, std::int64_t j0, std::int64_t nc) {
+// Rows [i0, i1) x columns [j0, j0 + nc) of C for batch entries [b0, b1). The row block of A is packed
+// once per depth block and serves all those entries when A is shared (convolution weights).
+void gemm_block_task(const GemmProblem& g, std::int64_t b0, std::int64_t b1, std::int64_t i0, std::int64_t i1,
+                     std::int64_t j0, std::int64_t nc) {
     float* bp = pack_buffer();
     auto* b_pairs = reinterpret_cast<std::uint32_t*>(bp + kDepthBlock * kColumnBlock);
     float* a_block = bp + kDepthBlock * kColumnBlock * 3 / 2;
@@ -348,8 +348,8 @@ void gemm_task(const GemmProblem& g, std::int64_t i0, std::int64_t i1, std::int6
         e.first = p0 == 0;
         e.row_bias = g.row_bias;
         e.col_bias = g.col_bias;
-        for (std::int64_t batch = 0; batch < g.batch; ++batch) {
-            if (batch == 0 || g.a_batch_stride != 0) {
+        for (std::int64_t batch = b0; batch < b1; ++batch) {
+            if (batch == b0 || g.a_batch_stride != 0) {
                 const auto* a = static_cast<const unsigned char*>(g.a) +
                                 batch * g.a_batch_stride * static_cast<std::int64_t>(dtype_size(g.a_dtype));
                 for (std::int64_t s = 0; s < slices; ++s) {
@@ -385,6 +385,15 @@ void gemm_task(const GemmProblem& g, std::int64_t i0, std::int64_t i1, std::int6
         }
     }
 }
+// With A shared, every depth block serves all batch entries; with one A per entry (Winograd's 36
+// products), each entry's depth blocks run back to back while its block of C is still in cache.
+void gemm_task(const GemmProblem& g, std::int64_t i0, std::int64_t i1, std::int64_t j0, std::int64_t nc) {
+    if (g.a_batch_stride == 0) {
+        gemm_block_task(g, 0, g.batch, i0, i1, j0, nc);
+        return;
+    }
+    for (std::int64_t batch = 0; batch < g.batch; ++batch) gemm_block_task(g, batch, batch + 1, i0, i1, j0, nc);
+}
 }  // namespace
 
 // Tasks are blocks of C; smaller blocks only when there would be too few to share between threads
@@ -396,6 +405,13 @@ void gemm_avx512(const CpuBackend::Context& ctx, const GemmProblem& g) {
     while (column_block > 256 && task_count() < wanted_tasks) column_block /= 2;
     while (row_block > 4 * kTileRows && task_count() < wanted_tasks) row_block -= 4 * kTileRows;
     while (column_block > kTileCols && task_count() < wanted_tasks) column_block /= 2;
+    // The same number of blocks, evened out (320 rows: 168 + 152 rather than 280 + 40).
+    auto even = [](std::int64_t extent, std::int64_t block, std::int64_t unit) {
+        const std::int64_t blocks = (extent + block - 1) / block;
+        return std::min(block, ((extent + blocks - 1) / blocks + unit - 1) / unit * unit);
+    };
+    row_block = even(g.m, row_block, kTileRows);
+    column_block = even(g.n, column_block, kTileCols);
     const std::int64_t column_blocks = (g.n + column_block - 1) / column_block;
     ctx.parallel_for(task_count(), 1, [&](std::int64_t t0, std::int64_t t1) {
         for (std::int64_t t = t0; t < t1; ++t) {
