@@ -264,27 +264,37 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
     out = (t.acc.topRows(rows).array().colwise() / t.denominator).matrix();
 }
 
-void attention_bf16(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a, float scale) {
-    const int d = a.head_dim;
-    const std::int64_t heads = a.batch * a.heads, k_words = packed_k_words(a.kv_len, d), v_words = packed_v_words(a.kv_len, d);
-    thread_local std::vector<std::uint32_t> packed;  // grows to the largest call, then stays
-    packed.resize(static_cast<std::size_t>(heads * (k_words + v_words)));
-    std::uint32_t* base = packed.data();
+// Packs each (batch, head)'s operands once with pack(b, h, packed), then runs every query block
+// [q0, q1) of every head through attend(b, h, q0, q1, packed, tiles).
+template <class Word, class Tiles, class Pack, class Attend>
+void attention_over_packed_heads(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a,
+                                 std::int64_t words_per_head, const Pack& pack, const Attend& attend) {
+    const std::int64_t heads = a.batch * a.heads;
+    thread_local std::vector<Word> packed;  // grows to the largest call, then stays
+    packed.resize(static_cast<std::size_t>(heads * words_per_head));
+    Word* base = packed.data();
     ctx.parallel_for(heads, 1, [&](std::int64_t h0, std::int64_t h1) {
-        for (std::int64_t bh = h0; bh < h1; ++bh)
-            pack_keys_values(a, bh / a.heads, static_cast<int>(bh % a.heads), base + bh * (k_words + v_words),
-                             base + bh * (k_words + v_words) + k_words);
+        for (std::int64_t bh = h0; bh < h1; ++bh) pack(bh / a.heads, static_cast<int>(bh % a.heads), base + bh * words_per_head);
     });
     const std::int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
     ctx.parallel_for(heads * q_blocks, 1, [&](std::int64_t t0, std::int64_t t1) {
-        Bf16Tiles tiles;
+        Tiles tiles;
         for (std::int64_t t = t0; t < t1; ++t) {
             const std::int64_t block = t % q_blocks, bh = t / q_blocks, q0 = block * kQueryBlock;
-            const std::uint32_t* kp = base + bh * (k_words + v_words);
-            attend_block_bf16(a, scale, bh / a.heads, static_cast<int>(bh % a.heads), q0, std::min(a.q_len, q0 + kQueryBlock),
-                              kp, kp + k_words, tiles);
+            attend(bh / a.heads, static_cast<int>(bh % a.heads), q0, std::min(a.q_len, q0 + kQueryBlock),
+                   base + bh * words_per_head, tiles);
         }
     });
+}
+
+void attention_bf16(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a, float scale) {
+    const std::int64_t k_words = packed_k_words(a.kv_len, a.head_dim), v_words = packed_v_words(a.kv_len, a.head_dim);
+    attention_over_packed_heads<std::uint32_t, Bf16Tiles>(
+        ctx, a, k_words + v_words,
+        [&](std::int64_t b, int h, std::uint32_t* packed) { pack_keys_values(a, b, h, packed, packed + k_words); },
+        [&](std::int64_t b, int h, std::int64_t q0, std::int64_t q1, const std::uint32_t* packed, Bf16Tiles& tiles) {
+            attend_block_bf16(a, scale, b, h, q0, q1, packed, packed + k_words, tiles);
+        });
 }
 
 // ---- fp32 attention in AVX-512 register tiles -------------------------------------------------
@@ -384,22 +394,11 @@ void attend_block_f32(const CpuBackend::AttentionArgs& a, float scale, std::int6
 }
 
 void attention_f32(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a, float scale) {
-    const std::int64_t heads = a.batch * a.heads, k_floats = packed_k_floats(a.kv_len, a.head_dim);
-    thread_local std::vector<float> packed;  // grows to the largest call, then stays
-    packed.resize(static_cast<std::size_t>(heads * k_floats));
-    float* base = packed.data();
-    ctx.parallel_for(heads, 1, [&](std::int64_t h0, std::int64_t h1) {
-        for (std::int64_t bh = h0; bh < h1; ++bh) pack_keys(a, bh / a.heads, static_cast<int>(bh % a.heads), base + bh * k_floats);
-    });
-    const std::int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
-    ctx.parallel_for(heads * q_blocks, 1, [&](std::int64_t t0, std::int64_t t1) {
-        FmaTiles tiles;
-        for (std::int64_t t = t0; t < t1; ++t) {
-            const std::int64_t block = t % q_blocks, bh = t / q_blocks, q0 = block * kQueryBlock;
-            attend_block_f32(a, scale, bh / a.heads, static_cast<int>(bh % a.heads), q0, std::min(a.q_len, q0 + kQueryBlock),
-                             base + bh * k_floats, tiles);
-        }
-    });
+    attention_over_packed_heads<float, FmaTiles>(
+        ctx, a, packed_k_floats(a.kv_len, a.head_dim), [&](std::int64_t b, int h, float* packed) { pack_keys(a, b, h, packed); },
+        [&](std::int64_t b, int h, std::int64_t q0, std::int64_t q1, const float* packed, FmaTiles& tiles) {
+            attend_block_f32(a, scale, b, h, q0, q1, packed, tiles);
+        });
 }
 #endif
 
