@@ -135,6 +135,61 @@ void attention_tasks(const CpuBackend::AttentionArgs& a, float scale, std::int64
 }
 
 #if defined(UNCLIP_KERNEL_GEMM_AVX512)
+// ---- softmax_step in AVX-512 for the register-tile attentions ---------------------------------
+// e^x for x <= 88.7 (Cephes' expf: e^x = 2^n e^r, |r| <= ln 2 / 2, degree-6 polynomial; within
+// 2 ulp); far below -87 it is 0.
+inline __m512 exp_ps(__m512 x) {
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+// softmax_step on plain rows: scores s [rows][cols] (row stride lds) become P in place, columns a
+// causal query must not see become 0, and acc [rows][d] (stride ldacc) is rescaled. Two passes
+// over each row (max, then exp and sum) instead of Eigen's four.
+void softmax_step_rows(float* s, std::int64_t lds, std::int64_t rows, std::int64_t cols, float* acc, std::int64_t ldacc,
+                       int d, float* running_max, float* denominator, bool causal, std::int64_t q0, std::int64_t k0) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+        float* row = s + r * lds;
+        const std::int64_t visible = causal ? std::clamp<std::int64_t>(q0 + r + 1 - k0, 0, cols) : cols;
+        __m512 max = _mm512_set1_ps(kMinusInf);
+        for (std::int64_t c = 0; c < visible; c += 16) {
+            const __mmask16 m = visible - c >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (visible - c)) - 1u);
+            max = _mm512_mask_max_ps(max, m, max, _mm512_maskz_loadu_ps(m, row + c));
+        }
+        const float new_max = std::max(running_max[r], _mm512_reduce_max_ps(max));
+        // Rows whose keys are all masked so far keep max -inf; exp(-inf - -inf) would be NaN.
+        const float safe_max = new_max == kMinusInf ? 0.0f : new_max;
+        const float correction = std::exp(running_max[r] - safe_max);
+        const __m512 shift = _mm512_set1_ps(safe_max);
+        __m512 sum = _mm512_setzero_ps();
+        for (std::int64_t c = 0; c < cols; c += 16) {
+            const std::int64_t left = std::min<std::int64_t>(16, cols - c);
+            const __mmask16 store = static_cast<__mmask16>((1u << left) - 1u);
+            const __mmask16 seen = static_cast<__mmask16>((1u << std::clamp<std::int64_t>(visible - c, 0, left)) - 1u);
+            const __m512 p = _mm512_maskz_mov_ps(seen, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(seen, row + c), shift)));
+            sum = _mm512_add_ps(sum, p);
+            _mm512_mask_storeu_ps(row + c, store, p);
+        }
+        denominator[r] = denominator[r] * correction + _mm512_reduce_add_ps(sum);
+        running_max[r] = new_max;
+        if (correction == 1.0f) continue;
+        float* acc_row = acc + r * ldacc;
+        const __m512 scale = _mm512_set1_ps(correction);
+        for (int e = 0; e < d; e += 16) _mm512_storeu_ps(acc_row + e, _mm512_mul_ps(_mm512_loadu_ps(acc_row + e), scale));
+    }
+}
+
 // ---- Attention with bf16 dot products (CpuBackend::Context::set_bf16_gemm, AVX-512 BF16) -------
 // The walk of attend_block, with S = Q K^T and O += P V on vdpbf16ps (bf16 operands, fp32 sums);
 // the online softmax stays fp32. K and V are packed once per call for every (batch, head), since
@@ -251,8 +306,8 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
         for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk)
             dot_rows<4, false>(t.q_words.data(), half, padded, kp + (k0 + c0) / kKeyChunk * half * kKeyChunk, kKeyChunk, half,
                                t.scores.data() + c0, kKeyBlock);
-        softmax_step(t.scores.topRows(rows).leftCols(cols), t.acc.topRows(rows), t.running_max, t.denominator, a.causal,
-                     q0, k0);
+        softmax_step_rows(t.scores.data(), kKeyBlock, rows, cols, t.acc.data(), d, d, t.running_max.data(), t.denominator.data(),
+                          a.causal, q0, k0);
         const std::int64_t pairs = (cols + 1) / 2;
         for (std::int64_t r = 0; r < rows; ++r)
             bf16_row(t.scores.data() + r * kKeyBlock, cols, 1.0f, t.p_words.data() + r * (kKeyBlock / 2));
@@ -383,8 +438,8 @@ void attend_block_f32(const CpuBackend::AttentionArgs& a, float scale, std::int6
         for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk)
             fma_rows<4, false>(t.q_rows.data(), d, padded, kp + (k0 + c0) / kKeyChunk * d * kKeyChunk, kKeyChunk, d,
                                t.scores.data() + c0, kKeyBlock);
-        softmax_step(t.scores.topRows(rows).leftCols(cols), t.acc.topRows(rows), t.running_max, t.denominator, a.causal,
-                     q0, k0);
+        softmax_step_rows(t.scores.data(), kKeyBlock, rows, cols, t.acc.data(), d, d, t.running_max.data(), t.denominator.data(),
+                          a.causal, q0, k0);
         for (int e0 = 0; e0 < d; e0 += 64)
             fma_dispatch(std::min(4, (d - e0) / 16), t.scores.data(), kKeyBlock, padded, v_base + k0 * a.v_stride + e0,
                          a.v_stride, cols, t.acc.data() + e0, d);
