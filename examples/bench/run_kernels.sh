@@ -7,7 +7,7 @@
 # shared machine cannot take the cores during a measurement.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-threads="${1:-2}" repeats="${2:-2}"
+threads="${1:-2}" repeats="${2:-3}"
 venv="${UNCLIP_GOLDEN_VENV:-$HOME/.cache/unclip/golden-venv}"
 cd "$root"
 cmake --preset release >/dev/null
