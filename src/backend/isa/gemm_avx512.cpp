@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 
+#include "backend/isa/avx512_lanes.hpp"
 #include "backend/isa/bf16_pairs.hpp"
 #include "backend/kernel_table.hpp"
 #include "unclip/error.hpp"
@@ -33,18 +34,6 @@ struct Epilogue {
     const float* row_bias = nullptr;
     const float* col_bias = nullptr;
 };
-
-inline __mmask16 lanes(std::int64_t count) {
-    return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << std::max<std::int64_t>(count, 0)) - 1u);
-}
-
-// Up to 16 consecutive elements (lanes in `m`) of an f32, f16 or bf16 array, as fp32; other lanes 0.
-inline __m512 load_widened(const void* base, DType dtype, std::int64_t index, __mmask16 m) {
-    if (dtype == DType::f32) return _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + index);
-    const __m256i bits = _mm256_maskz_loadu_epi16(m, static_cast<const std::uint16_t*>(base) + index);
-    if (dtype == DType::f16) return _mm512_cvtph_ps(bits);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));  // bf16: the high half of an fp32
-}
 
 // acc (14 x 32) = A[14 x kc] * Bp[kc x 32], A packed as ap[p * 14 + r].
 inline __attribute__((always_inline)) void tile_kernel(std::int64_t kc, const float* ap, const float* bp,

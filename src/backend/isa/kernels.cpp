@@ -13,6 +13,7 @@
 
 #include "backend/kernel_table.hpp"
 #if defined(UNCLIP_KERNEL_GEMM_AVX512)
+#include "backend/isa/avx512_lanes.hpp"
 #include "backend/isa/bf16_pairs.hpp"
 #endif
 
@@ -68,9 +69,25 @@ constexpr std::int64_t kQueryBlock = 128;
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 constexpr std::int64_t kKeyBlock = 256;
 
+// One query block's online-softmax state: scores [rows, kKeyBlock], the unnormalised output acc
+// [rows, d], running row maxima and denominators. The register-tile kernels pad rows to whole
+// groups; the padding rows are computed and never written out.
 struct Tiles {
     RowMatrix scores, acc;
     RowVector running_max, denominator;
+
+    void begin(std::int64_t rows, std::int64_t padded_rows, int d) {
+        scores.resize(padded_rows, kKeyBlock);
+        acc.setZero(padded_rows, d);
+        running_max.setConstant(rows, kMinusInf);
+        denominator.setZero(rows);
+    }
+    // out = acc / denominator for the block's rows.
+    void finish(const CpuBackend::AttentionArgs& a, std::int64_t b, int h, std::int64_t q0) const {
+        const std::int64_t rows = denominator.size();
+        RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * a.head_dim, rows, a.head_dim, Stride(a.out_stride));
+        out = (acc.topRows(rows).array().colwise() / denominator).matrix();
+    }
 };
 
 // One key block [k0, k0 + cols) of the online softmax for query rows q0, q0 + 1, ...: masks the
@@ -103,10 +120,7 @@ void attend_block(const CpuBackend::AttentionArgs& a, float scale, std::int64_t 
     const ConstRowMap q(a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d, rows, d, Stride(a.q_stride));
     const float* k_base = a.k + b * a.k_batch_stride + h * d;
     const float* v_base = a.v + b * a.v_batch_stride + h * d;
-    tiles.scores.resize(rows, kKeyBlock);
-    tiles.acc.setZero(rows, d);
-    tiles.running_max.setConstant(rows, kMinusInf);
-    tiles.denominator.setZero(rows);
+    tiles.begin(rows, rows, d);
     auto& acc = tiles.acc;
     auto& running_max = tiles.running_max;
     auto& denominator = tiles.denominator;
@@ -121,8 +135,7 @@ void attend_block(const CpuBackend::AttentionArgs& a, float scale, std::int64_t 
         softmax_step(s, acc, running_max, denominator, a.causal, q0, k0);
         acc.noalias() += s * v;
     }
-    RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * d, rows, d, Stride(a.out_stride));
-    out = (acc.array().colwise() / denominator).matrix();
+    tiles.finish(a, b, h, q0);
 }
 
 void attention_tasks(const CpuBackend::AttentionArgs& a, float scale, std::int64_t t0, std::int64_t t1) {
@@ -164,7 +177,7 @@ void softmax_step_rows(float* s, std::int64_t lds, std::int64_t rows, std::int64
         const std::int64_t visible = causal ? std::clamp<std::int64_t>(q0 + r + 1 - k0, 0, cols) : cols;
         __m512 max = _mm512_set1_ps(kMinusInf);
         for (std::int64_t c = 0; c < visible; c += 16) {
-            const __mmask16 m = visible - c >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (visible - c)) - 1u);
+            const __mmask16 m = lanes(visible - c);
             max = _mm512_mask_max_ps(max, m, max, _mm512_maskz_loadu_ps(m, row + c));
         }
         const float new_max = std::max(running_max[r], _mm512_reduce_max_ps(max));
@@ -175,8 +188,7 @@ void softmax_step_rows(float* s, std::int64_t lds, std::int64_t rows, std::int64
         __m512 sum = _mm512_setzero_ps();
         for (std::int64_t c = 0; c < cols; c += 16) {
             const std::int64_t left = std::min<std::int64_t>(16, cols - c);
-            const __mmask16 store = static_cast<__mmask16>((1u << left) - 1u);
-            const __mmask16 seen = static_cast<__mmask16>((1u << std::clamp<std::int64_t>(visible - c, 0, left)) - 1u);
+            const __mmask16 store = lanes(left), seen = lanes(std::min(visible - c, left));
             const __m512 p = _mm512_maskz_mov_ps(seen, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(seen, row + c), shift)));
             sum = _mm512_add_ps(sum, p);
             _mm512_mask_storeu_ps(row + c, store, p);
@@ -234,15 +246,14 @@ UNCLIP_BF16_TARGET void dot_rows(const std::uint32_t* a, std::int64_t lda, std::
     }
 }
 
-// `count` floats of `x` times `scale` as bf16 words (pairs of consecutive values), zero past count;
-// words = (count + 1) / 2 rounded up to whole vectors of 16 words are written.
+// `count` floats of `x` times `scale` as (count + 1) / 2 bf16 words (pairs of consecutive values;
+// an odd count pairs its last value with zero). Nothing past those words is written.
 UNCLIP_BF16_TARGET void bf16_row(const float* x, std::int64_t count, float scale, std::uint32_t* words) {
     const __m512 s = _mm512_set1_ps(scale);
     for (std::int64_t i = 0; i < count; i += 32) {
-        const auto lo_n = std::clamp<std::int64_t>(count - i, 0, 16), hi_n = std::clamp<std::int64_t>(count - i - 16, 0, 16);
-        const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lo_n) - 1), x + i), s);
-        const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << hi_n) - 1), x + i + 16), s);
-        _mm512_storeu_si512(words + i / 2, bf16_consecutive(lo, hi));
+        const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(count - i), x + i), s);
+        const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(count - i - 16), x + i + 16), s);
+        _mm512_mask_storeu_epi32(words + i / 2, lanes((count - i + 1) / 2), bf16_consecutive(lo, hi));
     }
 }
 
@@ -268,9 +279,7 @@ UNCLIP_BF16_TARGET void pack_keys_values(const CpuBackend::AttentionArgs& a, std
     }
 }
 
-struct Bf16Tiles {
-    RowMatrix scores, acc;  // rows padded to whole kDotRows groups
-    RowVector running_max, denominator;
+struct Bf16Tiles : Tiles {
     std::vector<std::uint32_t> q_words, p_words;
 };
 
@@ -289,16 +298,11 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
                        std::int64_t q1, const std::uint32_t* kp, const std::uint32_t* vp, Bf16Tiles& t) {
     const std::int64_t rows = q1 - q0, padded = (rows + kDotRows - 1) / kDotRows * kDotRows;
     const int d = a.head_dim, half = d / 2;
-    // bf16_row writes whole 16-word vectors: a row whose length is not a multiple of 32 spills into
-    // the next row (rewritten right after) and, for the last row, into this slack.
-    t.q_words.assign(static_cast<std::size_t>(padded * half + 16), 0u);
+    t.q_words.assign(static_cast<std::size_t>(padded * half), 0u);
     t.p_words.assign(static_cast<std::size_t>(padded * kKeyBlock / 2), 0u);
     const float* q_base = a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d;
     for (std::int64_t r = 0; r < rows; ++r) bf16_row(q_base + r * a.q_stride, d, scale, t.q_words.data() + r * half);
-    t.scores.resize(padded, kKeyBlock);
-    t.acc.setZero(padded, d);
-    t.running_max.setConstant(rows, kMinusInf);
-    t.denominator.setZero(rows);
+    t.begin(rows, padded, d);
 
     const std::int64_t key_end = a.causal ? std::min(a.kv_len, q1) : a.kv_len;
     for (std::int64_t k0 = 0; k0 < key_end; k0 += kKeyBlock) {
@@ -315,8 +319,7 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
             dot_dispatch<true>(std::min(4, (d - e0) / 16), t.p_words.data(), kKeyBlock / 2, padded, vp + k0 / 2 * d + e0, d,
                                pairs, t.acc.data() + e0, d);
     }
-    RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * d, rows, d, Stride(a.out_stride));
-    out = (t.acc.topRows(rows).array().colwise() / t.denominator).matrix();
+    t.finish(a, b, h, q0);
 }
 
 // Packs each (batch, head)'s operands once with pack(b, h, packed), then runs every query block
@@ -412,9 +415,7 @@ void pack_keys(const CpuBackend::AttentionArgs& a, std::int64_t b, int h, float*
     }
 }
 
-struct FmaTiles {
-    RowMatrix scores, acc;  // rows padded to whole kDotRows groups
-    RowVector running_max, denominator;
+struct FmaTiles : Tiles {
     std::vector<float> q_rows;
 };
 
@@ -426,10 +427,7 @@ void attend_block_f32(const CpuBackend::AttentionArgs& a, float scale, std::int6
     const float* q_base = a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d;
     for (std::int64_t r = 0; r < rows; ++r)
         for (int e = 0; e < d; ++e) t.q_rows[static_cast<std::size_t>(r * d + e)] = scale * q_base[r * a.q_stride + e];
-    t.scores.resize(padded, kKeyBlock);
-    t.acc.setZero(padded, d);
-    t.running_max.setConstant(rows, kMinusInf);
-    t.denominator.setZero(rows);
+    t.begin(rows, padded, d);
     const float* v_base = a.v + b * a.v_batch_stride + h * d;
 
     const std::int64_t key_end = a.causal ? std::min(a.kv_len, q1) : a.kv_len;
@@ -444,8 +442,7 @@ void attend_block_f32(const CpuBackend::AttentionArgs& a, float scale, std::int6
             fma_dispatch(std::min(4, (d - e0) / 16), t.scores.data(), kKeyBlock, padded, v_base + k0 * a.v_stride + e0,
                          a.v_stride, cols, t.acc.data() + e0, d);
     }
-    RowMap out(a.out + b * a.out_batch_stride + q0 * a.out_stride + h * d, rows, d, Stride(a.out_stride));
-    out = (t.acc.topRows(rows).array().colwise() / t.denominator).matrix();
+    t.finish(a, b, h, q0);
 }
 
 void attention_f32(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a, float scale) {

@@ -14,15 +14,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/isa/avx512_lanes.hpp"
 #include "backend/kernel_table.hpp"
 #include "backend/winograd.hpp"
 
 namespace unclip::detail {
 namespace {
-
-inline __mmask16 lanes(std::int64_t count) {
-    return count >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << std::max<std::int64_t>(count, 0)) - 1u);
-}
 
 // t = B^T d over six values.
 inline void input_1d(const __m512 (&d)[6], __m512 (&t)[6]) {
@@ -72,18 +69,8 @@ void transform_weights(const CpuBackend::Context& ctx, const CpuBackend::Conv2dA
         for (std::int64_t co = c0; co < c1; ++co) {
             for (std::int64_t ci0 = 0; ci0 < cin; ci0 += 16) {
                 const std::int64_t channels = std::min<std::int64_t>(16, cin - ci0), first = ((co0 + co) * cin + ci0) * 9;
-                for (std::int64_t i = 0; i < 9; ++i) {
-                    const __mmask16 m = lanes(channels * 9 - 16 * i);
-                    __m512 v;
-                    if (a.weight_dtype == DType::f32) {
-                        v = _mm512_maskz_loadu_ps(m, static_cast<const float*>(a.weight) + first + 16 * i);
-                    } else {
-                        const __m256i bits = _mm256_maskz_loadu_epi16(m, static_cast<const std::uint16_t*>(a.weight) + first + 16 * i);
-                        v = a.weight_dtype == DType::f16 ? _mm512_cvtph_ps(bits)
-                                                         : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-                    }
-                    _mm512_store_ps(block + 16 * i, v);
-                }
+                for (std::int64_t i = 0; i < 9; ++i)
+                    _mm512_store_ps(block + 16 * i, load_widened(a.weight, a.weight_dtype, first + 16 * i, lanes(channels * 9 - 16 * i)));
                 __m512 rows[3][6];  // [ky][point along x]
                 for (int ky = 0; ky < 3; ++ky) {
                     __m512 g[3];
