@@ -21,13 +21,14 @@ Pipeline::Pipeline(const PipelineOptions& options) : impl_(std::make_unique<Impl
     load.vae_path = options.vae_path;
     load.text_encoder_path = options.text_encoder_path;
     load.allow_reduced = options.allow_reduced;
-    impl_->models = pipeline::load_models(options.model_path, load);
+    // Device requests are settled before the (possibly gigabytes of) weights are read.
     if (options.device != ComputeDevice::cpu && options.device != ComputeDevice::cuda &&
         options.device != ComputeDevice::automatic)
         throw Error(Status::invalid_argument, "Pipeline: unknown device " + std::to_string(static_cast<int>(options.device)));
     const bool gpu_usable = cuda::compiled_with_cuda() && cuda::device_count() > 0;
     if (options.device == ComputeDevice::cuda && !gpu_usable)
         throw Error(Status::device, "Pipeline: device cuda requested, but " + cuda::device_description());
+    impl_->models = pipeline::load_models(options.model_path, load);
     if (options.device == ComputeDevice::cuda || (options.device == ComputeDevice::automatic && gpu_usable)) {
         impl_->gpu = pipeline::load_gpu_models(*impl_->models, options.cuda_device, options.bf16_gemm);
         // The GPU holds its own copies: the mapped file pages can go back to the system.
