@@ -11,14 +11,10 @@
 
 namespace unclip::pipeline {
 
-struct GpuModels {
+// The weights are device tensors.
+struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
     CudaBackend::Context ctx;
     Scratch scratch{Device::cuda};
-    nn::WeightMap unet_weights, vae_weights, text_weights, vision_weights;  // device tensors
-    std::optional<nn::UNet<CudaBackend, float>> unet;
-    std::optional<nn::AutoencoderKL<CudaBackend, float>> vae;
-    std::optional<nn::ClipTextModel<CudaBackend, float>> text;
-    std::optional<nn::ClipVisionModel<CudaBackend, float>> vision;
     std::string description;
 
     explicit GpuModels(int device) : ctx(device) {}

@@ -38,25 +38,11 @@ void release_resident_pages(const nn::WeightMap& weights) noexcept {
 std::unique_ptr<Models> load_models(const std::string& path, const io::LoadOptions& options) {
     auto m = std::make_unique<Models>();
     m->checkpoint = io::load_checkpoint(path, options);
-    const io::ModelConfig& cfg = m->checkpoint.config;
-
     m->unet_weights = half_precision_matrices(m->checkpoint.unet);
-    const auto ucfg = unet_config(cfg.unet);
-    m->unet.emplace(ucfg, nn::load_unet<float>(m->unet_weights, "", ucfg));
-
     m->vae_weights = half_precision_matrices(m->checkpoint.vae);
-    const auto vcfg = vae_config(cfg.vae);
-    m->vae.emplace(vcfg, nn::load_vae_encoder<float>(m->vae_weights, "", vcfg), nn::load_vae_decoder<float>(m->vae_weights, "", vcfg));
-
     m->text_weights = half_precision_matrices(m->checkpoint.text);
-    const auto tcfg = clip_text_config(cfg.text, m->text_weights);
-    m->text.emplace(tcfg, nn::load_clip_text<float>(m->text_weights, "", tcfg));
-
-    if (cfg.vision.kind != io::VisionKind::none) {
-        m->vision_weights = half_precision_matrices(m->checkpoint.vision);
-        const auto icfg = clip_vision_config(cfg.vision);
-        m->vision.emplace(icfg, nn::load_clip_vision<float>(m->vision_weights, "", icfg));
-    }
+    if (m->checkpoint.config.vision.kind != io::VisionKind::none) m->vision_weights = half_precision_matrices(m->checkpoint.vision);
+    m->build(m->checkpoint.config, *m);
 
     const std::filesystem::path tokenizer_dir = m->checkpoint.tokenizer_dir;
     if (!tokenizer_dir.empty() && std::filesystem::exists(tokenizer_dir / "vocab.json"))

@@ -14,15 +14,37 @@
 
 namespace unclip::pipeline {
 
-struct Models {
-    io::Checkpoint checkpoint;
-    // Each component's weights: Linear/Conv2d matrices as the file stores them (usually mapped),
-    // everything else widened to fp32 on demand; the modules borrow them.
+// Each component's weights. The modules borrow them.
+struct ComponentWeights {
     nn::WeightMap unet_weights, vae_weights, text_weights, vision_weights;
-    std::optional<nn::UNet<CpuBackend, float>> unet;
-    std::optional<nn::AutoencoderKL<CpuBackend, float>> vae;
-    std::optional<nn::ClipTextModel<CpuBackend, float>> text;
-    std::optional<nn::ClipVisionModel<CpuBackend, float>> vision;  // absent without an image tower
+};
+
+// The four modules on one backend, built over that backend's ComponentWeights.
+template <class Backend>
+struct ComponentModules {
+    std::optional<nn::UNet<Backend, float>> unet;
+    std::optional<nn::AutoencoderKL<Backend, float>> vae;
+    std::optional<nn::ClipTextModel<Backend, float>> text;
+    std::optional<nn::ClipVisionModel<Backend, float>> vision;  // absent without an image tower
+
+    void build(const io::ModelConfig& cfg, const ComponentWeights& w) {
+        const auto ucfg = unet_config(cfg.unet);
+        unet.emplace(ucfg, nn::load_unet<float>(w.unet_weights, "", ucfg));
+        const auto vcfg = vae_config(cfg.vae);
+        vae.emplace(vcfg, nn::load_vae_encoder<float>(w.vae_weights, "", vcfg), nn::load_vae_decoder<float>(w.vae_weights, "", vcfg));
+        const auto tcfg = clip_text_config(cfg.text, w.text_weights);
+        text.emplace(tcfg, nn::load_clip_text<float>(w.text_weights, "", tcfg));
+        if (cfg.vision.kind != io::VisionKind::none) {
+            const auto icfg = clip_vision_config(cfg.vision);
+            vision.emplace(icfg, nn::load_clip_vision<float>(w.vision_weights, "", icfg));
+        }
+    }
+};
+
+// Linear/Conv2d matrices as the file stores them (usually mapped), everything else widened to
+// fp32 on demand.
+struct Models : ComponentWeights, ComponentModules<CpuBackend> {
+    io::Checkpoint checkpoint;
     std::optional<text::ClipTokenizer> tokenizer;
 };
 
