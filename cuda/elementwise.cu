@@ -9,6 +9,7 @@
 
 #include "check.cuh"
 #include "context.cuh"
+#include "elementwise.cuh"
 #include "unclip/backend/cuda.hpp"
 
 namespace unclip {
@@ -84,20 +85,23 @@ __global__ void geglu_kernel(const float* x, float* y, std::int64_t rows, std::i
     }
 }
 
-// y [planes, spatial] += v [planes]. Vectorised only when spatial % 4 == 0 (a float4 shares a plane).
-__global__ void add_channel_bias_kernel(float* y, const float* v, std::int64_t planes, std::int64_t spatial,
-                                        bool vectorized) {
-    const std::int64_t n = planes * spatial;
-    if (vectorized) {
-        for (std::int64_t i = first_index(); i < n / 4; i += grid_stride()) {
-            const float value = v[i * 4 / spatial];
-            float4 out = reinterpret_cast<float4*>(y)[i];
-            out.x += value, out.y += value, out.z += value, out.w += value;
-            reinterpret_cast<float4*>(y)[i] = out;
+// y [plane][s] += values[plane % period]. Block row by takes planes by, by + gridDim.y, ..., so no
+// index needs a division; with `vectorized` (spatial % 4 == 0, y aligned) four values per thread.
+__global__ void add_plane_bias_kernel(float* __restrict__ y, const float* __restrict__ values, std::int64_t planes,
+                                      std::int64_t period, std::int64_t spatial, bool vectorized) {
+    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float value = values[plane % period];
+        float* row = y + plane * spatial;
+        if (vectorized) {
+            for (std::int64_t i = first_index(); i < spatial / 4; i += grid_stride()) {
+                float4 v = reinterpret_cast<float4*>(row)[i];
+                v.x += value, v.y += value, v.z += value, v.w += value;
+                reinterpret_cast<float4*>(row)[i] = v;
+            }
+        } else {
+            for (std::int64_t i = first_index(); i < spatial; i += grid_stride()) row[i] += value;
         }
-        return;
     }
-    for (std::int64_t i = first_index(); i < n; i += grid_stride()) y[i] += v[i / spatial];
 }
 
 // y [rows, cols] += bias [cols]. Vectorised only when cols % 4 == 0.
@@ -174,14 +178,19 @@ void CudaBackend::geglu(const Context& ctx, const float* x, float* y, std::int64
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 
+void cuda::launch_add_plane_bias(cudaStream_t stream, float* y, const float* values, std::int64_t planes,
+                                 std::int64_t period, std::int64_t spatial) {
+    if (planes <= 0 || period <= 0 || spatial <= 0) return;
+    const bool vectorized = spatial % 4 == 0 && aligned16(y);
+    const dim3 grid(std::min(cuda::blocks_for(vectorized ? spatial / 4 : spatial, kThreads), 1024u),
+                    static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
+    add_plane_bias_kernel<<<grid, kThreads, 0, stream>>>(y, values, planes, period, spatial, vectorized);
+    UNCLIP_CUDA_CHECK_LAUNCH();
+}
+
 void CudaBackend::add_channel_bias(const Context& ctx, float* y, const float* v, std::int64_t batch,
                                    std::int64_t channels, std::int64_t spatial) {
-    if (batch <= 0 || channels <= 0 || spatial <= 0) return;
-    const bool vectorized = spatial % 4 == 0 && aligned16(y);
-    const std::int64_t n = batch * channels * spatial;
-    add_channel_bias_kernel<<<cuda::blocks_for(vectorized ? n / 4 : n, kThreads), kThreads, 0,
-                              ctx.state().stream>>>(y, v, batch * channels, spatial, vectorized);
-    UNCLIP_CUDA_CHECK_LAUNCH();
+    cuda::launch_add_plane_bias(ctx.state().stream, y, v, batch * channels, batch * channels, spatial);
 }
 
 void CudaBackend::add_row_bias(const Context& ctx, float* y, const float* bias, std::int64_t rows,

@@ -8,11 +8,11 @@
 #include "check.cuh"
 #include "context.cuh"
 #include "convert.cuh"
+#include "elementwise.cuh"
 #include "unclip/error.hpp"
 
 namespace unclip {
 namespace {
-using cuda::aligned_to;
 using cuda::from_float;
 
 // Columns of output rows [row0, row0 + rows) of `planes` = images * channels input planes:
@@ -41,27 +41,6 @@ __global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col,
                 const bool inside = row_inside && ix >= 0 && ix < width;
                 out[(ky * kernel_w + kx) * band] = from_float<To>(inside ? image[std::int64_t{iy} * width + ix] : 0.0f);
             }
-        }
-    }
-}
-
-// y[plane][s] += bias[plane % channels] for planes = batch * channels: the convolution's bias, one
-// vector for every image. Block row by takes planes by, by + gridDim.y, ...; with `vectorized`
-// (spatial % 4 == 0, y aligned) four values per thread.
-__global__ void add_conv_bias_kernel(float* __restrict__ y, const float* __restrict__ bias, std::int64_t planes,
-                                     std::int64_t channels, std::int64_t spatial, bool vectorized) {
-    const std::int64_t first = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x, step = std::int64_t{gridDim.x} * blockDim.x;
-    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-        const float value = bias[plane % channels];
-        float* row = y + plane * spatial;
-        if (vectorized) {
-            for (std::int64_t i = first; i < spatial / 4; i += step) {
-                float4 v = reinterpret_cast<float4*>(row)[i];
-                v.x += value, v.y += value, v.z += value, v.w += value;
-                reinterpret_cast<float4*>(row)[i] = v;
-            }
-        } else {
-            for (std::int64_t i = first; i < spatial; i += step) row[i] += value;
         }
     }
 }
@@ -187,14 +166,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
                                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
             }
     }
-    if (a.bias) {
-        const std::int64_t planes = a.batch * a.out_channels;
-        const bool vectorized = spatial % 4 == 0 && aligned_to(a.y, 16);
-        const dim3 grid(std::min(cuda::blocks_for(vectorized ? spatial / 4 : spatial, 256), 1024u),
-                        static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
-        add_conv_bias_kernel<<<grid, 256, 0, s.stream>>>(a.y, a.bias, planes, a.out_channels, spatial, vectorized);
-        UNCLIP_CUDA_CHECK_LAUNCH();
-    }
+    if (a.bias) cuda::launch_add_plane_bias(s.stream, a.y, a.bias, a.batch * a.out_channels, a.out_channels, spatial);
 }
 
 }  // namespace unclip
