@@ -13,10 +13,10 @@
 
 namespace unclip::cuda {
 
-template <class To> __device__ __forceinline__ To from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <class To> __host__ __device__ __forceinline__ To from_float(float v);
+template <> __host__ __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __host__ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // out[i] = x[i] as `dtype` (f32, f16 or bf16) for i < n, queued on `stream`.
 void launch_round_f32(const float* x, void* out, std::int64_t n, DType dtype, cudaStream_t stream);

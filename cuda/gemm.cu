@@ -9,40 +9,28 @@
 #include "context.cuh"
 #include "convert.cuh"
 #include "elementwise.cuh"
+#include "im2col.cuh"
 #include "unclip/error.hpp"
 
 namespace unclip {
 namespace {
-using cuda::from_float;
 
-// Columns of output rows [row0, row0 + rows) of `planes` = images * channels input planes:
-// col[b][k][p], k = (c, ky, kx), p = (oy - row0) * out_w + ox, zero where the window falls into the
-// padding. Thread (x, y) of block (bx, by, bz) takes output pixel (ox, oy) of planes bz, bz + gridDim.z,
-// ... and writes all kernel_h * kernel_w taps: neighbouring threads read neighbouring pixels, so
-// each input pixel comes from memory about once, and no index needs a division.
+// Thread (x, y) of block (bx, by, bz) takes output pixel (or, in the octet kernel, eight-pixel
+// group) x of band row y for planes bz, bz + gridDim.z, ...: neighbouring threads read neighbouring
+// pixels, so each input pixel comes from memory about once, and no index needs a division.
 constexpr int kIm2colX = 32, kIm2colY = 8;
 template <class To>
-__global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col, std::int64_t planes, int height, int width,
-                              int kernel_h, int kernel_w, int stride, int pad_top, int pad_left, int out_w, int row0,
-                              int rows) {
+__global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g) {
     const int ox = blockIdx.x * kIm2colX + threadIdx.x, r = blockIdx.y * kIm2colY + threadIdx.y;
-    if (ox >= out_w || r >= rows) return;
-    const std::int64_t band = std::int64_t{rows} * out_w, taps = std::int64_t{kernel_h} * kernel_w;
-    const std::int64_t plane_size = std::int64_t{height} * width;
-    const int oy = row0 + r;
-    for (std::int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
-        const float* image = x + plane * plane_size;
-        To* out = col + plane * taps * band + std::int64_t{r} * out_w + ox;
-        for (int ky = 0; ky < kernel_h; ++ky) {
-            const int iy = oy * stride - pad_top + ky;
-            const bool row_inside = iy >= 0 && iy < height;
-            for (int kx = 0; kx < kernel_w; ++kx) {
-                const int ix = ox * stride - pad_left + kx;
-                const bool inside = row_inside && ix >= 0 && ix < width;
-                out[(ky * kernel_w + kx) * band] = from_float<To>(inside ? image[std::int64_t{iy} * width + ix] : 0.0f);
-            }
-        }
-    }
+    if (ox >= g.out_w || r >= g.rows) return;
+    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z) cuda::im2col_pixel(x, col, g, ox, r, plane);
+}
+
+template <class To>
+__global__ void im2col_octet_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g) {
+    const int group = blockIdx.x * kIm2colX + threadIdx.x, r = blockIdx.y * kIm2colY + threadIdx.y;
+    if (group >= g.out_w / 8 || r >= g.rows) return;
+    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z) cuda::im2col_octet_3wide(x, col, g, group, r, plane);
 }
 
 cudaDataType_t operand_type(DType dtype) {
@@ -57,16 +45,29 @@ cudaDataType_t operand_type(DType dtype) {
 
 void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t images, void* col,
                    DType dtype, std::int64_t out_w, std::int64_t row0, std::int64_t rows) {
-    const std::int64_t planes = images * a.in_channels;
-    if (planes == 0 || rows == 0 || out_w == 0) return;
+    cuda::Im2colGeometry g;
+    g.planes = images * a.in_channels;
+    if (g.planes == 0 || rows == 0 || out_w == 0) return;
+    g.height = static_cast<int>(a.height);
+    g.width = static_cast<int>(a.width);
+    g.kernel_h = a.kernel_h;
+    g.kernel_w = a.kernel_w;
+    g.stride = a.stride;
+    g.pad_top = a.pad_top;
+    g.pad_left = a.pad_left;
+    g.out_w = static_cast<int>(out_w);
+    g.row0 = static_cast<int>(row0);
+    g.rows = static_cast<int>(rows);
+    const bool octets = cuda::octet_im2col_fits(g) && cuda::aligned_to(col, 8 * dtype_size(dtype));
+    const std::int64_t threads_x = octets ? out_w / 8 : out_w;
     const dim3 block(kIm2colX, kIm2colY);
-    const dim3 grid(static_cast<unsigned>((out_w + kIm2colX - 1) / kIm2colX), static_cast<unsigned>((rows + kIm2colY - 1) / kIm2colY),
-                    static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
-    const auto h = static_cast<int>(a.height), w = static_cast<int>(a.width);
-#define UNCLIP_IM2COL(T)                                                                                              \
-    im2col_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), planes, h, w, a.kernel_h, a.kernel_w, a.stride, \
-                                              a.pad_top, a.pad_left, static_cast<int>(out_w), static_cast<int>(row0),     \
-                                              static_cast<int>(rows))
+    const dim3 grid(static_cast<unsigned>((threads_x + kIm2colX - 1) / kIm2colX), static_cast<unsigned>((rows + kIm2colY - 1) / kIm2colY),
+                    static_cast<unsigned>(std::min<std::int64_t>(g.planes, 65535)));
+#define UNCLIP_IM2COL(T)                                                                        \
+    do {                                                                                        \
+        if (octets) im2col_octet_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), g); \
+        else im2col_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), g);          \
+    } while (false)
     if (dtype == DType::f16) UNCLIP_IM2COL(__half);
     else if (dtype == DType::bf16) UNCLIP_IM2COL(__nv_bfloat16);
     else UNCLIP_IM2COL(float);

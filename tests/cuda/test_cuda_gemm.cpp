@@ -151,6 +151,7 @@ TEST_CASE("conv2d matches the CPU for 3x3, 1x1, stride 2 and one-sided padding, 
     const ConvCase cases[] = {
         {1, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, false},   // UNet/VAE 3x3
         {2, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, true},    // batch 2, residual accumulate
+        {2, 5, 9, 24, 7, 3, 1, 1, 1, 1, 1, true, true},     // width % 8 == 0: eight pixels per im2col thread
         {2, 6, 13, 11, 4, 3, 2, 1, 1, 1, 1, true, false},   // UNet downsample
         {2, 6, 12, 10, 6, 3, 2, 0, 0, 1, 1, true, false},   // VAE downsample: pad right and bottom only
         {2, 9, 7, 5, 3, 1, 1, 0, 0, 0, 0, true, true},      // 1x1 skip connection

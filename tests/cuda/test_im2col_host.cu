@@ -1,0 +1,140 @@
+// The convolution's im2col as each GPU thread does it, run thread by thread on the host: the
+// 8-wide stride-1 layout (one 16-byte store per tap row) must write exactly the columns of the
+// one-pixel-per-thread layout, and that layout the columns of the definition. Runs without a GPU.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "im2col.cuh"
+
+using unclip::cuda::Im2colGeometry;
+
+namespace {
+
+struct Case {
+    int channels, height, width, kernel_h, pad_top, pad_left, pad_bottom, pad_right, row0, rows;
+};
+
+Im2colGeometry geometry(const Case& c, int images) {
+    Im2colGeometry g;
+    g.planes = std::int64_t{images} * c.channels;
+    g.height = c.height;
+    g.width = c.width;
+    g.kernel_h = c.kernel_h;
+    g.kernel_w = 3;
+    g.pad_top = c.pad_top;
+    g.pad_left = c.pad_left;
+    g.out_w = c.width + c.pad_left + c.pad_right - 2;
+    g.row0 = c.row0;
+    g.rows = c.rows;
+    return g;
+}
+
+// col[plane][ky][kx][r][ox] straight from the definition of a stride-1 convolution window.
+std::vector<float> reference_columns(const std::vector<float>& x, const Im2colGeometry& g) {
+    std::vector<float> col(static_cast<std::size_t>(g.planes * g.taps() * g.band()));
+    std::size_t i = 0;
+    for (std::int64_t plane = 0; plane < g.planes; ++plane)
+        for (int ky = 0; ky < g.kernel_h; ++ky)
+            for (int kx = 0; kx < 3; ++kx)
+                for (int r = 0; r < g.rows; ++r)
+                    for (int ox = 0; ox < g.out_w; ++ox) {
+                        const int iy = g.row0 + r - g.pad_top + ky, ix = ox - g.pad_left + kx;
+                        const bool inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width;
+                        col[i++] = inside ? x[static_cast<std::size_t>((plane * g.height + iy) * g.width + ix)] : 0.0f;
+                    }
+    return col;
+}
+
+template <class To>
+std::vector<To> pixel_columns(const std::vector<float>& x, const Im2colGeometry& g, To poison) {
+    std::vector<To> col(static_cast<std::size_t>(g.planes * g.taps() * g.band()), poison);
+    for (std::int64_t plane = 0; plane < g.planes; ++plane)
+        for (int r = 0; r < g.rows; ++r)
+            for (int ox = 0; ox < g.out_w; ++ox) unclip::cuda::im2col_pixel(x.data(), col.data(), g, ox, r, plane);
+    return col;
+}
+
+// Octet stores need 8-element alignment, which std::vector<To> does not promise for __half.
+template <class To>
+struct AlignedColumns {
+    std::vector<unclip::cuda::Octet<To>> storage;
+    To* data() { return storage.front().v; }
+};
+
+template <class To>
+AlignedColumns<To> octet_columns(const std::vector<float>& x, const Im2colGeometry& g, To poison) {
+    AlignedColumns<To> col;
+    unclip::cuda::Octet<To> filled;
+    for (To& v : filled.v) v = poison;
+    col.storage.assign(static_cast<std::size_t>(g.planes * g.taps() * g.band() / 8), filled);
+    for (std::int64_t plane = 0; plane < g.planes; ++plane)
+        for (int r = 0; r < g.rows; ++r)
+            for (int group = 0; group < g.out_w / 8; ++group)
+                unclip::cuda::im2col_octet_3wide(x.data(), col.data(), g, group, r, plane);
+    return col;
+}
+
+const Case kCases[] = {
+    {3, 16, 16, 3, 1, 1, 1, 1, 0, 16},   // the usual 3x3, pad 1, whole image
+    {2, 12, 24, 3, 1, 1, 1, 1, 5, 4},    // a band of rows in the middle
+    {2, 9, 24, 3, 0, 1, 1, 1, 0, 7},     // uneven padding (no top pad)
+    {1, 7, 16, 3, 0, 0, 1, 2, 0, 5},     // padding on the right only
+    {2, 5, 8, 1, 0, 1, 0, 1, 0, 5},      // one kernel row, 3 wide
+    {1, 3, 8, 3, 2, 1, 2, 1, 0, 5},      // padding taller than the image's rows
+    {2, 10, 40, 3, 1, 1, 1, 1, 9, 1},    // the last row of the image alone
+};
+
+}  // namespace
+
+TEST_CASE("im2col: one thread per pixel writes the columns of the definition") {
+    for (const Case& c : kCases) {
+        const Im2colGeometry g = geometry(c, 2);
+        std::mt19937 rng(7);
+        std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+        std::vector<float> x(static_cast<std::size_t>(g.planes * c.height * c.width));
+        for (float& v : x) v = dist(rng);
+        const std::vector<float> want = reference_columns(x, g);
+        const std::vector<float> got = pixel_columns(x, g, std::nanf(""));
+        CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+    }
+}
+
+TEST_CASE("im2col: eight pixels per thread write the same fp32, fp16 and bf16 columns as one per thread") {
+    for (const Case& c : kCases) {
+        const Im2colGeometry g = geometry(c, 3);
+        INFO("channels " << c.channels << " " << c.height << "x" << c.width << " kernel_h " << c.kernel_h << " rows "
+                         << c.row0 << "+" << c.rows);
+        REQUIRE(unclip::cuda::octet_im2col_fits(g));
+        std::mt19937 rng(11);
+        std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+        std::vector<float> x(static_cast<std::size_t>(g.planes * c.height * c.width));
+        for (float& v : x) v = dist(rng);
+        const auto compare = [&](auto poison) {
+            using To = decltype(poison);
+            const std::vector<To> want = pixel_columns(x, g, poison);
+            AlignedColumns<To> got = octet_columns(x, g, poison);
+            return std::memcmp(got.data(), want.data(), want.size() * sizeof(To)) == 0;
+        };
+        CHECK(compare(std::nanf("")));
+        CHECK(compare(__float2half_rn(std::nanf(""))));
+        CHECK(compare(__float2bfloat16_rn(std::nanf(""))));
+    }
+}
+
+TEST_CASE("im2col: the 8-wide layout is only chosen where it applies") {
+    Im2colGeometry g = geometry(kCases[0], 1);
+    CHECK(unclip::cuda::octet_im2col_fits(g));
+    g.stride = 2;
+    CHECK_FALSE(unclip::cuda::octet_im2col_fits(g));
+    g = geometry(kCases[0], 1);
+    g.out_w = 12;
+    CHECK_FALSE(unclip::cuda::octet_im2col_fits(g));
+    g = geometry(kCases[0], 1);
+    g.kernel_w = 1;
+    CHECK_FALSE(unclip::cuda::octet_im2col_fits(g));
+}
