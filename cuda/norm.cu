@@ -2,7 +2,7 @@
 //
 // GroupNorm runs in three launches so that the whole GPU works even with few groups (64 groups of
 // 92160 elements at 768 px, against 132 SMs). group_partials_kernel: block (g, k) reads chunk k of
-// group g and writes its (count, mean, M2) to the workspace; group_stats_kernel: one thread per
+// group g and writes its (count, mean, M2) to the workspace; group_stats_kernel: one warp per
 // group merges the chunks in a fixed order (Chan et al.) into float (mean, rstd);
 // group_normalize_kernel: blocks (plane, j) normalise a (batch, channel) plane. x and y may alias:
 // only the last launch writes, and each thread reads an element before writing it.
@@ -85,22 +85,40 @@ __global__ void group_partials_kernel(const float* x, std::int64_t count, std::i
     }
 }
 
-// stats[g] = (mean, 1 / sqrt(biased variance + eps)) from the splits partials of group g.
+// stats[g] = (mean, 1 / sqrt(biased variance + eps)) from the splits partials of group g. Warp w
+// of the grid takes groups w, w + warps in grid, ...: its lanes load 32 partials at a time into
+// shared memory together, and lane 0 merges them in order from there, so the merge waits on no
+// global load.
 __global__ void group_stats_kernel(const Partial* partials, std::int64_t groups_total, int splits, float eps,
                                    float2* stats) {
-    for (std::int64_t g = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x; g < groups_total;
-         g += std::int64_t{gridDim.x} * blockDim.x) {
+    __shared__ Partial staged[kWarps][32];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (std::int64_t g = std::int64_t{blockIdx.x} * kWarps + warp; g < groups_total; g += std::int64_t{gridDim.x} * kWarps) {
         const Partial* p = partials + g * splits;
-        double n = p[0].count, mean = p[0].mean, m2 = p[0].m2;
-        for (int k = 1; k < splits; ++k) {
-            const Partial q = p[k];
-            const double total = n + q.count, delta = q.mean - mean;
-            mean += delta * q.count / total;
-            m2 += q.m2 + delta * delta * n * q.count / total;
-            n = total;
+        double n = 0.0, mean = 0.0, m2 = 0.0;
+        for (int base = 0; base < splits; base += 32) {
+            if (base + lane < splits) staged[warp][lane] = p[base + lane];
+            __syncwarp();
+            if (lane == 0) {
+                const int end = min(32, splits - base);
+                for (int k = 0; k < end; ++k) {
+                    const Partial q = staged[warp][k];
+                    if (base + k == 0) {
+                        n = q.count, mean = q.mean, m2 = q.m2;
+                        continue;
+                    }
+                    const double total = n + q.count, delta = q.mean - mean;
+                    mean += delta * q.count / total;
+                    m2 += q.m2 + delta * delta * n * q.count / total;
+                    n = total;
+                }
+            }
+            __syncwarp();
         }
-        const double rstd = 1.0 / sqrt(fmax(m2, 0.0) / n + eps);
-        stats[g] = make_float2(static_cast<float>(mean), static_cast<float>(rstd));
+        if (lane == 0) {
+            const double rstd = 1.0 / sqrt(fmax(m2, 0.0) / n + eps);
+            stats[g] = make_float2(static_cast<float>(mean), static_cast<float>(rstd));
+        }
     }
 }
 
@@ -233,7 +251,7 @@ void CudaBackend::group_norm(const Context& ctx, const float* x, const float* ga
     group_partials_kernel<<<dim3(static_cast<unsigned>(groups_total), static_cast<unsigned>(split.splits)), kThreads,
                             0, state.stream>>>(x, count, split.chunk, vectorized_stats, partials);
     UNCLIP_CUDA_CHECK_LAUNCH();
-    group_stats_kernel<<<cuda::blocks_for(groups_total, kThreads), kThreads, 0, state.stream>>>(
+    group_stats_kernel<<<cuda::blocks_for(groups_total, kWarps), kThreads, 0, state.stream>>>(
         partials, groups_total, static_cast<int>(split.splits), eps, stats);
     UNCLIP_CUDA_CHECK_LAUNCH();
 
