@@ -3,6 +3,7 @@
 
 #include "check.cuh"
 #include "context.cuh"
+#include "linear_lt.cuh"
 #include "unclip/error.hpp"
 
 namespace unclip::cuda {
@@ -65,6 +66,7 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     UNCLIP_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
     // Plain fp32 GEMMs stay fp32: TF32 would cost the CLIP projections three digits.
     UNCLIP_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
+    bias_epilogue_ = cuda::lt_epilogues_requested();
 }
 
 CudaBackend::Context::~Context() = default;
@@ -79,5 +81,7 @@ void CudaBackend::Context::activate() const { UNCLIP_CUDA_CHECK(cudaSetDevice(st
 void CudaBackend::Context::reserve_workspace(std::size_t bytes) const { state_->workspace(bytes); }
 
 std::size_t CudaBackend::Context::workspace_bytes() const noexcept { return state_->workspace_capacity; }
+
+std::uint64_t CudaBackend::Context::bias_epilogue_calls() const noexcept { return state_->bias_epilogue_calls; }
 
 }  // namespace unclip

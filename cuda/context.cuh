@@ -2,13 +2,17 @@
 // What a CudaBackend::Context holds, visible to the .cu files only.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include "unclip/backend/cuda.hpp"
 
 namespace unclip::cuda {
+
+struct LtPlans;  // cuBLASLt handle, workspace and GEMM plans (linear_lt.cu)
 
 struct ContextState {
     int device = 0;
@@ -31,6 +35,10 @@ struct ContextState {
     const std::int32_t* upload_ids(const std::int32_t* host, std::int64_t n);
     std::int32_t* ids_data = nullptr;
     std::int64_t ids_capacity = 0;
+
+    // Made on the first fused-bias linear call; released after the stream.
+    std::shared_ptr<LtPlans> lt_plans;
+    std::uint64_t bias_epilogue_calls = 0;
 };
 
 // Whether p may be read as `bytes`-wide vectors (16: float4).

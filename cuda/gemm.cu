@@ -10,6 +10,7 @@
 #include "convert.cuh"
 #include "elementwise.cuh"
 #include "im2col.cuh"
+#include "linear_lt.cuh"
 #include "unclip/error.hpp"
 
 namespace unclip {
@@ -108,6 +109,9 @@ void CudaBackend::linear(const Context& ctx, const float* x, std::int64_t rows, 
         cuda::launch_round_f32(x, rounded, rows * in_features, weight_dtype, s.stream);
         x_operand = rounded;
     }
+    if (bias && ctx.bias_epilogue() &&
+        cuda::linear_bias_epilogue(s, x_operand, rows, in_features, out_features, weight, weight_dtype, bias, y, accumulate))
+        return;
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     // Column-major y^T [out, rows] = W [out, in] (stored as W^T) times x^T [in, rows].
     UNCLIP_CUBLAS_CHECK(cublasGemmEx(s.blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out_features), static_cast<int>(rows),

@@ -19,19 +19,21 @@
 #   ctest      ctest -L cuda
 #   bench      examples/bench/run_cuda.sh ours + table (unclip CLI --device cuda and, where built,
 #              unclip_bench_cuda's components, vs diffusers)
+#   ab         unclip_bench_cuda (UNet step, warm end to end) with each switch that is still off by
+#              default (UNCLIP_CUDA_LT_EPILOGUE) off, on, off, on: bench_ab.log
 #   memcheck   compute-sanitizer --tool memcheck on unclip_tests_cuda --test-case="*end to end*"
 #              (after the bench: the slowest check, and the one a short budget can best do without)
 #   profile    ncu --metrics gpu__time_duration.sum, per-kernel summary of unclip_bench_cuda's UNet
 #              step and VAE decode
 # Every stage runs under `timeout`; once the budget (UNCLIP_CHECK_BUDGET seconds, default 480) is
 # spent, the remaining stages are skipped with a message. Logs and JSON go to $OUT (default
-# build/device-check-out), eight files:
-#   device_check.log build.log ctest_cuda.log memcheck.log bench.log diffusers.json bench_cuda.json
+# build/device-check-out), nine files:
+#   device_check.log build.log ctest_cuda.log memcheck.log bench.log bench_ab.log diffusers.json bench_cuda.json
 #   profile.csv (ncu's per-kernel summary of two UNet steps and two VAE decodes at 768 px)
 # The last thing printed is the summary table.
 #
 # Environment: UNCLIP_CHECK_BUDGET (seconds, default 480), UNCLIP_CHECK_SKIP (comma list of
-# stages to skip: peer,ctest,memcheck,bench,profile), UNCLIP_CHECK_PEER_EARLY (default 1),
+# stages to skip: peer,ctest,memcheck,bench,ab,profile), UNCLIP_CHECK_PEER_EARLY (default 1),
 # UNCLIP_CHECK_BUILD (build folder, default build/device-check; kept between runs on one machine),
 # UNCLIP_CHECK_PREBUILT=1 (UNCLIP_CHECK_BUILD already holds tests/unclip_tests_cuda, examples/unclip,
 # examples/unclip_make_random_checkpoint, examples/unclip_bench_cuda and lib/ with the shared
@@ -254,6 +256,21 @@ from diffusers import StableUnCLIPImg2ImgPipeline, UniPCMultistepScheduler"; the
     fi
     banner "bench table"
     timeout 60 bash examples/bench/run_cuda.sh table
+  fi
+
+  # --- A/B of the switches still off by default (UNCLIP_CUDA_LT_EPILOGUE): off, on, off, on in one
+  # call, so the ratio comes from one machine at one time -----------------------------------------
+  local ab_ck="${UNCLIP_BENCH_CHECKPOINT:-/tmp/unclip-bench-unclip-h-f16.safetensors}"
+  if skipped ab; then :
+  elif [[ "$skip" == *",bench,"* ]]; then record ab "not run (bench skipped)" 0
+  elif [ -x "$build/examples/unclip_bench_cuda" ] && [ -f "$ab_ck" ]; then
+    run_stage ab 150 45 "$OUT/bench_ab.log" bash -c 'for v in 0 1 0 1; do
+        echo "== UNCLIP_CUDA_LT_EPILOGUE=$v"
+        UNCLIP_CUDA_LT_EPILOGUE=$v "$0" --checkpoint "$1" --only unet768,e2e --repeats 5 || exit 1
+      done' "$build/examples/unclip_bench_cuda" "$ab_ck"
+    grep -E "^== |unet768 |e2e768 " "$OUT/bench_ab.log"
+  else
+    record ab "not run (unclip_bench_cuda or the checkpoint missing)" 0
   fi
 
   # --- memcheck last: the slowest check, and the one a short budget can best do without ----------

@@ -118,18 +118,24 @@ TEST_CASE("gemm matches the CPU in fp32 for every transpose, alpha, beta and lea
             }
 }
 
-TEST_CASE("linear matches the CPU for f32, f16 and bf16 weights, with and without bias, overwriting and accumulating") {
-    CudaBackend::Context gpu;
+// Every weight type, shape, bias and accumulate combination of CudaBackend::linear on `gpu`
+// against the CPU. With `offset`, x, bias and y start one float into their buffers (4-byte
+// alignment), which rules out the GEMM kernels that need wider alignment.
+void check_linear(const CudaBackend::Context& gpu, std::int64_t offset) {
     CpuBackend::Context cpu(2);
     struct Shape3 {
         std::int64_t rows, in, out;
     };
+    const auto shifted = [offset](std::vector<float> v) {
+        v.insert(v.begin(), static_cast<std::size_t>(offset), 0.0f);
+        return v;
+    };
     for (const DType dtype : {DType::f32, DType::f16, DType::bf16})
-        for (const Shape3 s : {Shape3{7, 40, 24}, Shape3{300, 96, 130}, Shape3{1, 1024, 1280}})
+        for (const Shape3 s : {Shape3{7, 40, 24}, Shape3{300, 96, 130}, Shape3{1, 1024, 1280}, Shape3{4608, 320, 320}})
             for (const bool with_bias : {false, true})
                 for (const bool accumulate : {false, true}) {
                     INFO(dtype_name(dtype) << " rows " << s.rows << " in " << s.in << " out " << s.out << " bias " << with_bias
-                                           << " accumulate " << accumulate);
+                                           << " accumulate " << accumulate << " offset " << offset);
                     const auto x = random_floats(static_cast<std::size_t>(s.rows * s.in), 11);
                     const Weights w(random_floats(static_cast<std::size_t>(s.out * s.in), 12, -0.2f, 0.2f), s.out, s.in, dtype);
                     const auto bias = random_floats(static_cast<std::size_t>(s.out), 13);
@@ -137,13 +143,31 @@ TEST_CASE("linear matches the CPU for f32, f16 and bf16 weights, with and withou
                     std::vector<float> expected = y0;
                     CpuBackend::linear(cpu, x.data(), s.rows, s.in, s.out, w.host.raw_data(), dtype,
                                        with_bias ? bias.data() : nullptr, expected.data(), accumulate);
-                    const DeviceFloats dx(gpu, x), dbias(gpu, bias), dy(gpu, y0);
-                    CudaBackend::linear(gpu, dx.get(), s.rows, s.in, s.out, w.device.raw_data(), dtype,
-                                        with_bias ? dbias.get() : nullptr, dy.get(), accumulate);
-                    const auto got = dy.read(gpu);
+                    const DeviceFloats dx(gpu, shifted(x)), dbias(gpu, shifted(bias)), dy(gpu, shifted(y0));
+                    CudaBackend::linear(gpu, dx.get() + offset, s.rows, s.in, s.out, w.device.raw_data(), dtype,
+                                        with_bias ? dbias.get() + offset : nullptr, dy.get() + offset, accumulate);
+                    auto got = dy.read(gpu);
+                    got.erase(got.begin(), got.begin() + offset);
                     CHECK(all_finite(got));
                     CHECK(relative_l2(got, expected) <= tolerance_for(dtype));
                 }
+}
+
+TEST_CASE("linear matches the CPU for f32, f16 and bf16 weights, with and without bias, overwriting and accumulating") {
+    CudaBackend::Context gpu;
+    gpu.set_bias_epilogue(false);
+    check_linear(gpu, 0);
+    check_linear(gpu, 1);
+    CHECK(gpu.bias_epilogue_calls() == 0);
+}
+
+TEST_CASE("linear with the bias in cuBLASLt's epilogue matches the CPU, and takes that path for aligned half weights") {
+    CudaBackend::Context gpu;
+    gpu.set_bias_epilogue(true);
+    check_linear(gpu, 0);
+    // f16 and bf16, 4 shapes, accumulating or not: 16 biased calls with 16-byte aligned pointers.
+    CHECK(gpu.bias_epilogue_calls() >= 16);
+    check_linear(gpu, 1);  // fused or not, as cuBLASLt's algorithms for 4-byte alignment allow
 }
 
 TEST_CASE("conv2d matches the CPU for 3x3, 1x1, stride 2 and one-sided padding, batch 1 and 2, accumulating") {

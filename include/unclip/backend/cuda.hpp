@@ -77,11 +77,20 @@ struct CudaBackend {
         // enough for L2, 1 << 24, measured slower on an H200: BENCHMARKS.md.)
         void set_column_limit(std::int64_t elements) noexcept { column_limit_ = elements < (1 << 16) ? (1 << 16) : elements; }
         std::int64_t column_limit() const noexcept { return column_limit_; }
+        // Linear layers with f16/bf16 weights and a bias add it in cuBLASLt's GEMM epilogue instead
+        // of a second pass over the output (falling back to that pass where cuBLASLt offers no
+        // algorithm). Off by default until measured on a GPU; UNCLIP_CUDA_LT_EPILOGUE=1 in the
+        // environment turns it on for every new context.
+        void set_bias_epilogue(bool on) noexcept { bias_epilogue_ = on; }
+        bool bias_epilogue() const noexcept { return bias_epilogue_; }
+        // How many linear calls added their bias in the epilogue so far (tests, benchmarks).
+        std::uint64_t bias_epilogue_calls() const noexcept;
         cuda::ContextState& state() const noexcept { return *state_; }
 
     private:
         std::unique_ptr<cuda::ContextState> state_;
         std::int64_t column_limit_ = std::int64_t{1} << 27;
+        bool bias_epilogue_ = false;
     };
 
     // Host <-> device copies of n floats on the context's stream. upload returns once the host
