@@ -86,14 +86,16 @@ public:
         const float h = lambda_t - lambda_s0;
 
         std::vector<double> rks;
-        std::vector<std::vector<float>> d1s;  // (m_i - m_0) / r_i, newest-but-one first
+        // (m_i - m_0) / r_i, newest-but-one first, in buffers kept across steps.
+        const auto differences = static_cast<std::size_t>(p - 1);
+        if (d1s_.size() < differences) d1s_.resize(differences);
         for (int i = 1; i < p; ++i) {
             const Entry& older = history[history.size() - 1 - static_cast<std::size_t>(i)];
             const float rk = (lambda_of(older.t) - lambda_s0) / h;
             rks.push_back(rk);
-            std::vector<float> d1(n);
+            std::vector<float>& d1 = d1s_[static_cast<std::size_t>(i - 1)];
+            d1.resize(n);
             for (std::size_t k = 0; k < n; ++k) d1[k] = (older.m[k] - newest.m[k]) / rk;
-            d1s.push_back(std::move(d1));
         }
         rks.push_back(1.0);
 
@@ -134,10 +136,16 @@ public:
         std::vector<float>& x_base = run_.scratch(0);
         for (std::size_t k = 0; k < n; ++k) x_base[k] = c_x * x[k] - c_m * newest.m[k];
 
+        // At most two differences (order <= 3): written out, so the loops over n vectorise.
+        const float* d1_0 = differences > 0 ? d1s_[0].data() : nullptr;
+        const float* d1_1 = differences > 1 ? d1s_[1].data() : nullptr;
+        const float rho_p0 = differences > 0 ? static_cast<float>(rhos_p[0]) : 0.0f;
+        const float rho_p1 = differences > 1 ? static_cast<float>(rhos_p[1]) : 0.0f;
         std::vector<float>& x_pred = run_.scratch(1);
         for (std::size_t k = 0; k < n; ++k) {
             float pred_res = 0.0f;
-            for (std::size_t i = 0; i < d1s.size(); ++i) pred_res += d1s[i][k] * static_cast<float>(rhos_p[i]);
+            if (differences > 0) pred_res += d1_0[k] * rho_p0;
+            if (differences > 1) pred_res += d1_1[k] * rho_p1;
             x_pred[k] = x_base[k] - c_b * pred_res;
         }
         if (!use_corrector) {
@@ -146,9 +154,12 @@ public:
         }
         predict(x_pred.data(), t, m_t);
         const auto rho_last = static_cast<float>(rhos_c.back());
+        const float rho_c0 = differences > 0 ? static_cast<float>(rhos_c[0]) : 0.0f;
+        const float rho_c1 = differences > 1 ? static_cast<float>(rhos_c[1]) : 0.0f;
         for (std::size_t k = 0; k < n; ++k) {
             float corr_res = 0.0f;
-            for (std::size_t i = 0; i < d1s.size(); ++i) corr_res += d1s[i][k] * static_cast<float>(rhos_c[i]);
+            if (differences > 0) corr_res += d1_0[k] * rho_c0;
+            if (differences > 1) corr_res += d1_1[k] * rho_c1;
             const float d1_t = m_t[k] - newest.m[k];
             x[k] = x_base[k] - c_b * (corr_res + rho_last * d1_t);
         }
@@ -165,6 +176,7 @@ private:
     Run& run_;
     bool bh2_;
     std::vector<float> x_k_, d_;
+    std::vector<std::vector<float>> d1s_;
 };
 
 }  // namespace
@@ -196,8 +208,13 @@ void uni_pc(Run& run, bool bh2) {
         const bool use_corrector = k < steps;
         solver.update(x, history, ts[static_cast<std::size_t>(k)], p, use_corrector, m_t);
         if (!use_corrector) break;
-        history.push_back({ts[static_cast<std::size_t>(k)], m_t});
-        if (static_cast<int>(history.size()) > order) history.pop_front();
+        // The history takes m_t's storage, and the entry it drops lends its storage to the next m_t.
+        history.push_back({ts[static_cast<std::size_t>(k)], std::move(m_t)});
+        m_t = {};
+        if (static_cast<int>(history.size()) > order) {
+            m_t = std::move(history.front().m);
+            history.pop_front();
+        }
         solver.report(k, ts[static_cast<std::size_t>(k)], x, history.back().m);
     }
 
