@@ -149,27 +149,29 @@ void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out) {
     if (do_w) ww = torch_aa_bicubic(in_w, out_w);
     if (do_h) wh = torch_aa_bicubic(in_h, out_h);
 
-    // LoadImage's float32 image: u8 / 255.
-    auto value = [&](std::int64_t x, std::int64_t y, int c) {
-        return static_cast<float>(image.at(static_cast<int>(x), static_cast<int>(y), source_channel(image, c))) / 255.0f;
-    };
+    // LoadImage's float32 image: u8 / 255, looked up (the same values) instead of divided per tap.
+    float unit[256];
+    for (int i = 0; i < 256; ++i) unit[i] = static_cast<float>(i) / 255.0f;
+    const std::int64_t channels = image.channels;
     std::vector<float> rows(static_cast<std::size_t>(3 * in_h * size));  // [3, in_h, size] after the width pass
     for (int c = 0; c < 3; ++c)
-        for (std::int64_t y = 0; y < in_h; ++y)
+        for (std::int64_t y = 0; y < in_h; ++y) {
+            const std::uint8_t* line = image.pixels.data() + y * in_w * channels + source_channel(image, c);
             for (std::int64_t x = 0; x < size; ++x) {
                 const std::int64_t ox = left + x;
                 float v;
                 if (do_w) {
                     const auto i = static_cast<std::size_t>(ox);
                     const float* w = ww.w.data() + ox * ww.taps;
-                    const std::int64_t first = ww.first[i];
-                    v = value(first, y, c) * w[0];
-                    for (std::int64_t j = 1; j < ww.count[i]; ++j) v += value(first + j, y, c) * w[j];
+                    const std::uint8_t* p = line + ww.first[i] * channels;
+                    v = unit[p[0]] * w[0];
+                    for (std::int64_t j = 1; j < ww.count[i]; ++j) v += unit[p[j * channels]] * w[j];
                 } else {
-                    v = value(ox, y, c);
+                    v = unit[line[ox * channels]];
                 }
                 rows[static_cast<std::size_t>((c * in_h + y) * size + x)] = v;
             }
+        }
     for (int c = 0; c < 3; ++c)
         for (std::int64_t y = 0; y < size; ++y)
             for (std::int64_t x = 0; x < size; ++x) {
