@@ -21,17 +21,20 @@ namespace {
 // pixels, so each input pixel comes from memory about once, and no index needs a division.
 constexpr int kIm2colX = 32, kIm2colY = 8;
 template <class To>
-__global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g) {
+__global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g,
+                              const cuda::PlaneAffine f) {
     const int ox = blockIdx.x * kIm2colX + threadIdx.x, r = blockIdx.y * kIm2colY + threadIdx.y;
     if (ox >= g.out_w || r >= g.rows) return;
-    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z) cuda::im2col_pixel(x, col, g, ox, r, plane);
+    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z) cuda::im2col_pixel(x, col, g, f, ox, r, plane);
 }
 
 template <class To>
-__global__ void im2col_octet_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g) {
+__global__ void im2col_octet_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g,
+                                    const cuda::PlaneAffine f) {
     const int group = blockIdx.x * kIm2colX + threadIdx.x, r = blockIdx.y * kIm2colY + threadIdx.y;
     if (group >= g.out_w / 8 || r >= g.rows) return;
-    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z) cuda::im2col_octet_3wide(x, col, g, group, r, plane);
+    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z)
+        cuda::im2col_octet_3wide(x, col, g, f, group, r, plane);
 }
 
 cudaDataType_t operand_type(DType dtype) {
@@ -44,8 +47,16 @@ cudaDataType_t operand_type(DType dtype) {
     }
 }
 
-void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t images, void* col,
-                   DType dtype, std::int64_t out_w, std::int64_t row0, std::int64_t rows) {
+// Columns of `images` images from `image` on; first_image: the first one's index in the batch
+// (where its input_affine values start).
+void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t first_image,
+                   std::int64_t images, void* col, DType dtype, std::int64_t out_w, std::int64_t row0, std::int64_t rows) {
+    cuda::PlaneAffine f;
+    if (a.input_affine) {
+        f.scale = a.input_affine->scale + first_image * a.in_channels;
+        f.shift = a.input_affine->shift + first_image * a.in_channels;
+        f.silu = a.input_affine->silu;
+    }
     cuda::Im2colGeometry g;
     g.planes = images * a.in_channels;
     if (g.planes == 0 || rows == 0 || out_w == 0) return;
@@ -66,8 +77,8 @@ void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const 
                     static_cast<unsigned>(std::min<std::int64_t>(g.planes, 65535)));
 #define UNCLIP_IM2COL(T)                                                                        \
     do {                                                                                        \
-        if (octets) im2col_octet_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), g); \
-        else im2col_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), g);          \
+        if (octets) im2col_octet_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), g, f); \
+        else im2col_kernel<<<grid, block, 0, stream>>>(image, static_cast<T*>(col), g, f);          \
     } while (false)
     if (dtype == DType::f16) UNCLIP_IM2COL(__half);
     else if (dtype == DType::bf16) UNCLIP_IM2COL(__nv_bfloat16);
@@ -135,8 +146,11 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
     const cudaDataType_t type = operand_type(a.weight_dtype);
     const std::size_t element = dtype_size(a.weight_dtype);
     const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
+    if (a.input_affine && (!a.input_affine->scale || !a.input_affine->shift))
+        throw Error(Status::invalid_argument, "CUDA conv2d: input_affine needs scale and shift");
+    // A mapped input always goes through im2col, which applies the map.
     const bool pointwise = a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
-                           a.pad_bottom == 0 && a.pad_right == 0;
+                           a.pad_bottom == 0 && a.pad_right == 0 && !a.input_affine;
     const std::int64_t image_in = a.in_channels * a.height * a.width, image_out = a.out_channels * spatial;
 
     // Column-major per image: y^T [spatial, C_out] = columns^T [spatial, depth] times W^T [depth, C_out],
@@ -149,7 +163,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
         if (!pointwise || a.weight_dtype != DType::f32) {
             void* buffer = s.workspace(static_cast<std::size_t>(depth * spatial * a.batch) * element);
             if (pointwise) cuda::launch_round_f32(a.x, buffer, a.batch * image_in, a.weight_dtype, s.stream);
-            else launch_im2col(s.stream, a, a.x, a.batch, buffer, a.weight_dtype, out_w, 0, out_h);
+            else launch_im2col(s.stream, a, a.x, 0, a.batch, buffer, a.weight_dtype, out_w, 0, out_h);
             columns = buffer;
         }
         UNCLIP_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
@@ -163,7 +177,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
         for (std::int64_t b = 0; b < a.batch; ++b)
             for (std::int64_t row0 = 0; row0 < out_h; row0 += band_rows) {
                 const std::int64_t rows = std::min(band_rows, out_h - row0), band = rows * out_w;
-                launch_im2col(s.stream, a, a.x + b * image_in, 1, buffer, a.weight_dtype, out_w, row0, rows);
+                launch_im2col(s.stream, a, a.x + b * image_in, b, 1, buffer, a.weight_dtype, out_w, row0, rows);
                 UNCLIP_CUBLAS_CHECK(cublasGemmEx(s.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(band),
                                                  static_cast<int>(a.out_channels), static_cast<int>(depth), &alpha, buffer,
                                                  type, static_cast<int>(band), a.weight, type, static_cast<int>(depth), &beta,

@@ -5,6 +5,7 @@
 // Columns of output rows [row0, row0 + rows) of `planes` = images * channels input planes:
 // col[plane][k][p], k = (ky, kx) tap, p = (oy - row0) * out_w + ox, zero where the window falls
 // into the padding (the per-image column matrix [channels * taps, band] is one plane after another).
+#include <cmath>
 #include <cstdint>
 
 #include "convert.cuh"
@@ -27,12 +28,51 @@ struct Im2colGeometry {
     __host__ __device__ std::int64_t taps() const { return std::int64_t{kernel_h} * kernel_w; }
 };
 
+// The convolution's input map (Conv2dArgs::input_affine) per plane read: silu?(x * scale + shift),
+// rounded step by step on the device exactly as group_normalize_kernel does, so a folded GroupNorm
+// gives the columns the separate pass gave. scale == nullptr: values pass unchanged.
+struct PlaneAffine {
+    const float* scale = nullptr;
+    const float* shift = nullptr;
+    bool silu = false;
+};
+
+__host__ __device__ __forceinline__ float affine_value(float v, float scale, float shift, bool silu) {
+#if defined(__CUDA_ARCH__)
+    const float out = __fadd_rn(__fmul_rn(v, scale), shift);
+    return silu ? out / (1.0f + expf(-out)) : out;
+#else
+    const float out = v * scale + shift;
+    return silu ? out / (1.0f + std::exp(-out)) : out;
+#endif
+}
+
+// Reads plane `plane` through the map (the identity without one).
+struct PlaneReader {
+    const float* image;
+    float scale = 1.0f, shift = 0.0f;
+    bool mapped = false, silu = false;
+    __host__ __device__ PlaneReader(const float* x, const Im2colGeometry& g, const PlaneAffine& f, std::int64_t plane)
+        : image(x + plane * g.height * std::int64_t{g.width}) {
+        if (f.scale) {
+            mapped = true;
+            silu = f.silu;
+            scale = f.scale[plane];
+            shift = f.shift[plane];
+        }
+    }
+    __host__ __device__ float operator()(std::int64_t offset) const {
+        return mapped ? affine_value(image[offset], scale, shift, silu) : image[offset];
+    }
+};
+
 // Every tap of output pixel (ox, row0 + r) of one plane, one element at a time.
 template <class To>
 __host__ __device__ __forceinline__ void im2col_pixel(const float* __restrict__ x, To* __restrict__ col,
-                                                      const Im2colGeometry& g, int ox, int r, std::int64_t plane) {
+                                                      const Im2colGeometry& g, const PlaneAffine& f, int ox, int r,
+                                                      std::int64_t plane) {
     const std::int64_t band = g.band();
-    const float* image = x + plane * g.height * std::int64_t{g.width};
+    const PlaneReader read(x, g, f, plane);
     To* out = col + plane * g.taps() * band + std::int64_t{r} * g.out_w + ox;
     const int oy = g.row0 + r;
     for (int ky = 0; ky < g.kernel_h; ++ky) {
@@ -41,7 +81,7 @@ __host__ __device__ __forceinline__ void im2col_pixel(const float* __restrict__ 
         for (int kx = 0; kx < g.kernel_w; ++kx) {
             const int ix = ox * g.stride - g.pad_left + kx;
             const bool inside = row_inside && ix >= 0 && ix < g.width;
-            out[(ky * g.kernel_w + kx) * band] = from_float<To>(inside ? image[std::int64_t{iy} * g.width + ix] : 0.0f);
+            out[(ky * g.kernel_w + kx) * band] = from_float<To>(inside ? read(std::int64_t{iy} * g.width + ix) : 0.0f);
         }
     }
 }
@@ -57,21 +97,22 @@ struct alignas(8 * sizeof(To)) Octet {
 // each tap row is one Octet store. The ten input values a window row needs are read once.
 template <class To>
 __host__ __device__ __forceinline__ void im2col_octet_3wide(const float* __restrict__ x, To* __restrict__ col,
-                                                            const Im2colGeometry& g, int group, int r, std::int64_t plane) {
+                                                            const Im2colGeometry& g, const PlaneAffine& f, int group,
+                                                            int r, std::int64_t plane) {
     constexpr int kWindow = 8 + 2;
     const std::int64_t band = g.band();
-    const float* image = x + plane * g.height * std::int64_t{g.width};
+    const PlaneReader read(x, g, f, plane);
     const int ox0 = 8 * group, ix0 = ox0 - g.pad_left, oy = g.row0 + r;
     To* out = col + plane * g.taps() * band + std::int64_t{r} * g.out_w + ox0;
     for (int ky = 0; ky < g.kernel_h; ++ky) {
         const int iy = oy - g.pad_top + ky;
         const bool row_inside = iy >= 0 && iy < g.height;
-        const float* line = image + std::int64_t{row_inside ? iy : 0} * g.width;
+        const std::int64_t line = std::int64_t{row_inside ? iy : 0} * g.width;
         float window[kWindow];
 UNCLIP_UNROLL
         for (int j = 0; j < kWindow; ++j) {
             const int ix = ix0 + j;
-            window[j] = row_inside && ix >= 0 && ix < g.width ? line[ix] : 0.0f;
+            window[j] = row_inside && ix >= 0 && ix < g.width ? read(line + ix) : 0.0f;
         }
 UNCLIP_UNROLL
         for (int kx = 0; kx < 3; ++kx) {

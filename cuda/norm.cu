@@ -6,6 +6,8 @@
 // group merges the chunks in a fixed order (Chan et al.) into float (mean, rstd);
 // group_normalize_kernel: blocks (plane, j) normalise a (batch, channel) plane. x and y may alias:
 // only the last launch writes, and each thread reads an element before writing it.
+// group_norm_affine stops after the statistics, whose kernel then writes each channel's scale and
+// shift for a convolution to apply while it reads (Conv2dArgs::input_affine).
 //
 // LayerNorm: one warp per row, three passes over the row (sum, centred squares, normalise); the
 // row (up to a few thousand columns) is still in L1 for the later passes. x and y may alias.
@@ -89,8 +91,18 @@ __global__ void group_partials_kernel(const float* x, std::int64_t count, std::i
 // of the grid takes groups w, w + warps in grid, ...: its lanes load 32 partials at a time into
 // shared memory together, and lane 0 merges them in order from there, so the merge waits on no
 // global load.
+// With `affine` (group_norm_affine), the warp then also writes the per-channel map of its group's
+// channels, as group_normalize_kernel computes it: scale = rstd * gamma, shift = beta - mean * scale.
+struct AffineOut {
+    const float* gamma = nullptr;
+    const float* beta = nullptr;
+    float* scale = nullptr;  // [groups_total * per_group]; nullptr: stats only
+    float* shift = nullptr;
+    int per_group = 0, groups = 0;
+};
+
 __global__ void group_stats_kernel(const Partial* partials, std::int64_t groups_total, int splits, float eps,
-                                   float2* stats) {
+                                   float2* stats, AffineOut affine) {
     __shared__ Partial staged[kWarps][32];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (std::int64_t g = std::int64_t{blockIdx.x} * kWarps + warp; g < groups_total; g += std::int64_t{gridDim.x} * kWarps) {
@@ -115,9 +127,21 @@ __global__ void group_stats_kernel(const Partial* partials, std::int64_t groups_
             }
             __syncwarp();
         }
+        float2 stat{};
         if (lane == 0) {
             const double rstd = 1.0 / sqrt(fmax(m2, 0.0) / n + eps);
-            stats[g] = make_float2(static_cast<float>(mean), static_cast<float>(rstd));
+            stat = make_float2(static_cast<float>(mean), static_cast<float>(rstd));
+            if (stats) stats[g] = stat;
+        }
+        if (affine.scale) {
+            stat.x = __shfl_sync(0xffffffffu, stat.x, 0);
+            stat.y = __shfl_sync(0xffffffffu, stat.y, 0);
+            const std::int64_t c0 = (g % affine.groups) * affine.per_group;
+            for (int c = lane; c < affine.per_group; c += 32) {
+                const float scale = __fmul_rn(stat.y, affine.gamma[c0 + c]);
+                affine.scale[g * affine.per_group + c] = scale;
+                affine.shift[g * affine.per_group + c] = __fsub_rn(affine.beta[c0 + c], __fmul_rn(stat.x, scale));
+            }
         }
     }
 }
@@ -228,16 +252,14 @@ GroupSplit split_groups(std::int64_t count, std::int64_t groups_total, int multi
 }
 }  // namespace
 
-void CudaBackend::group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta, float* y,
-                             std::int64_t batch, std::int64_t channels, std::int64_t spatial, int groups, float eps,
-                             bool silu) {
-    if (groups <= 0 || channels % groups != 0)
-        throw Error(Status::invalid_argument, "group_norm: " + std::to_string(channels) +
-                                                  " channels do not split into " + std::to_string(groups) + " groups");
-    if (batch <= 0 || channels <= 0 || spatial <= 0) return;
-    cuda::ContextState& state = ctx.state();
+namespace {
+
+// group_partials_kernel and group_stats_kernel over [batch, channels, spatial]: (mean, rstd) per
+// group into `stats` (in the workspace, returned) and, with affine.scale, the per-channel map.
+float2* launch_group_statistics(cuda::ContextState& state, const float* x, std::int64_t batch, std::int64_t channels,
+                                std::int64_t spatial, int groups, float eps, AffineOut affine) {
     const std::int64_t groups_total = batch * groups, per_group = channels / groups;
-    const std::int64_t count = per_group * spatial, planes = batch * channels;
+    const std::int64_t count = per_group * spatial;
     const GroupSplit split = split_groups(count, groups_total, state.multiprocessors);
 
     const std::size_t partial_bytes =
@@ -251,9 +273,30 @@ void CudaBackend::group_norm(const Context& ctx, const float* x, const float* ga
     group_partials_kernel<<<dim3(static_cast<unsigned>(groups_total), static_cast<unsigned>(split.splits)), kThreads,
                             0, state.stream>>>(x, count, split.chunk, vectorized_stats, partials);
     UNCLIP_CUDA_CHECK_LAUNCH();
+    affine.per_group = static_cast<int>(per_group);
+    affine.groups = groups;
     group_stats_kernel<<<cuda::blocks_for(groups_total, kWarps), kThreads, 0, state.stream>>>(
-        partials, groups_total, static_cast<int>(split.splits), eps, stats);
+        partials, groups_total, static_cast<int>(split.splits), eps, stats, affine);
     UNCLIP_CUDA_CHECK_LAUNCH();
+    return stats;
+}
+
+void check_groups(const char* what, std::int64_t channels, int groups) {
+    if (groups <= 0 || channels % groups != 0)
+        throw Error(Status::invalid_argument, std::string(what) + ": " + std::to_string(channels) +
+                                                  " channels do not split into " + std::to_string(groups) + " groups");
+}
+
+}  // namespace
+
+void CudaBackend::group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta, float* y,
+                             std::int64_t batch, std::int64_t channels, std::int64_t spatial, int groups, float eps,
+                             bool silu) {
+    check_groups("group_norm", channels, groups);
+    if (batch <= 0 || channels <= 0 || spatial <= 0) return;
+    cuda::ContextState& state = ctx.state();
+    const std::int64_t per_group = channels / groups, planes = batch * channels;
+    const float2* stats = launch_group_statistics(state, x, batch, channels, spatial, groups, eps, {});
 
     const bool vectorized = spatial % 4 == 0 && aligned16(x) && aligned16(y);
     const std::int64_t items = vectorized ? spatial / 4 : spatial;
@@ -266,6 +309,19 @@ void CudaBackend::group_norm(const Context& ctx, const float* x, const float* ga
         group_normalize_kernel<false><<<grid, kThreads, 0, state.stream>>>(x, gamma, beta, y, stats, planes, channels,
                                                                            spatial, per_group, groups, vectorized);
     UNCLIP_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::group_norm_affine(const Context& ctx, const float* x, const float* gamma, const float* beta,
+                                    std::int64_t batch, std::int64_t channels, std::int64_t spatial, int groups, float eps,
+                                    float* scale, float* shift) {
+    check_groups("group_norm_affine", channels, groups);
+    if (batch <= 0 || channels <= 0 || spatial <= 0) return;
+    AffineOut affine;
+    affine.gamma = gamma;
+    affine.beta = beta;
+    affine.scale = scale;
+    affine.shift = shift;
+    launch_group_statistics(ctx.state(), x, batch, channels, spatial, groups, eps, affine);
 }
 
 void CudaBackend::layer_norm(const Context& ctx, const float* x, const float* gamma, const float* beta, float* y,

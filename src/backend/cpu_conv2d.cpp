@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/cpu_affine.hpp"
 #include "backend/kernel_table.hpp"
 #include "unclip/backend/cpu.hpp"
 
@@ -65,7 +66,31 @@ void im2col(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, con
 }
 }  // namespace
 
+namespace {
+
+// x mapped by a.input_affine into `out` ([batch, in_channels, height, width]), plane by plane.
+void apply_input_affine(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, float* out) {
+    const backend::InputAffine& f = *a.input_affine;
+    if (!f.scale || !f.shift) throw Error(Status::invalid_argument, "conv2d: input_affine needs scale and shift");
+    const std::int64_t plane = a.height * a.width;
+    ctx.parallel_for(a.batch * a.in_channels, 1 + 4096 / std::max<std::int64_t>(1, plane), [&](std::int64_t p0, std::int64_t p1) {
+        for (std::int64_t p = p0; p < p1; ++p) {
+            const float* in = a.x + p * plane;
+            float* o = out + p * plane;
+            for (std::int64_t i = 0; i < plane; ++i) o[i] = detail::affine_silu(in[i], f.scale[p], f.shift[p], f.silu);
+        }
+    });
+}
+
+}  // namespace
+
 std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
+    if (a.input_affine) {
+        Conv2dArgs plain = a;
+        plain.input_affine.reset();
+        return Scratch::bytes_for<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width)) +
+               conv2d_scratch_bytes(plain);
+    }
     if (detail::WinogradPlan plan; detail::kernels().conv3x3_winograd && detail::plan_winograd(a, plan))
         return Scratch::bytes_for<float>(static_cast<std::size_t>(plan.scratch_floats));
     if (is_pointwise(a) || detail::kernels().gemm) return 0;
@@ -74,6 +99,16 @@ std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
 }
 
 void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratch) {
+    if (a.input_affine) {
+        Scratch::Frame frame(scratch);
+        Conv2dArgs plain = a;
+        plain.input_affine.reset();
+        float* mapped = scratch.take<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width));
+        apply_input_affine(ctx, a, mapped);
+        plain.x = mapped;
+        conv2d(ctx, plain, scratch);
+        return;
+    }
     const std::int64_t ho = a.out_height(), wo = a.out_width(), plane_out = ho * wo;
     const std::int64_t k = a.in_channels * a.kernel_h * a.kernel_w;
     const float beta = a.accumulate ? 1.0f : 0.0f;

@@ -1,8 +1,28 @@
 #include <cmath>
+#include <vector>
 
+#include "backend/cpu_affine.hpp"
 #include "unclip/backend/cpu.hpp"
 
 namespace unclip {
+
+namespace {
+
+// Mean and 1 / sqrt(biased variance + eps) of `count` values, two passes in double as PyTorch's
+// biased variance; one-pass E[x^2]-E[x]^2 would lose digits on large activations.
+void group_statistics(const float* x, std::int64_t count, float eps, double& mean, double& rstd) {
+    double sum = 0.0;
+    for (std::int64_t i = 0; i < count; ++i) sum += x[i];
+    mean = sum / static_cast<double>(count);
+    double squares = 0.0;
+    for (std::int64_t i = 0; i < count; ++i) {
+        const double d = x[i] - mean;
+        squares += d * d;
+    }
+    rstd = 1.0 / std::sqrt(squares / static_cast<double>(count) + eps);
+}
+
+}  // namespace
 
 void CpuBackend::group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta, float* y,
                             std::int64_t batch, std::int64_t channels, std::int64_t spatial, int groups, float eps,
@@ -10,30 +30,34 @@ void CpuBackend::group_norm(const Context& ctx, const float* x, const float* gam
     const std::int64_t per_group = channels / groups;
     const std::int64_t count = per_group * spatial;
     ctx.parallel_for(batch * groups, 1, [&](std::int64_t g0, std::int64_t g1) {
+        std::vector<float> scale(static_cast<std::size_t>(per_group)), shift(scale.size());
         for (std::int64_t bg = g0; bg < g1; ++bg) {
             const std::int64_t offset = bg * count;  // groups are contiguous in NCHW
-            // Two passes in double: the mean first, then the centred sum of squares, as PyTorch's
-            // biased variance; one-pass E[x^2]-E[x]^2 would lose digits on large activations.
-            double sum = 0.0;
-            for (std::int64_t i = 0; i < count; ++i) sum += x[offset + i];
-            const double mean = sum / static_cast<double>(count);
-            double squares = 0.0;
-            for (std::int64_t i = 0; i < count; ++i) {
-                const double d = x[offset + i] - mean;
-                squares += d * d;
-            }
-            const double rstd = 1.0 / std::sqrt(squares / static_cast<double>(count) + eps);
-            const std::int64_t c0 = (bg % groups) * per_group;
+            double mean = 0.0, rstd = 0.0;
+            group_statistics(x + offset, count, eps, mean, rstd);
+            detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, scale.data(), shift.data());
             for (std::int64_t c = 0; c < per_group; ++c) {
-                const float scale = static_cast<float>(rstd) * gamma[c0 + c];
-                const float shift = beta[c0 + c] - static_cast<float>(mean) * scale;
                 const float* in = x + offset + c * spatial;
                 float* out = y + offset + c * spatial;
-                for (std::int64_t s = 0; s < spatial; ++s) {
-                    const float v = in[s] * scale + shift;
-                    out[s] = silu ? v / (1.0f + std::exp(-v)) : v;
-                }
+                const auto i = static_cast<std::size_t>(c);
+                for (std::int64_t s = 0; s < spatial; ++s) out[s] = detail::affine_silu(in[s], scale[i], shift[i], silu);
             }
+        }
+    });
+}
+
+void CpuBackend::group_norm_affine(const Context& ctx, const float* x, const float* gamma, const float* beta,
+                                   std::int64_t batch, std::int64_t channels, std::int64_t spatial, int groups, float eps,
+                                   float* scale, float* shift) {
+    const std::int64_t per_group = channels / groups;
+    const std::int64_t count = per_group * spatial;
+    ctx.parallel_for(batch * groups, 1, [&](std::int64_t g0, std::int64_t g1) {
+        for (std::int64_t bg = g0; bg < g1; ++bg) {
+            double mean = 0.0, rstd = 0.0;
+            group_statistics(x + bg * count, count, eps, mean, rstd);
+            // Group bg = b * groups + g owns outputs [bg * per_group, (bg + 1) * per_group) of [batch * channels].
+            detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, scale + bg * per_group,
+                                 shift + bg * per_group);
         }
     });
 }

@@ -59,6 +59,10 @@ void CudaBackend::group_norm(const Context&, const float*, const float*, const f
                              std::int64_t, std::int64_t, int, float, bool) {
     unavailable("CudaBackend::group_norm");
 }
+void CudaBackend::group_norm_affine(const Context&, const float*, const float*, const float*, std::int64_t, std::int64_t,
+                                    std::int64_t, int, float, float*, float*) {
+    unavailable("CudaBackend::group_norm_affine");
+}
 void CudaBackend::layer_norm(const Context&, const float*, const float*, const float*, float*, std::int64_t,
                              std::int64_t, float) {
     unavailable("CudaBackend::layer_norm");

@@ -58,8 +58,15 @@ Args conv_args(const ConvCase& c) {
     return a;
 }
 
-// The GPU's convolution of case c against the CPU's, the same f16 weights on both.
-double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint32_t seed) {
+// A GroupNorm (+ SiLU) folded into the convolution's input (Conv2dArgs::input_affine); groups 0: none.
+struct Folded {
+    int groups = 0;
+    bool silu = false;
+};
+
+// The GPU's convolution of case c against the CPU's, the same f16 weights on both; with `folded`,
+// each backend's group_norm_affine maps the input first (and the two maps are compared too).
+double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint32_t seed, Folded folded = {}) {
     CpuBackend::Context cpu(2);
     auto cpu_args = conv_args<CpuBackend::Conv2dArgs>(c);
     auto gpu_args = conv_args<CudaBackend::Conv2dArgs>(c);
@@ -71,6 +78,15 @@ double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint3
     const auto bias = random_floats(static_cast<std::size_t>(c.out_channels), seed + 2);
     const auto initial = random_floats(static_cast<std::size_t>(out_elements), seed + 3);
 
+    const std::int64_t planes = c.batch * c.in_channels, spatial = c.height * c.width;
+    const auto gamma = random_floats(static_cast<std::size_t>(c.in_channels), seed + 4, 0.5f, 1.5f);
+    const auto beta = random_floats(static_cast<std::size_t>(c.in_channels), seed + 5);
+    std::vector<float> scale(static_cast<std::size_t>(planes)), shift(scale.size());
+    if (folded.groups > 0) {
+        CpuBackend::group_norm_affine(cpu, x.data(), gamma.data(), beta.data(), c.batch, c.in_channels, spatial,
+                                      folded.groups, 1e-5f, scale.data(), shift.data());
+        cpu_args.input_affine = backend::InputAffine{scale.data(), shift.data(), folded.silu};
+    }
     std::vector<float> expected = initial;
     cpu_args.x = x.data();
     cpu_args.weight = w.host.raw_data();
@@ -79,7 +95,18 @@ double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint3
     Scratch cpu_scratch(CpuBackend::conv2d_scratch_bytes(cpu_args));
     CpuBackend::conv2d(cpu, cpu_args, cpu_scratch);
 
-    const DeviceFloats dx(gpu, x), dbias(gpu, bias), dy(out_elements);
+    const DeviceFloats dx(gpu, x), dbias(gpu, bias), dy(out_elements), dgamma(gpu, gamma), dbeta(gpu, beta);
+    const DeviceFloats dscale(planes), dshift(planes);
+    if (folded.groups > 0) {
+        CudaBackend::group_norm_affine(gpu, dx.get(), dgamma.get(), dbeta.get(), c.batch, c.in_channels, spatial,
+                                       folded.groups, 1e-5f, dscale.get(), dshift.get());
+        const auto got_scale = dscale.read(gpu), got_shift = dshift.read(gpu);
+        CHECK(all_finite(got_scale));
+        CHECK(all_finite(got_shift));
+        CHECK(relative_l2(got_scale, scale) <= 1e-5);
+        CHECK(relative_l2(got_shift, shift) <= 1e-5);
+        gpu_args.input_affine = backend::InputAffine{dscale.get(), dshift.get(), folded.silu};
+    }
     if (c.accumulate) CudaBackend::upload(gpu, initial.data(), dy.get(), out_elements);
     gpu_args.x = dx.get();
     gpu_args.weight = w.device.raw_data();
@@ -186,6 +213,27 @@ TEST_CASE("conv2d matches the CPU for 3x3, 1x1, stride 2 and one-sided padding, 
         INFO("batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " " << c.height << "x" << c.width
                       << " kernel " << c.kernel << " stride " << c.stride << " accumulate " << c.accumulate);
         CHECK(conv_error(gpu, c, seed += 4) <= cuda_test::kHalfTolerance);
+    }
+}
+
+TEST_CASE("conv2d with a folded GroupNorm (+ SiLU) matches the CPU's, whole, in bands, 3x3 and 1x1") {
+    const ConvCase cases[] = {
+        {2, 32, 12, 16, 20, 3, 1, 1, 1, 1, 1, true, false},   // ResBlock in_layers: eight pixels per im2col thread
+        {2, 32, 12, 13, 11, 3, 1, 1, 1, 1, 1, true, true},    // out_layers, accumulating into the skip path
+        {1, 16, 8, 12, 10, 3, 2, 0, 0, 1, 1, true, false},    // stride 2
+        {2, 16, 9, 7, 5, 1, 1, 0, 0, 0, 0, false, false},     // 1x1: through im2col, which applies the map
+    };
+    for (const bool silu : {false, true}) {
+        CudaBackend::Context gpu;
+        std::uint32_t seed = 60;
+        for (const ConvCase& c : cases) {
+            INFO("batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " " << c.height << "x" << c.width
+                          << " kernel " << c.kernel << " stride " << c.stride << " silu " << silu);
+            CHECK(conv_error(gpu, c, seed += 6, {8, silu}) <= cuda_test::kHalfTolerance);
+        }
+        gpu.set_column_limit(1);  // bands: each image's map values start at its own offset
+        CHECK(conv_error(gpu, ConvCase{2, 32, 40, 40, 12, 3, 1, 1, 1, 1, 1, true, false}, 90, {8, silu}) <=
+              cuda_test::kHalfTolerance);
     }
 }
 

@@ -1,6 +1,7 @@
 // The convolution's im2col as each GPU thread does it, run thread by thread on the host: the
 // 8-wide stride-1 layout (one 16-byte store per tap row) must write exactly the columns of the
-// one-pixel-per-thread layout, and that layout the columns of the definition. Runs without a GPU.
+// one-pixel-per-thread layout, and that layout the columns of the definition, with and without a
+// folded GroupNorm (+ SiLU) applied to what they read. Runs without a GPU.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <cstdint>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "im2col.cuh"
 
 using unclip::cuda::Im2colGeometry;
+using unclip::cuda::PlaneAffine;
 
 namespace {
 
@@ -34,8 +36,16 @@ Im2colGeometry geometry(const Case& c, int images) {
     return g;
 }
 
-// col[plane][ky][kx][r][ox] straight from the definition of a stride-1 convolution window.
-std::vector<float> reference_columns(const std::vector<float>& x, const Im2colGeometry& g) {
+// col[plane][ky][kx][r][ox] straight from the definition of a stride-1 convolution window, over
+// the input mapped by f first (zero padding after the map, as a convolution of the map's output).
+std::vector<float> reference_columns(std::vector<float> x, const Im2colGeometry& g, const PlaneAffine& f) {
+    if (f.scale) {
+        const std::int64_t plane_size = std::int64_t{g.height} * g.width;
+        for (std::int64_t i = 0; i < static_cast<std::int64_t>(x.size()); ++i) {
+            const std::int64_t p = i / plane_size;
+            x[static_cast<std::size_t>(i)] = unclip::cuda::affine_value(x[static_cast<std::size_t>(i)], f.scale[p], f.shift[p], f.silu);
+        }
+    }
     std::vector<float> col(static_cast<std::size_t>(g.planes * g.taps() * g.band()));
     std::size_t i = 0;
     for (std::int64_t plane = 0; plane < g.planes; ++plane)
@@ -51,11 +61,11 @@ std::vector<float> reference_columns(const std::vector<float>& x, const Im2colGe
 }
 
 template <class To>
-std::vector<To> pixel_columns(const std::vector<float>& x, const Im2colGeometry& g, To poison) {
+std::vector<To> pixel_columns(const std::vector<float>& x, const Im2colGeometry& g, const PlaneAffine& f, To poison) {
     std::vector<To> col(static_cast<std::size_t>(g.planes * g.taps() * g.band()), poison);
     for (std::int64_t plane = 0; plane < g.planes; ++plane)
         for (int r = 0; r < g.rows; ++r)
-            for (int ox = 0; ox < g.out_w; ++ox) unclip::cuda::im2col_pixel(x.data(), col.data(), g, ox, r, plane);
+            for (int ox = 0; ox < g.out_w; ++ox) unclip::cuda::im2col_pixel(x.data(), col.data(), g, f, ox, r, plane);
     return col;
 }
 
@@ -67,7 +77,7 @@ struct AlignedColumns {
 };
 
 template <class To>
-AlignedColumns<To> octet_columns(const std::vector<float>& x, const Im2colGeometry& g, To poison) {
+AlignedColumns<To> octet_columns(const std::vector<float>& x, const Im2colGeometry& g, const PlaneAffine& f, To poison) {
     AlignedColumns<To> col;
     unclip::cuda::Octet<To> filled;
     for (To& v : filled.v) v = poison;
@@ -75,7 +85,7 @@ AlignedColumns<To> octet_columns(const std::vector<float>& x, const Im2colGeomet
     for (std::int64_t plane = 0; plane < g.planes; ++plane)
         for (int r = 0; r < g.rows; ++r)
             for (int group = 0; group < g.out_w / 8; ++group)
-                unclip::cuda::im2col_octet_3wide(x.data(), col.data(), g, group, r, plane);
+                unclip::cuda::im2col_octet_3wide(x.data(), col.data(), g, f, group, r, plane);
     return col;
 }
 
@@ -89,40 +99,61 @@ const Case kCases[] = {
     {2, 10, 40, 3, 1, 1, 1, 1, 9, 1},    // the last row of the image alone
 };
 
+// Per-plane scale and shift of a folded GroupNorm, and the map itself (with or without SiLU).
+struct Affine {
+    std::vector<float> scale, shift;
+    PlaneAffine map(bool silu) const { return {scale.data(), shift.data(), silu}; }
+    explicit Affine(std::int64_t planes) {
+        std::mt19937 rng(3);
+        std::uniform_real_distribution<float> dist(-1.5f, 1.5f);
+        for (std::int64_t p = 0; p < planes; ++p) scale.push_back(dist(rng)), shift.push_back(dist(rng));
+    }
+};
+
+std::vector<float> random_input(const Im2colGeometry& g, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+    std::vector<float> x(static_cast<std::size_t>(g.planes * g.height * g.width));
+    for (float& v : x) v = dist(rng);
+    return x;
+}
+
 }  // namespace
 
-TEST_CASE("im2col: one thread per pixel writes the columns of the definition") {
+TEST_CASE("im2col: one thread per pixel writes the columns of the definition, mapped or not") {
     for (const Case& c : kCases) {
         const Im2colGeometry g = geometry(c, 2);
-        std::mt19937 rng(7);
-        std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-        std::vector<float> x(static_cast<std::size_t>(g.planes * c.height * c.width));
-        for (float& v : x) v = dist(rng);
-        const std::vector<float> want = reference_columns(x, g);
-        const std::vector<float> got = pixel_columns(x, g, std::nanf(""));
-        CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+        const std::vector<float> x = random_input(g, 7);
+        const Affine affine(g.planes);
+        for (const PlaneAffine& f : {PlaneAffine{}, affine.map(false), affine.map(true)}) {
+            INFO("channels " << c.channels << " " << c.height << "x" << c.width << " mapped " << (f.scale != nullptr)
+                             << " silu " << f.silu);
+            const std::vector<float> want = reference_columns(x, g, f);
+            const std::vector<float> got = pixel_columns(x, g, f, std::nanf(""));
+            CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+        }
     }
 }
 
 TEST_CASE("im2col: eight pixels per thread write the same fp32, fp16 and bf16 columns as one per thread") {
     for (const Case& c : kCases) {
         const Im2colGeometry g = geometry(c, 3);
-        INFO("channels " << c.channels << " " << c.height << "x" << c.width << " kernel_h " << c.kernel_h << " rows "
-                         << c.row0 << "+" << c.rows);
         REQUIRE(unclip::cuda::octet_im2col_fits(g));
-        std::mt19937 rng(11);
-        std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
-        std::vector<float> x(static_cast<std::size_t>(g.planes * c.height * c.width));
-        for (float& v : x) v = dist(rng);
-        const auto compare = [&](auto poison) {
-            using To = decltype(poison);
-            const std::vector<To> want = pixel_columns(x, g, poison);
-            AlignedColumns<To> got = octet_columns(x, g, poison);
-            return std::memcmp(got.data(), want.data(), want.size() * sizeof(To)) == 0;
-        };
-        CHECK(compare(std::nanf("")));
-        CHECK(compare(__float2half_rn(std::nanf(""))));
-        CHECK(compare(__float2bfloat16_rn(std::nanf(""))));
+        const std::vector<float> x = random_input(g, 11);
+        const Affine affine(g.planes);
+        for (const PlaneAffine& f : {PlaneAffine{}, affine.map(false), affine.map(true)}) {
+            INFO("channels " << c.channels << " " << c.height << "x" << c.width << " kernel_h " << c.kernel_h << " rows "
+                             << c.row0 << "+" << c.rows << " mapped " << (f.scale != nullptr) << " silu " << f.silu);
+            const auto compare = [&](auto poison) {
+                using To = decltype(poison);
+                const std::vector<To> want = pixel_columns(x, g, f, poison);
+                AlignedColumns<To> got = octet_columns(x, g, f, poison);
+                return std::memcmp(got.data(), want.data(), want.size() * sizeof(To)) == 0;
+            };
+            CHECK(compare(std::nanf("")));
+            CHECK(compare(__float2half_rn(std::nanf(""))));
+            CHECK(compare(__float2bfloat16_rn(std::nanf(""))));
+        }
     }
 }
 

@@ -347,3 +347,72 @@ TEST_CASE("conv2d: Winograd serves only 3x3 stride-1 convolutions with enough ti
     a.height = a.width = 64;
     CHECK_FALSE(unclip::detail::plan_winograd(a, plan));
 }
+
+TEST_CASE("conv2d with a folded GroupNorm (+ SiLU) writes the bits of group_norm followed by conv2d") {
+    struct Case {
+        std::int64_t batch, channels, out_c, h, w;
+        int kernel, stride, pad, groups;
+    };
+    // Winograd-sized, the packed GEMM's unfolding, a 1x1 and a stride-2 convolution.
+    for (const Case& c : {Case{2, 32, 24, 20, 20, 3, 1, 1, 8}, Case{1, 12, 7, 9, 11, 3, 1, 1, 4},
+                          Case{2, 8, 5, 6, 7, 1, 1, 0, 2}, Case{1, 16, 8, 13, 10, 3, 2, 1, 4}})
+        for (const bool silu : {false, true}) {
+            CAPTURE(c.channels);
+            CAPTURE(c.kernel);
+            CAPTURE(c.stride);
+            CAPTURE(silu);
+            CpuBackend::Context ctx(2);
+            const std::int64_t spatial = c.h * c.w;
+            std::vector<float> x = random_values(static_cast<std::size_t>(c.batch * c.channels * spatial), 21);
+            for (float& v : x) v = 3.0f + 2.0f * v;  // an offset mean, as activations have
+            const auto gamma = random_values(static_cast<std::size_t>(c.channels), 22);
+            const auto beta = random_values(static_cast<std::size_t>(c.channels), 23);
+            const auto w = random_values(static_cast<std::size_t>(c.out_c * c.channels * c.kernel * c.kernel), 24);
+            const auto bias = random_values(static_cast<std::size_t>(c.out_c), 25);
+
+            CpuBackend::Conv2dArgs args;
+            args.batch = c.batch;
+            args.in_channels = c.channels;
+            args.out_channels = c.out_c;
+            args.height = c.h;
+            args.width = c.w;
+            args.kernel_h = args.kernel_w = c.kernel;
+            args.stride = c.stride;
+            args.pad_top = args.pad_left = args.pad_bottom = args.pad_right = c.pad;
+            args.weight = w.data();
+            args.bias = bias.data();
+            const auto out_n = static_cast<std::size_t>(c.batch * c.out_c * args.out_height() * args.out_width());
+
+            std::vector<float> normed(x.size()), expected(out_n);
+            CpuBackend::group_norm(ctx, x.data(), gamma.data(), beta.data(), normed.data(), c.batch, c.channels, spatial,
+                                   c.groups, 1e-5f, silu);
+            args.x = normed.data();
+            args.y = expected.data();
+            unclip::Scratch plain_scratch(CpuBackend::conv2d_scratch_bytes(args));
+            CpuBackend::conv2d(ctx, args, plain_scratch);
+
+            // The map alone reproduces group_norm's output (to rounding: this file may contract
+            // x * scale + shift into an fma where the library does not, or the other way round).
+            std::vector<float> scale(static_cast<std::size_t>(c.batch * c.channels)), shift(scale.size());
+            CpuBackend::group_norm_affine(ctx, x.data(), gamma.data(), beta.data(), c.batch, c.channels, spatial, c.groups,
+                                          1e-5f, scale.data(), shift.data());
+            std::vector<double> mapped(x.size());
+            for (std::size_t i = 0; i < x.size(); ++i) {
+                const std::size_t p = i / static_cast<std::size_t>(spatial);
+                const double v = static_cast<double>(x[i]) * scale[p] + shift[p];
+                mapped[i] = silu ? v / (1.0 + std::exp(-v)) : v;
+            }
+            CHECK(rel_l2(normed, mapped) <= 1e-6);
+
+            std::vector<float> got(out_n, std::numeric_limits<float>::quiet_NaN());
+            args.x = x.data();
+            args.y = got.data();
+            args.input_affine = unclip::backend::InputAffine{scale.data(), shift.data(), silu};
+            unclip::Scratch scratch(CpuBackend::conv2d_scratch_bytes(args));
+            CpuBackend::conv2d(ctx, args, scratch);
+            CHECK(got == expected);
+
+            args.input_affine = unclip::backend::InputAffine{};  // set, but without the arrays
+            CHECK_THROWS_AS(CpuBackend::conv2d(ctx, args, scratch), unclip::Error);
+        }
+}

@@ -3,10 +3,19 @@
 // (CpuBackend::Conv2dArgs and CudaBackend::Conv2dArgs name these). Pointers are the backend's
 // memory: host for the CPU, device for CUDA.
 #include <cstdint>
+#include <optional>
 
 #include "unclip/dtype.hpp"
 
 namespace unclip::backend {
+
+// A per-(image, channel) affine map, optionally followed by SiLU: GroupNorm (+ SiLU) in the form a
+// convolution can apply while it reads its input. scale and shift: [batch * channels].
+struct InputAffine {
+    const float* scale = nullptr;
+    const float* shift = nullptr;
+    bool silu = false;
+};
 
 struct Conv2dArgs {
     const float* x = nullptr;         // [B, C_in, H, W]
@@ -17,6 +26,10 @@ struct Conv2dArgs {
     std::int64_t batch = 0, in_channels = 0, height = 0, width = 0, out_channels = 0;
     int kernel_h = 1, kernel_w = 1, stride = 1, pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
     bool accumulate = false;  // y += conv(x) instead of y = conv(x)
+    // When set, the convolution reads silu?(x * scale[b, c] + shift[b, c]) in place of x (the
+    // zero padding stays zero): a GroupNorm folded into it. conv2d_scratch_bytes needs only to
+    // know that it is set; conv2d needs both pointers.
+    std::optional<InputAffine> input_affine;
     std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
     std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
 };

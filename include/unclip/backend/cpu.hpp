@@ -80,7 +80,8 @@ struct CpuBackend {
     // tiles of 4x4 and 16 channels in and out (within about 1e-6 of the direct sum in fp32, also
     // when bf16 GEMMs are on), else one GEMM per image whose B operand is the input unfolded while
     // it is packed. Without: im2col over bands of output rows with Eigen's GEMM. 1x1 stride-1
-    // convolutions need no unfolding.
+    // convolutions need no unfolding. With args.input_affine the input is first mapped into
+    // scratch (conv2d_scratch_bytes counts it), bit for bit what group_norm would have written.
     UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
 
     // y = GroupNorm(x) * gamma + beta over [B, C, spatial], then SiLU if `silu`. Statistics in
@@ -88,6 +89,12 @@ struct CpuBackend {
     UNCLIP_CXX_API static void group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
                                           float* y, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
                                           int groups, float eps, bool silu);
+    // The same GroupNorm as the affine map group_norm applies per (image, channel): the normalised,
+    // gamma/beta-scaled x is x * scale + shift. scale, shift: [batch * channels]. With
+    // Conv2dArgs::input_affine this folds a GroupNorm (+ SiLU) into the next convolution.
+    UNCLIP_CXX_API static void group_norm_affine(const Context& ctx, const float* x, const float* gamma,
+                                                 const float* beta, std::int64_t batch, std::int64_t channels,
+                                                 std::int64_t spatial, int groups, float eps, float* scale, float* shift);
 
     // y = LayerNorm(x) * gamma + beta over the last dimension of [rows, cols]; statistics in double.
     // x and y may alias.

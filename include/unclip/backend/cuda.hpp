@@ -119,11 +119,18 @@ struct CudaBackend {
     // The convolution's columns live in the context's workspace, not in Scratch: 0.
     UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
     // im2col straight into half precision, then one strided-batched tensor-core GEMM over the batch.
+    // With args.input_affine, im2col applies it (and SiLU) to each value it reads: no separate
+    // normalising pass.
     UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
 
     UNCLIP_CXX_API static void group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
                                           float* y, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
                                           int groups, float eps, bool silu);
+    // As CpuBackend::group_norm_affine: the statistics launches of group_norm, whose second also
+    // writes scale and shift; the normalising pass is left to the convolution that reads x.
+    UNCLIP_CXX_API static void group_norm_affine(const Context& ctx, const float* x, const float* gamma,
+                                                 const float* beta, std::int64_t batch, std::int64_t channels,
+                                                 std::int64_t spatial, int groups, float eps, float* scale, float* shift);
     UNCLIP_CXX_API static void layer_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
                                           float* y, std::int64_t rows, std::int64_t cols, float eps);
     UNCLIP_CXX_API static void gelu(const Context& ctx, const float* x, float* y, std::int64_t n);

@@ -50,16 +50,24 @@ public:
         const auto args = make_args(x);
         return {x[0], cfg_.out_channels, args.out_height(), args.out_width()};
     }
-    std::size_t scratch_bytes(const Shape& x) const { return Backend::conv2d_scratch_bytes(make_args(x)); }
+    // mapped_input: forward() will be given an input_affine.
+    std::size_t scratch_bytes(const Shape& x, bool mapped_input = false) const {
+        auto args = make_args(x);
+        if (mapped_input) args.input_affine.emplace();
+        return Backend::conv2d_scratch_bytes(args);
+    }
 
-    // x: [B, in_channels, H, W] -> y: output_shape(x). `accumulate`: y += conv(x).
-    void forward(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch,
-                 bool accumulate = false) const {
+    // x: [B, in_channels, H, W] -> y: output_shape(x). `accumulate`: y += conv(x). input_affine:
+    // the convolution reads silu?(x * scale + shift) per (image, channel) instead of x (a
+    // GroupNorm folded in, see GroupNorm::affine).
+    void forward(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch, bool accumulate = false,
+                 const std::optional<backend::InputAffine>& input_affine = std::nullopt) const {
         auto args = make_args(x.shape);
         detail::check_shape("Conv2d", "output", y.shape, output_shape(x.shape));
         args.x = x.data;
         args.y = y.data;
         args.accumulate = accumulate;
+        args.input_affine = input_affine;
         Backend::conv2d(ctx, args, scratch);
     }
 

@@ -46,6 +46,13 @@ public:
         Backend::group_norm(ctx, x, w_.weight.data, w_.bias.data, y, batch, cfg_.channels, spatial, cfg_.groups,
                             cfg_.eps, silu);
     }
+    // The per-(image, channel) map forward() applies: normalised x = x * scale + shift, scale and
+    // shift [batch * channels]; for a convolution to apply while it reads x (Conv2d::forward).
+    void affine(const typename Backend::Context& ctx, const T* x, std::int64_t batch, std::int64_t spatial, T* scale,
+                T* shift) const {
+        Backend::group_norm_affine(ctx, x, w_.weight.data, w_.bias.data, batch, cfg_.channels, spatial, cfg_.groups,
+                                   cfg_.eps, scale, shift);
+    }
 
 private:
     GroupNormConfig cfg_;

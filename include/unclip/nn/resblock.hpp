@@ -94,15 +94,17 @@ public:
     std::size_t scratch_bytes(const Shape& x) const {
         const Shape out_shape{x[0], cfg_.out_channels, x[2], x[3]};
         const auto n_out = static_cast<std::size_t>(out_shape.numel());
-        const std::size_t convs = std::max({in_conv_.scratch_bytes(x), out_conv_.scratch_bytes(out_shape),
+        const std::size_t convs = std::max({in_conv_.scratch_bytes(x, true), out_conv_.scratch_bytes(out_shape, true),
                                             skip_ ? skip_->scratch_bytes(x) : std::size_t{0}});
-        return Scratch::bytes_for<T>(static_cast<std::size_t>(x.numel())) + 2 * Scratch::bytes_for<T>(n_out) +
+        return Scratch::bytes_for<T>(n_out) + 2 * Scratch::bytes_for<T>(static_cast<std::size_t>(x[0] * affine_channels())) +
                Scratch::bytes_for<T>(static_cast<std::size_t>(x[0] * (cfg_.emb_channels + cfg_.out_channels))) + convs;
     }
 
     // x: [B, in_channels, h, w], emb: [B, emb_channels] (ignored when emb_channels is 0)
     // -> y: [B, out_channels, h, w]; y must not alias x.
     // const: one block may serve several threads, each with its own context and scratch.
+    // Each GroupNorm + SiLU is folded into the convolution after it (GroupNorm::affine), so no
+    // normalised copy of x or h is written.
     void forward(const typename Backend::Context& ctx, CView<T> x, CView<T> emb, View<T> y, Scratch& scratch) const {
         if (x.shape.rank() != 4 || x.shape[1] != cfg_.in_channels)
             throw Error(Status::invalid_argument, "ResBlock: input " + x.shape.str() + " is not [B, " +
@@ -113,26 +115,29 @@ public:
         detail::check_shape("ResBlock", "output", y.shape, out_shape);
 
         Scratch::Frame frame(scratch);
-        View<T> normed_in{scratch.take<T>(static_cast<std::size_t>(x.numel())), x.shape};
         View<T> h{scratch.take<T>(static_cast<std::size_t>(out_shape.numel())), out_shape};
-        View<T> normed_h{scratch.take<T>(static_cast<std::size_t>(out_shape.numel())), out_shape};
+        T* scale = scratch.take<T>(static_cast<std::size_t>(batch * affine_channels()));
+        T* shift = scratch.take<T>(static_cast<std::size_t>(batch * affine_channels()));
         T* emb_act = scratch.take<T>(static_cast<std::size_t>(batch * (cfg_.emb_channels + cfg_.out_channels)));
         T* emb_out = emb_act + batch * cfg_.emb_channels;
 
-        in_norm_.forward(ctx, x.data, normed_in.data, batch, spatial, true);
-        in_conv_.forward(ctx, normed_in, h, scratch);
+        in_norm_.affine(ctx, x.data, batch, spatial, scale, shift);
+        in_conv_.forward(ctx, x, h, scratch, false, backend::InputAffine{scale, shift, true});
         if (emb_proj_) {
             Backend::silu(ctx, emb.data, emb_act, batch * cfg_.emb_channels);
             emb_proj_->forward(ctx, emb_act, batch, emb_out);
             Backend::add_channel_bias(ctx, h.data, emb_out, batch, cfg_.out_channels, spatial);
         }
-        out_norm_.forward(ctx, h.data, normed_h.data, batch, spatial, true);
+        out_norm_.affine(ctx, h.data, batch, spatial, scale, shift);
         if (skip_) skip_->forward(ctx, x, y, scratch);
         else Backend::copy(ctx, x.data, y.data, x.numel());
-        out_conv_.forward(ctx, normed_h, y, scratch, /*accumulate=*/true);
+        out_conv_.forward(ctx, h, y, scratch, /*accumulate=*/true, backend::InputAffine{scale, shift, true});
     }
 
 private:
+    // The scale/shift buffers serve both norms in turn.
+    std::int64_t affine_channels() const noexcept { return std::max(cfg_.in_channels, cfg_.out_channels); }
+
     ResBlockConfig cfg_;
     GroupNorm<Backend, T> in_norm_;
     Conv2d<Backend, T> in_conv_;
