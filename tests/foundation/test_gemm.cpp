@@ -39,6 +39,21 @@ double rel_l2(const std::vector<float>& actual, const std::vector<double>& expec
     return std::sqrt(diff / norm);
 }
 
+// A square-kernel convolution's geometry with the same padding on every side.
+CpuBackend::Conv2dArgs square_conv(std::int64_t batch, std::int64_t in_c, std::int64_t out_c, std::int64_t h,
+                                   std::int64_t w, int kernel, int stride, int pad) {
+    CpuBackend::Conv2dArgs args;
+    args.batch = batch;
+    args.in_channels = in_c;
+    args.out_channels = out_c;
+    args.height = h;
+    args.width = w;
+    args.kernel_h = args.kernel_w = kernel;
+    args.stride = stride;
+    args.pad_top = args.pad_left = args.pad_bottom = args.pad_right = pad;
+    return args;
+}
+
 // The convolution of x [B, C_in, H, W] with w [C_out, C_in, kh, kw] plus bias, summed in double.
 std::vector<double> direct_conv(const CpuBackend::Conv2dArgs& a, const std::vector<float>& x, const std::vector<float>& w,
                                 const std::vector<float>& bias) {
@@ -191,15 +206,7 @@ TEST_CASE("conv2d equals direct convolution for 3x3, 1x1, stride 2, odd sizes an
         CAPTURE(cc.h);
         CAPTURE(cc.w);
         CAPTURE(cc.stride);
-        CpuBackend::Conv2dArgs args;
-        args.batch = cc.batch;
-        args.in_channels = cc.in_c;
-        args.out_channels = cc.out_c;
-        args.height = cc.h;
-        args.width = cc.w;
-        args.kernel_h = args.kernel_w = cc.kernel;
-        args.stride = cc.stride;
-        args.pad_top = args.pad_left = args.pad_bottom = args.pad_right = cc.pad;
+        CpuBackend::Conv2dArgs args = square_conv(cc.batch, cc.in_c, cc.out_c, cc.h, cc.w, cc.kernel, cc.stride, cc.pad);
         args.accumulate = cc.accumulate;
         const auto x = random_values(cc.batch * cc.in_c * cc.h * cc.w, 8);
         const StoredWeights stored(random_values(cc.out_c * cc.in_c * cc.kernel * cc.kernel, 9), dtype);
@@ -370,15 +377,7 @@ TEST_CASE("conv2d with a folded GroupNorm (+ SiLU) writes the bits of group_norm
             const auto w = random_values(static_cast<std::size_t>(c.out_c * c.channels * c.kernel * c.kernel), 24);
             const auto bias = random_values(static_cast<std::size_t>(c.out_c), 25);
 
-            CpuBackend::Conv2dArgs args;
-            args.batch = c.batch;
-            args.in_channels = c.channels;
-            args.out_channels = c.out_c;
-            args.height = c.h;
-            args.width = c.w;
-            args.kernel_h = args.kernel_w = c.kernel;
-            args.stride = c.stride;
-            args.pad_top = args.pad_left = args.pad_bottom = args.pad_right = c.pad;
+            CpuBackend::Conv2dArgs args = square_conv(c.batch, c.channels, c.out_c, c.h, c.w, c.kernel, c.stride, c.pad);
             args.weight = w.data();
             args.bias = bias.data();
             const auto out_n = static_cast<std::size_t>(c.batch * c.out_c * args.out_height() * args.out_width());
