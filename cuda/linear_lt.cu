@@ -29,15 +29,14 @@ std::uint32_t alignment_of(const void* p) {
     return a;
 }
 
+// beta (accumulate or not) is a call argument, not part of the plan.
 struct PlanKey {
     std::int64_t rows, in_features, out_features;
     DType dtype;
-    bool accumulate;
     std::uint32_t align_x, align_w, align_y, align_bias;
     bool operator<(const PlanKey& o) const {
-        return std::tie(rows, in_features, out_features, dtype, accumulate, align_x, align_w, align_y, align_bias) <
-               std::tie(o.rows, o.in_features, o.out_features, o.dtype, o.accumulate, o.align_x, o.align_w, o.align_y,
-                        o.align_bias);
+        return std::tie(rows, in_features, out_features, dtype, align_x, align_w, align_y, align_bias) <
+               std::tie(o.rows, o.in_features, o.out_features, o.dtype, o.align_x, o.align_w, o.align_y, o.align_bias);
     }
 };
 
@@ -149,7 +148,7 @@ bool linear_bias_epilogue(ContextState& s, const void* x_operand, std::int64_t r
                           bool accumulate) {
     if (weight_dtype != DType::f16 && weight_dtype != DType::bf16) return false;
     LtPlans& lt = lt_plans(s);
-    const PlanKey key{rows, in_features, out_features, weight_dtype, accumulate,
+    const PlanKey key{rows, in_features, out_features, weight_dtype,
                       alignment_of(x_operand), alignment_of(weight), alignment_of(y), alignment_of(bias)};
     auto [it, inserted] = lt.plans.try_emplace(key);
     Plan& plan = it->second;

@@ -131,7 +131,7 @@ __global__ void group_stats_kernel(const Partial* partials, std::int64_t groups_
         if (lane == 0) {
             const double rstd = 1.0 / sqrt(fmax(m2, 0.0) / n + eps);
             stat = make_float2(static_cast<float>(mean), static_cast<float>(rstd));
-            if (stats) stats[g] = stat;
+            stats[g] = stat;
         }
         if (affine.scale) {
             stat.x = __shfl_sync(0xffffffffu, stat.x, 0);

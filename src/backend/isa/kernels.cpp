@@ -294,6 +294,27 @@ void dot_dispatch(int nv, const std::uint32_t* a, std::int64_t lda, std::int64_t
     }
 }
 
+// The key-block walk both register-tile attentions share, for query rows [q0, q1) (padded to
+// `padded` rows, Q already prepared by the caller): per key block, scores(k0, c0) fills the
+// kKeyChunk columns from c0 of t.scores, the AVX-512 softmax step turns them into P, and
+// accumulate(k0, cols) adds P V to t.acc.
+template <class BlockTiles, class Scores, class Accumulate>
+void walk_key_blocks(const CpuBackend::AttentionArgs& a, std::int64_t b, int h, std::int64_t q0, std::int64_t q1,
+                     std::int64_t padded, BlockTiles& t, const Scores& scores, const Accumulate& accumulate) {
+    const std::int64_t rows = q1 - q0;
+    const int d = a.head_dim;
+    t.begin(rows, padded, d);
+    const std::int64_t key_end = a.causal ? std::min(a.kv_len, q1) : a.kv_len;
+    for (std::int64_t k0 = 0; k0 < key_end; k0 += kKeyBlock) {
+        const auto cols = std::min<std::int64_t>(kKeyBlock, key_end - k0);
+        for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk) scores(k0, c0);
+        softmax_step_rows(t.scores.data(), kKeyBlock, rows, cols, t.acc.data(), d, d, t.running_max.data(), t.denominator.data(),
+                          a.causal, q0, k0);
+        accumulate(k0, cols);
+    }
+    t.finish(a, b, h, q0);
+}
+
 void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int64_t b, int h, std::int64_t q0,
                        std::int64_t q1, const std::uint32_t* kp, const std::uint32_t* vp, Bf16Tiles& t) {
     const std::int64_t rows = q1 - q0, padded = (rows + kDotRows - 1) / kDotRows * kDotRows;
@@ -302,24 +323,20 @@ void attend_block_bf16(const CpuBackend::AttentionArgs& a, float scale, std::int
     t.p_words.assign(static_cast<std::size_t>(padded * kKeyBlock / 2), 0u);
     const float* q_base = a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d;
     for (std::int64_t r = 0; r < rows; ++r) bf16_row(q_base + r * a.q_stride, d, scale, t.q_words.data() + r * half);
-    t.begin(rows, padded, d);
-
-    const std::int64_t key_end = a.causal ? std::min(a.kv_len, q1) : a.kv_len;
-    for (std::int64_t k0 = 0; k0 < key_end; k0 += kKeyBlock) {
-        const auto cols = std::min<std::int64_t>(kKeyBlock, key_end - k0);
-        for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk)
+    walk_key_blocks(
+        a, b, h, q0, q1, padded, t,
+        [&](std::int64_t k0, std::int64_t c0) {
             dot_rows<4, false>(t.q_words.data(), half, padded, kp + (k0 + c0) / kKeyChunk * half * kKeyChunk, kKeyChunk, half,
                                t.scores.data() + c0, kKeyBlock);
-        softmax_step_rows(t.scores.data(), kKeyBlock, rows, cols, t.acc.data(), d, d, t.running_max.data(), t.denominator.data(),
-                          a.causal, q0, k0);
-        const std::int64_t pairs = (cols + 1) / 2;
-        for (std::int64_t r = 0; r < rows; ++r)
-            bf16_row(t.scores.data() + r * kKeyBlock, cols, 1.0f, t.p_words.data() + r * (kKeyBlock / 2));
-        for (int e0 = 0; e0 < d; e0 += 64)
-            dot_dispatch<true>(std::min(4, (d - e0) / 16), t.p_words.data(), kKeyBlock / 2, padded, vp + k0 / 2 * d + e0, d,
-                               pairs, t.acc.data() + e0, d);
-    }
-    t.finish(a, b, h, q0);
+        },
+        [&](std::int64_t k0, std::int64_t cols) {
+            const std::int64_t pairs = (cols + 1) / 2;
+            for (std::int64_t r = 0; r < rows; ++r)
+                bf16_row(t.scores.data() + r * kKeyBlock, cols, 1.0f, t.p_words.data() + r * (kKeyBlock / 2));
+            for (int e0 = 0; e0 < d; e0 += 64)
+                dot_dispatch<true>(std::min(4, (d - e0) / 16), t.p_words.data(), kKeyBlock / 2, padded, vp + k0 / 2 * d + e0, d,
+                                   pairs, t.acc.data() + e0, d);
+        });
 }
 
 // Packs each (batch, head)'s operands once with pack(b, h, packed), then runs every query block
@@ -427,22 +444,18 @@ void attend_block_f32(const CpuBackend::AttentionArgs& a, float scale, std::int6
     const float* q_base = a.q + b * a.q_batch_stride + q0 * a.q_stride + h * d;
     for (std::int64_t r = 0; r < rows; ++r)
         for (int e = 0; e < d; ++e) t.q_rows[static_cast<std::size_t>(r * d + e)] = scale * q_base[r * a.q_stride + e];
-    t.begin(rows, padded, d);
     const float* v_base = a.v + b * a.v_batch_stride + h * d;
-
-    const std::int64_t key_end = a.causal ? std::min(a.kv_len, q1) : a.kv_len;
-    for (std::int64_t k0 = 0; k0 < key_end; k0 += kKeyBlock) {
-        const auto cols = std::min<std::int64_t>(kKeyBlock, key_end - k0);
-        for (std::int64_t c0 = 0; c0 < cols; c0 += kKeyChunk)
+    walk_key_blocks(
+        a, b, h, q0, q1, padded, t,
+        [&](std::int64_t k0, std::int64_t c0) {
             fma_rows<4, false>(t.q_rows.data(), d, padded, kp + (k0 + c0) / kKeyChunk * d * kKeyChunk, kKeyChunk, d,
                                t.scores.data() + c0, kKeyBlock);
-        softmax_step_rows(t.scores.data(), kKeyBlock, rows, cols, t.acc.data(), d, d, t.running_max.data(), t.denominator.data(),
-                          a.causal, q0, k0);
-        for (int e0 = 0; e0 < d; e0 += 64)
-            fma_dispatch(std::min(4, (d - e0) / 16), t.scores.data(), kKeyBlock, padded, v_base + k0 * a.v_stride + e0,
-                         a.v_stride, cols, t.acc.data() + e0, d);
-    }
-    t.finish(a, b, h, q0);
+        },
+        [&](std::int64_t k0, std::int64_t cols) {
+            for (int e0 = 0; e0 < d; e0 += 64)
+                fma_dispatch(std::min(4, (d - e0) / 16), t.scores.data(), kKeyBlock, padded, v_base + k0 * a.v_stride + e0,
+                             a.v_stride, cols, t.acc.data() + e0, d);
+        });
 }
 
 void attention_f32(const CpuBackend::Context& ctx, const CpuBackend::AttentionArgs& a, float scale) {
