@@ -2,7 +2,8 @@
 // softmax in fp32 (running row maximum m, denominator l, unnormalised output O, as the CPU's
 // attend_block in src/backend/isa/kernels.cpp); the q_len x kv_len matrix is never stored.
 //
-//   head_dim 16, 32, ..., 128 (steps of 16)   flash_kernel: fp16 mma.sync, 128 queries per block
+//   head_dim 16, 32, ..., 128 (steps of 16)   flash_kernel: fp16 mma.sync, 128 or 256 queries per
+//                                             block, 16 or 32 per warp (CudaBackend::FlashTile)
 //   head_dim 256, 512 (the VAE's one head)    wide_head_kernel: fp16 mma.sync, 64 queries per block
 //   any other head_dim                        fp32_kernel: plain fp32 arithmetic, also on GPUs
 //                                             before sm_80 and where shared memory is short
@@ -13,9 +14,10 @@
 // without bounds checks. Q is scaled by scale * log2(e) before rounding, so the softmax runs on
 // exp2. Scores and P are rounded to fp16 for the products only; sums, maxima and O stay fp32.
 //
-// Measured on an H200 (K/V rounding included): the 768 px UNet's self-attention, 2 x 9216 tokens
-// x 5 heads of 64, 0.95 ms (228 TFLOP/s); 2 x 16384 tokens, 2.7 ms (252 TFLOP/s); the VAE's one
-// head of 512 over 9216 tokens, 2.1 ms (84 TFLOP/s). The fp32 path is for odd test dims only:
+// Measured (K/V rounding included): the 768 px UNet's self-attention, 2 x 9216 tokens x 5 heads
+// of 64, 0.87 ms (249 TFLOP/s) on an H100 with the default 4x32 tile (8x16: 1.16 ms); on an H200
+// with 8x16, 0.95 ms, 2 x 16384 tokens 2.7 ms, and the VAE's one head of 512 over 9216 tokens
+// 2.1 ms (84 TFLOP/s). The fp32 path is for odd test dims only:
 // 2 x 4096 tokens x 4 heads of 40 take 28 ms.
 #include <cuda_fp16.h>
 
@@ -193,15 +195,16 @@ HalfKeysValues round_keys_values(const CudaBackend::Context& ctx, const Args& a)
 }
 
 // ---- head_dim 16..128: flash_kernel ---------------------------------------------------------
-// 8 warps, 128 queries per block: warp w owns query rows q0 + 16w .. +15, whose Q fragments
-// (scaled, fp16) it loads once from global memory into registers, with O [16, D] and the row
-// statistics. K and V tiles of 64 keys stream through shared memory in two cp.async stages, each
-// tile [64, D + 8] (the 8-half pad makes ldmatrix rows fall in distinct banks). Per tile a warp
-// computes S = Q K^T [16, 64] in registers, masks it, updates m and l, and multiplies P (the
-// score registers repacked as fp16 A fragments, no trip through shared memory) by V.
-constexpr int kFlashWarps = 8;
-constexpr int kFlashThreads = kFlashWarps * 32;
-constexpr int kFlashRows = kFlashWarps * 16;
+// kWarps warps of kMTiles x 16 query rows each: warp w owns query rows q0 + 16 kMTiles w onwards,
+// whose Q fragments (scaled, fp16) it loads once from global memory into registers, with O
+// [16 kMTiles, D] and the row statistics. K and V tiles of 64 keys stream through shared memory in
+// two cp.async stages, each tile [64, D + 8] (the 8-half pad makes ldmatrix rows fall in distinct
+// banks). Per tile a warp computes S = Q K^T [16 kMTiles, 64] in registers, masks it, updates m
+// and l, and multiplies P (the score registers repacked as fp16 A fragments, no trip through
+// shared memory) by V. With two m-tiles each K and V fragment read from shared memory feeds two
+// MMAs: half the shared-memory traffic per product, for twice the registers (head_dim <= 64).
+// kMinBlocks 2 holds the 8-warp kernel to 128 registers, so that two blocks share an SM (up to
+// head_dim 80; above that it would spill).
 constexpr int kFlashKeys = 64;
 
 template <int D>
@@ -209,11 +212,14 @@ constexpr std::size_t flash_shared_bytes() {
     return 2 /*stages*/ * 2 /*K, V*/ * kFlashKeys * (D + 8) * sizeof(__half);
 }
 
-template <int D>
-__global__ void __launch_bounds__(kFlashThreads) flash_kernel(const Args a, const __half* __restrict__ k_half,
-                                                              const __half* __restrict__ v_half, int64_t padded_len,
-                                                              float q_scale) {
+template <int D, int kWarps, int kMTiles, int kMinBlocks>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) flash_kernel(const Args a, const __half* __restrict__ k_half,
+                                                            const __half* __restrict__ v_half, int64_t padded_len,
+                                                            float q_scale) {
     static_assert(D % 16 == 0 && D <= 128, "flash_kernel takes head_dim 16..128 in steps of 16");
+    static_assert(kMTiles == 1 || (kMTiles == 2 && D <= 64), "two m-tiles per warp only up to head_dim 64");
+    constexpr int kThreads = kWarps * 32;
+    constexpr int kWarpRows = 16 * kMTiles;
     constexpr int kStride = D + 8;
     constexpr int kTileElements = kFlashKeys * kStride;
     constexpr int kDimSteps = D / 16;         // k-steps of Q K^T
@@ -222,18 +228,18 @@ __global__ void __launch_bounds__(kFlashThreads) flash_kernel(const Args a, cons
     __half* k_tiles = reinterpret_cast<__half*>(flash_shared);  // [2][kFlashKeys][kStride]
     __half* v_tiles = k_tiles + 2 * kTileElements;              // [2][kFlashKeys][kStride]
 
-    const QueryBlock qb = query_block_of(a, kFlashRows);
+    const QueryBlock qb = query_block_of(a, kWarps * kWarpRows);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, group = lane / 4, quad = lane % 4;
     const int64_t head_index = qb.batch * a.heads + qb.head;
     const __half* k_head = k_half + head_index * padded_len * D;
     const __half* v_head = v_half + head_index * padded_len * D;
-    const int64_t key_end = causal_key_end(a, qb.q0, kFlashRows);
+    const int64_t key_end = causal_key_end(a, qb.q0, kWarps * kWarpRows);
     const int64_t key_tiles = (key_end + kFlashKeys - 1) / kFlashKeys;
 
     auto load_tile = [&](int64_t tile, int stage) {
         constexpr int kChunksPerRow = D / 8;  // 16 bytes each
         const int64_t first = tile * kFlashKeys * D;
-        for (int c = threadIdx.x; c < kFlashKeys * kChunksPerRow; c += kFlashThreads) {
+        for (int c = threadIdx.x; c < kFlashKeys * kChunksPerRow; c += kThreads) {
             const int row = c / kChunksPerRow, col = c % kChunksPerRow * 8;
             const int dst = stage * kTileElements + row * kStride + col;
             cp_async_16(k_tiles + dst, k_head + first + row * D + col);
@@ -243,31 +249,38 @@ __global__ void __launch_bounds__(kFlashThreads) flash_kernel(const Args a, cons
     };
     load_tile(0, 0);
 
-    const int64_t warp_row0 = qb.q0 + warp * 16;
-    const int64_t row_a = warp_row0 + group, row_b = row_a + 8;  // this lane's two query rows
+    const int64_t warp_row0 = qb.q0 + warp * kWarpRows;
+    // This lane's query rows: row_of(m, 0) and row_of(m, 1) = row_of(m, 0) + 8 in m-tile m.
+    auto row_of = [&](int m, int i) { return warp_row0 + 16 * m + group + 8 * i; };
     const bool warp_has_rows = warp_row0 < a.q_len;
 
-    unsigned q_frag[kDimSteps][4];
+    unsigned q_frag[kMTiles][kDimSteps][4];
     {
         const float* q_head = a.q + qb.batch * a.q_batch_stride + qb.head * D;
         auto q_at = [&](int64_t row, int col) {
             return row < a.q_len ? q_head[row * a.q_stride + col] * q_scale : 0.0f;
         };
 #pragma unroll
-        for (int kk = 0; kk < kDimSteps; ++kk) {
-            const int c = kk * 16 + 2 * quad;
-            q_frag[kk][0] = pack_half2(q_at(row_a, c), q_at(row_a, c + 1));
-            q_frag[kk][1] = pack_half2(q_at(row_b, c), q_at(row_b, c + 1));
-            q_frag[kk][2] = pack_half2(q_at(row_a, c + 8), q_at(row_a, c + 9));
-            q_frag[kk][3] = pack_half2(q_at(row_b, c + 8), q_at(row_b, c + 9));
-        }
+        for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+            for (int kk = 0; kk < kDimSteps; ++kk) {
+                const int c = kk * 16 + 2 * quad;
+                const int64_t row_a = row_of(m, 0), row_b = row_of(m, 1);
+                q_frag[m][kk][0] = pack_half2(q_at(row_a, c), q_at(row_a, c + 1));
+                q_frag[m][kk][1] = pack_half2(q_at(row_b, c), q_at(row_b, c + 1));
+                q_frag[m][kk][2] = pack_half2(q_at(row_a, c + 8), q_at(row_a, c + 9));
+                q_frag[m][kk][3] = pack_half2(q_at(row_b, c + 8), q_at(row_b, c + 9));
+            }
     }
 
-    float o[D / 8][4];
+    float o[kMTiles][D / 8][4];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float row_max[2] = {kMinusInf, kMinusInf};
-    float row_sum[2] = {0.0f, 0.0f};  // this lane's share; the quad's four add up at the end
+    for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) o[m][n][0] = o[m][n][1] = o[m][n][2] = o[m][n][3] = 0.0f;
+    float row_max[kMTiles][2], row_sum[kMTiles][2];  // row_sum: this lane's share; the quad's four add up at the end
+#pragma unroll
+    for (int m = 0; m < kMTiles; ++m) row_max[m][0] = row_max[m][1] = kMinusInf, row_sum[m][0] = row_sum[m][1] = 0.0f;
     const int k_lane = key_operand_offset(lane, kStride);
     const int v_lane = a_operand_offset(lane, kStride);
 
@@ -284,69 +297,87 @@ __global__ void __launch_bounds__(kFlashThreads) flash_kernel(const Args a, cons
 
         const int64_t k0 = tile * kFlashKeys;
         // Under the causal mask a tile wholly after this warp's last row adds nothing.
-        if (warp_has_rows && !(a.causal && k0 > warp_row0 + 15)) {
+        if (warp_has_rows && !(a.causal && k0 > warp_row0 + kWarpRows - 1)) {
             const __half* ks = k_tiles + stage * kTileElements;
             const __half* vs = v_tiles + stage * kTileElements;
 
-            float s[kKeyTiles][4];
+            float s[kMTiles][kKeyTiles][4];
 #pragma unroll
-            for (int n = 0; n < kKeyTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+                for (int n = 0; n < kKeyTiles; ++n) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.0f;
 #pragma unroll
             for (int kk = 0; kk < kDimSteps; ++kk) {
 #pragma unroll
                 for (int np = 0; np < kKeyTiles / 2; ++np) {
                     unsigned b[4];
                     ldmatrix_x4(b, ks + k_lane + np * 16 * kStride + kk * 16);
-                    mma_16816(s[2 * np], q_frag[kk], b[0], b[1]);
-                    mma_16816(s[2 * np + 1], q_frag[kk], b[2], b[3]);
+#pragma unroll
+                    for (int m = 0; m < kMTiles; ++m) {
+                        mma_16816(s[m][2 * np], q_frag[m][kk], b[0], b[1]);
+                        mma_16816(s[m][2 * np + 1], q_frag[m][kk], b[2], b[3]);
+                    }
                 }
             }
 
             if (k0 + kFlashKeys > a.kv_len || (a.causal && k0 + kFlashKeys - 1 > warp_row0)) {
 #pragma unroll
-                for (int n = 0; n < kKeyTiles; ++n)
+                for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int64_t key = k0 + n * 8 + 2 * quad + (e & 1);
-                        const int64_t row = e < 2 ? row_a : row_b;
-                        if (key >= a.kv_len || (a.causal && key > row)) s[n][e] = kMinusInf;
-                    }
+                    for (int n = 0; n < kKeyTiles; ++n)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            const int64_t key = k0 + n * 8 + 2 * quad + (e & 1);
+                            const int64_t row = row_of(m, e / 2);
+                            if (key >= a.kv_len || (a.causal && key > row)) s[m][n][e] = kMinusInf;
+                        }
             }
 
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {  // i = 0: row_a (elements 0, 1); i = 1: row_b (2, 3)
-                float tile_max = kMinusInf;
+            for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-                for (int n = 0; n < kKeyTiles; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-                const float new_max = fmaxf(row_max[i], tile_max);
-                // A row with every key so far masked keeps max -inf; exp2(-inf - -inf) would be NaN.
-                const float shift = new_max == kMinusInf ? 0.0f : new_max;
-                const float correction = exp2f(row_max[i] - shift);
-                row_max[i] = new_max;
-                row_sum[i] *= correction;
+                for (int i = 0; i < 2; ++i) {  // i = 0: row_of(m, 0) (elements 0, 1); i = 1: row_of(m, 1) (2, 3)
+                    float tile_max = kMinusInf;
 #pragma unroll
-                for (int n = 0; n < D / 8; ++n) o[n][2 * i] *= correction, o[n][2 * i + 1] *= correction;
+                    for (int n = 0; n < kKeyTiles; ++n)
+                        tile_max = fmaxf(tile_max, fmaxf(s[m][n][2 * i], s[m][n][2 * i + 1]));
+                    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+                    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+                    const float new_max = fmaxf(row_max[m][i], tile_max);
+                    // A row with every key so far masked keeps max -inf; exp2(-inf - -inf) would be NaN.
+                    const float shift = new_max == kMinusInf ? 0.0f : new_max;
+                    const float correction = exp2f(row_max[m][i] - shift);
+                    row_max[m][i] = new_max;
+                    row_sum[m][i] *= correction;
 #pragma unroll
-                for (int n = 0; n < kKeyTiles; ++n) {
-                    s[n][2 * i] = exp2f(s[n][2 * i] - shift);
-                    s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - shift);
-                    row_sum[i] += s[n][2 * i] + s[n][2 * i + 1];
+                    for (int n = 0; n < D / 8; ++n) o[m][n][2 * i] *= correction, o[m][n][2 * i + 1] *= correction;
+#pragma unroll
+                    for (int n = 0; n < kKeyTiles; ++n) {
+                        s[m][n][2 * i] = exp2f(s[m][n][2 * i] - shift);
+                        s[m][n][2 * i + 1] = exp2f(s[m][n][2 * i + 1] - shift);
+                        row_sum[m][i] += s[m][n][2 * i] + s[m][n][2 * i + 1];
+                    }
                 }
-            }
 
 #pragma unroll
             for (int kk = 0; kk < kFlashKeys / 16; ++kk) {
-                const unsigned p[4] = {pack_half2(s[2 * kk][0], s[2 * kk][1]), pack_half2(s[2 * kk][2], s[2 * kk][3]),
-                                       pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                       pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                unsigned p[kMTiles][4];
+#pragma unroll
+                for (int m = 0; m < kMTiles; ++m) {
+                    p[m][0] = pack_half2(s[m][2 * kk][0], s[m][2 * kk][1]);
+                    p[m][1] = pack_half2(s[m][2 * kk][2], s[m][2 * kk][3]);
+                    p[m][2] = pack_half2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+                    p[m][3] = pack_half2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+                }
 #pragma unroll
                 for (int dp = 0; dp < D / 16; ++dp) {
                     unsigned b[4];
                     ldmatrix_x4_trans(b, vs + v_lane + kk * 16 * kStride + dp * 16);
-                    mma_16816(o[2 * dp], p, b[0], b[1]);
-                    mma_16816(o[2 * dp + 1], p, b[2], b[3]);
+#pragma unroll
+                    for (int m = 0; m < kMTiles; ++m) {
+                        mma_16816(o[m][2 * dp], p[m], b[0], b[1]);
+                        mma_16816(o[m][2 * dp + 1], p[m], b[2], b[3]);
+                    }
                 }
             }
         }
@@ -354,25 +385,27 @@ __global__ void __launch_bounds__(kFlashThreads) flash_kernel(const Args a, cons
     }
 
     if (!warp_has_rows) return;
-    float inv_sum[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        float total = row_sum[i];
-        total += __shfl_xor_sync(0xffffffffu, total, 1);
-        total += __shfl_xor_sync(0xffffffffu, total, 2);
-        inv_sum[i] = 1.0f / total;
-    }
     float* out_head = a.out + qb.batch * a.out_batch_stride + qb.head * D;
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-        const int col = n * 8 + 2 * quad;
-        if (row_a < a.q_len) {
-            out_head[row_a * a.out_stride + col] = o[n][0] * inv_sum[0];
-            out_head[row_a * a.out_stride + col + 1] = o[n][1] * inv_sum[0];
+    for (int m = 0; m < kMTiles; ++m) {
+        float inv_sum[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float total = row_sum[m][i];
+            total += __shfl_xor_sync(0xffffffffu, total, 1);
+            total += __shfl_xor_sync(0xffffffffu, total, 2);
+            inv_sum[i] = 1.0f / total;
         }
-        if (row_b < a.q_len) {
-            out_head[row_b * a.out_stride + col] = o[n][2] * inv_sum[1];
-            out_head[row_b * a.out_stride + col + 1] = o[n][3] * inv_sum[1];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int64_t row = row_of(m, i);
+            if (row >= a.q_len) continue;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                const int col = n * 8 + 2 * quad;
+                out_head[row * a.out_stride + col] = o[m][n][2 * i] * inv_sum[i];
+                out_head[row * a.out_stride + col + 1] = o[m][n][2 * i + 1] * inv_sum[i];
+            }
         }
     }
 }
@@ -686,17 +719,35 @@ DeviceLimits device_limits(const CudaBackend::Context& ctx) {
     return {major >= 8, static_cast<std::size_t>(shared)};
 }
 
+template <int D, int kWarps, int kMTiles, int kMinBlocks = 1>
+void launch_flash(const CudaBackend::Context& ctx, const Args& a, float scale, const HalfKeysValues& kv) {
+    constexpr std::size_t kShared = flash_shared_bytes<D>();
+    const unsigned grid = grid_for(a, kWarps * 16 * kMTiles);
+    const auto kernel = flash_kernel<D, kWarps, kMTiles, kMinBlocks>;
+    UNCLIP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kShared)));
+    kernel<<<grid, kWarps * 32, kShared, ctx.state().stream>>>(a, kv.k, kv.v, kv.padded_len, scale * kLog2e);
+    UNCLIP_CUDA_CHECK_LAUNCH();
+}
+
 template <int D>
 bool run_flash(const CudaBackend::Context& ctx, const Args& a, float scale, const DeviceLimits& limits) {
-    constexpr std::size_t kShared = flash_shared_bytes<D>();
-    if (!limits.fits(kShared)) return false;
-    const unsigned grid = grid_for(a, kFlashRows);
+    if (!limits.fits(flash_shared_bytes<D>())) return false;
     const HalfKeysValues kv = round_keys_values(ctx, a);
-    UNCLIP_CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(kShared)));
-    flash_kernel<D><<<grid, kFlashThreads, kShared, ctx.state().stream>>>(a, kv.k, kv.v, kv.padded_len,
-                                                                          scale * kLog2e);
-    UNCLIP_CUDA_CHECK_LAUNCH();
+    const CudaBackend::FlashTile tile = ctx.flash_tile();
+    if constexpr (D <= 64) {
+        if (tile.warp_rows == 32) {
+            if (tile.warps == 4) launch_flash<D, 4, 2>(ctx, a, scale, kv);
+            else launch_flash<D, 8, 2>(ctx, a, scale, kv);
+            return true;
+        }
+    }
+    if constexpr (D <= 80) {
+        if (tile.blocks_per_sm == 2) {
+            launch_flash<D, 8, 1, 2>(ctx, a, scale, kv);
+            return true;
+        }
+    }
+    launch_flash<D, 8, 1>(ctx, a, scale, kv);
     return true;
 }
 

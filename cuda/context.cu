@@ -1,4 +1,6 @@
 // CudaBackend::Context: the stream, the cuBLAS handle and the growing workspace.
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "check.cuh"
@@ -67,6 +69,26 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     // Plain fp32 GEMMs stay fp32: TF32 would cost the CLIP projections three digits.
     UNCLIP_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
     bias_epilogue_ = cuda::lt_epilogues_requested();
+    if (const char* tile = std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
+        FlashTile t{0, 0, 1};
+        const int fields = std::sscanf(tile, "%dx%dx%d", &t.warps, &t.warp_rows, &t.blocks_per_sm);
+        const std::string canonical = std::to_string(t.warps) + "x" + std::to_string(t.warp_rows) +
+                                      (fields == 3 ? "x" + std::to_string(t.blocks_per_sm) : std::string());
+        if ((fields != 2 && fields != 3) || canonical != tile)
+            throw Error(Status::invalid_argument,
+                        std::string("UNCLIP_CUDA_FLASH_TILE=") + tile + ": expected 8x16, 8x16x2, 4x32 or 8x32");
+        set_flash_tile(t);
+    }
+}
+
+void CudaBackend::Context::set_flash_tile(FlashTile tile) {
+    const bool known = (tile.warps == 8 && tile.warp_rows == 16 && (tile.blocks_per_sm == 1 || tile.blocks_per_sm == 2)) ||
+                       (tile.blocks_per_sm == 1 && tile.warp_rows == 32 && (tile.warps == 4 || tile.warps == 8));
+    if (!known)
+        throw Error(Status::invalid_argument, "CUDA flash-attention tile " + std::to_string(tile.warps) + "x" +
+                                                  std::to_string(tile.warp_rows) + "x" + std::to_string(tile.blocks_per_sm) +
+                                                  ": expected 8x16, 8x16x2, 4x32 or 8x32");
+    flash_tile_ = tile;
 }
 
 CudaBackend::Context::~Context() = default;

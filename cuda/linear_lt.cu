@@ -71,7 +71,7 @@ struct LtPlans {
 
 bool lt_epilogues_requested() noexcept {
     const char* value = std::getenv("UNCLIP_CUDA_LT_EPILOGUE");
-    return value && std::strcmp(value, "1") == 0;
+    return !(value && std::strcmp(value, "0") == 0);
 }
 
 namespace {

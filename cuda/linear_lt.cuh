@@ -7,8 +7,8 @@
 
 namespace unclip::cuda {
 
-// Whether UNCLIP_CUDA_LT_EPILOGUE=1 asks new contexts for the fused-bias linear layers
-// (CudaBackend::Context::set_bias_epilogue).
+// Whether new contexts take the fused-bias linear layers (CudaBackend::Context::set_bias_epilogue):
+// yes unless UNCLIP_CUDA_LT_EPILOGUE=0.
 bool lt_epilogues_requested() noexcept;
 
 // y [rows, out] = x_operand [rows, in] W^T + bias (+ y when accumulate), the bias added in the

@@ -1,12 +1,13 @@
 // Times each component of the unCLIP pipeline on the GPU (CudaBackend), from a full-size checkpoint
 // with random weights in the real names and shapes, uploaded as the pipeline does (fp16 matrices,
-// fp32 rest): the fp16 linear-layer GEMM as our ceiling, CLIP vision (1 image), the prompt encode
+// fp32 rest): the fp16 linear-layer GEMM as our ceiling, the UNet's largest self-attention with
+// each flash tile, CLIP vision (1 image), the prompt encode
 // (one 77-token chunk), one UNet CFG step (batch 2) at 512 and 768 px, a 768 px VAE decode, and
 // the whole Pipeline::generate of a 768 px image variation (20 uni_pc_bh2 steps, CFG 7) in a warm
 // process, with a slightly different picture each run so that its embedding is computed again.
 // Every timed run ends with a stream synchronisation; medians after one warm-up run.
 //
-//   unclip_bench_cuda [--checkpoint FILE] [--repeats 10] [--only gemm,vision,text,unet512,unet768,vae,e2e]
+//   unclip_bench_cuda [--checkpoint FILE] [--repeats 10] [--only gemm,attn768,vision,text,unet512,unet768,vae,e2e]
 //                     [--column-limits N,M,...]   (the UNet and VAE again with each further
 //                                                  CudaBackend::Context::set_column_limit, named
 //                                                  e.g. unet768_cols2^27)
@@ -129,10 +130,31 @@ int main(int argc, char** argv) {
                 CudaBackend::linear(ctx, x.data, n, n, n, w16.raw_data(), DType::f16, nullptr, y.data, false);
             });
         }
+        if (bench.wanted("attn768")) {
+            // The 768 px UNet's largest self-attention: CFG batch 2 x 9216 tokens x 5 heads of 64,
+            // once per flash tile (CudaBackend::FlashTile), K/V rounding included.
+            const std::int64_t batch = 2, tokens = 96 * 96, heads = 5, dim = heads * 64;
+            const DeviceArray q(ctx, random_values(batch * tokens * dim, 3)), k(ctx, random_values(batch * tokens * dim, 4)),
+                v(ctx, random_values(batch * tokens * dim, 5)), out(batch * tokens * dim);
+            CudaBackend::AttentionArgs a;
+            a.q = q.data, a.k = k.data, a.v = v.data, a.out = out.data;
+            a.batch = batch, a.q_len = tokens, a.kv_len = tokens, a.heads = static_cast<int>(heads), a.head_dim = 64;
+            a.q_stride = a.k_stride = a.v_stride = a.out_stride = dim;
+            a.q_batch_stride = a.k_batch_stride = a.v_batch_stride = a.out_batch_stride = tokens * dim;
+            const CudaBackend::FlashTile configured = ctx.flash_tile();
+            for (const CudaBackend::FlashTile tile : {CudaBackend::FlashTile{8, 16, 1}, CudaBackend::FlashTile{8, 16, 2},
+                                                      CudaBackend::FlashTile{4, 32, 1}, CudaBackend::FlashTile{8, 32, 1}}) {
+                ctx.set_flash_tile(tile);
+                bench.report("attn768_" + std::to_string(tile.warps) + "x" + std::to_string(tile.warp_rows) + "x" +
+                                 std::to_string(tile.blocks_per_sm),
+                             4.0 * batch * heads * tokens * tokens * 64, [&] { CudaBackend::attention(ctx, a); });
+            }
+            ctx.set_flash_tile(configured);
+        }
         if (!std::filesystem::exists(checkpoint)) {
             std::fprintf(stderr, "unclip_bench_cuda: no checkpoint %s (write one with unclip_make_random_checkpoint)\n",
                          checkpoint.c_str());
-            return only == "gemm" ? 0 : 1;
+            return only == "gemm" || only == "attn768" ? 0 : 1;
         }
         const io::Checkpoint ckpt = io::load_checkpoint(checkpoint);
         auto host_map = [](const nn::WeightMap& m) {

@@ -34,6 +34,7 @@ void CudaBackend::Context::activate() const { unavailable("CudaBackend::Context:
 void CudaBackend::Context::reserve_workspace(std::size_t) const { unavailable("CudaBackend::Context::reserve_workspace"); }
 std::size_t CudaBackend::Context::workspace_bytes() const noexcept { return 0; }
 std::uint64_t CudaBackend::Context::bias_epilogue_calls() const noexcept { return 0; }
+void CudaBackend::Context::set_flash_tile(FlashTile) { unavailable("CudaBackend::Context::set_flash_tile"); }
 
 void CudaBackend::upload(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::upload"); }
 void CudaBackend::download(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::download"); }

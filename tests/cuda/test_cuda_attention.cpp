@@ -3,6 +3,7 @@
 // tiles, the causal mask, q/k/v as column ranges of one fused projection and padded output rows.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,12 +31,15 @@ struct AttentionCase {
     bool fused_qkv = false;     // q, k, v: column ranges of one [B, L, 3 * heads * head_dim] buffer
     int out_padding = 0;        // columns after each output row that attention must not write
     float input_range = 1.0f;   // inputs uniform in [-input_range, input_range]
+    CudaBackend::FlashTile tile;
 
     std::string describe() const {
         return "batch " + std::to_string(batch) + ", q_len " + std::to_string(q_len) + ", kv_len " +
                std::to_string(kv_len) + ", heads " + std::to_string(heads) + ", head_dim " +
                std::to_string(head_dim) + (causal ? ", causal" : "") + (fused_qkv ? ", fused qkv" : "") +
-               (scale != 0.0f ? ", scale " + std::to_string(scale) : "");
+               (scale != 0.0f ? ", scale " + std::to_string(scale) : "") + ", flash tile " +
+               std::to_string(tile.warps) + "x" + std::to_string(tile.warp_rows) + "x" +
+               std::to_string(tile.blocks_per_sm);
     }
 };
 
@@ -103,7 +107,8 @@ Results run_both(const AttentionCase& c) {
 
     std::vector<float> gpu_out;
     {
-        const CudaBackend::Context gpu;
+        CudaBackend::Context gpu;
+        gpu.set_flash_tile(c.tile);
         const DeviceFloats q_dev(gpu, q);
         const DeviceFloats k_dev(gpu, c.fused_qkv ? std::vector<float>(1) : k);
         const DeviceFloats v_dev(gpu, c.fused_qkv ? std::vector<float>(1) : v);
@@ -226,6 +231,43 @@ TEST_CASE("attention honours an explicit scale, also with peaked softmax rows") 
 
 TEST_CASE("attention over 96x96 tokens with head_dim 64 matches the CPU") {
     check_matches_cpu(self_attention(1, 96 * 96, 2, 64), kHalfTolerance);
+}
+
+TEST_CASE("attention matches the CPU with each flash-attention query tile") {
+    const CudaBackend::FlashTile tiles[] = {{8, 16, 1}, {8, 16, 2}, {4, 32, 1}, {8, 32, 1}};
+    for (const CudaBackend::FlashTile tile : tiles) {
+        // Ragged query counts leave warps and m-tiles without rows; head_dim 80 takes 16 rows per
+        // warp, and 96 one block per SM, whatever the tile asks.
+        for (AttentionCase c : {self_attention(2, 1000, 3, 64), self_attention(1, 300, 2, 16),
+                                cross_attention(2, 333, 77, 5, 64), causal(self_attention(2, 77, 4, 64)),
+                                fused(self_attention(2, 257, 2, 48), 3), self_attention(1, 257, 2, 80),
+                                self_attention(1, 200, 1, 96)}) {
+            c.tile = tile;
+            check_matches_cpu(c, kHalfTolerance);
+        }
+    }
+}
+
+TEST_CASE("the flash-attention tile is 4x32 by default, takes 8x16, 8x16x2 and 8x32, and refuses others by name") {
+    CudaBackend::Context gpu;
+    if (!std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
+        CHECK(gpu.flash_tile().warps == 4);
+        CHECK(gpu.flash_tile().warp_rows == 32);
+    }
+    gpu.set_flash_tile({8, 16, 2});
+    CHECK(gpu.flash_tile().warps == 8);
+    for (const CudaBackend::FlashTile bad : {CudaBackend::FlashTile{4, 16, 1}, CudaBackend::FlashTile{4, 32, 2}}) {
+        const std::string name = std::to_string(bad.warps) + "x" + std::to_string(bad.warp_rows) + "x" +
+                                 std::to_string(bad.blocks_per_sm);
+        try {
+            gpu.set_flash_tile(bad);
+            FAIL(name << " was accepted");
+        } catch (const Error& e) {
+            CHECK(e.status() == Status::invalid_argument);
+            CHECK(std::string(e.what()).find(name) != std::string::npos);
+        }
+    }
+    CHECK(gpu.flash_tile().blocks_per_sm == 2);  // unchanged by the refused calls
 }
 
 TEST_CASE("attention rejects bad arguments naming them, and does nothing without queries") {
