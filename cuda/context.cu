@@ -1,6 +1,7 @@
 // CudaBackend::Context: the stream, the cuBLAS handle and the growing workspace.
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "check.cuh"
@@ -69,6 +70,8 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     // Plain fp32 GEMMs stay fp32: TF32 would cost the CLIP projections three digits.
     UNCLIP_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
     bias_epilogue_ = cuda::lt_epilogues_requested();
+    const char* rounded = std::getenv("UNCLIP_CUDA_ROUNDED_INPUTS");
+    rounded_linear_inputs_ = !(rounded && std::strcmp(rounded, "0") == 0);
     if (const char* tile = std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
         FlashTile t{0, 0, 1};
         const int fields = std::sscanf(tile, "%dx%dx%d", &t.warps, &t.warp_rows, &t.blocks_per_sm);

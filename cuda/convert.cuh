@@ -18,6 +18,15 @@ template <> __host__ __device__ __forceinline__ float from_float<float>(float v)
 template <> __host__ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// Elements 4 v .. 4 v + 3 of `out`, rounded to To, in one store (out aligned to 4 * sizeof(To)).
+template <class To>
+__device__ __forceinline__ void store4(To* out, std::int64_t v, float a, float b, float c, float d) {
+    struct alignas(4 * sizeof(To)) Four {
+        To e[4];
+    };
+    reinterpret_cast<Four*>(out)[v] = Four{{from_float<To>(a), from_float<To>(b), from_float<To>(c), from_float<To>(d)}};
+}
+
 // out[i] = x[i] as `dtype` (f32, f16 or bf16) for i < n, queued on `stream`.
 void launch_round_f32(const float* x, void* out, std::int64_t n, DType dtype, cudaStream_t stream);
 void launch_convert_f16_to_f32(const void* src_half, float* dst, std::size_t n, cudaStream_t stream);

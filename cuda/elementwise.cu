@@ -6,15 +6,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "check.cuh"
 #include "context.cuh"
+#include "convert.cuh"
 #include "elementwise.cuh"
 #include "unclip/backend/cuda.hpp"
+#include "unclip/error.hpp"
 
 namespace unclip {
 namespace {
 using cuda::aligned16;
+using cuda::aligned_to;
 using cuda::first_index;
 using cuda::grid_stride;
 
@@ -65,7 +69,8 @@ __global__ void add_kernel(const float* x, float* y, std::int64_t n, bool vector
 
 // x [rows, 2 * inner] -> y [rows, inner]. Vectorised only when inner % 4 == 0, so the four
 // elements of a float4 share a row.
-__global__ void geglu_kernel(const float* x, float* y, std::int64_t rows, std::int64_t inner, bool vectorized) {
+template <class To>
+__global__ void geglu_kernel(const float* x, To* y, std::int64_t rows, std::int64_t inner, bool vectorized) {
     const std::int64_t n = rows * inner;
     if (vectorized) {
         for (std::int64_t i = first_index(); i < n / 4; i += grid_stride()) {
@@ -73,15 +78,14 @@ __global__ void geglu_kernel(const float* x, float* y, std::int64_t rows, std::i
             const float* row = x + r * 2 * inner;
             const float4 a = *reinterpret_cast<const float4*>(row + c);
             const float4 g = *reinterpret_cast<const float4*>(row + inner + c);
-            reinterpret_cast<float4*>(y)[i] =
-                make_float4(a.x * gelu_of(g.x), a.y * gelu_of(g.y), a.z * gelu_of(g.z), a.w * gelu_of(g.w));
+            cuda::store4(y, i, a.x * gelu_of(g.x), a.y * gelu_of(g.y), a.z * gelu_of(g.z), a.w * gelu_of(g.w));
         }
         return;
     }
     for (std::int64_t i = first_index(); i < n; i += grid_stride()) {
         const std::int64_t r = i / inner, c = i - r * inner;
         const float* row = x + r * 2 * inner;
-        y[i] = row[c] * gelu_of(row[inner + c]);
+        y[i] = cuda::from_float<To>(row[c] * gelu_of(row[inner + c]));
     }
 }
 
@@ -175,6 +179,22 @@ void CudaBackend::geglu(const Context& ctx, const float* x, float* y, std::int64
     const std::int64_t n = rows * inner;
     geglu_kernel<<<cuda::blocks_for(vectorized ? n / 4 : n, kThreads), kThreads, 0, ctx.state().stream>>>(
         x, y, rows, inner, vectorized);
+    UNCLIP_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::geglu_rounded(const Context& ctx, const float* x, void* y, DType y_dtype, std::int64_t rows,
+                                std::int64_t inner) {
+    if (y_dtype != DType::f16 && y_dtype != DType::bf16)
+        throw Error(Status::invalid_argument, std::string("CUDA geglu_rounded: output dtype ") +
+                                                  std::string(dtype_name(y_dtype)) + " is not f16 or bf16");
+    if (rows <= 0 || inner <= 0) return;
+    const bool vectorized = inner % 4 == 0 && aligned16(x) && aligned_to(y, 8);
+    const std::int64_t n = rows * inner;
+    const auto grid = cuda::blocks_for(vectorized ? n / 4 : n, kThreads);
+    if (y_dtype == DType::f16)
+        geglu_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, static_cast<__half*>(y), rows, inner, vectorized);
+    else
+        geglu_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, static_cast<__nv_bfloat16*>(y), rows, inner, vectorized);
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 

@@ -107,19 +107,14 @@ void CudaBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int6
                                     static_cast<int>(ldb), a, static_cast<int>(lda), &beta, c, static_cast<int>(ldc)));
 }
 
-void CudaBackend::linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
-                         std::int64_t out_features, const void* weight, DType weight_dtype, const float* bias, float* y,
-                         bool accumulate) {
-    check_gemm_sizes("CUDA linear", rows, out_features, in_features);
-    if (rows == 0 || out_features == 0) return;
+namespace {
+
+// y [rows, out] = x_operand W^T + bias (+ y), x_operand already in the weight's type.
+void linear_gemm(const CudaBackend::Context& ctx, const void* x_operand, std::int64_t rows, std::int64_t in_features,
+                 std::int64_t out_features, const void* weight, DType weight_dtype, const float* bias, float* y,
+                 bool accumulate) {
     auto& s = ctx.state();
     const cudaDataType_t type = operand_type(weight_dtype);
-    const void* x_operand = x;
-    if (weight_dtype != DType::f32) {
-        void* rounded = s.workspace(static_cast<std::size_t>(rows * in_features) * dtype_size(weight_dtype));
-        cuda::launch_round_f32(x, rounded, rows * in_features, weight_dtype, s.stream);
-        x_operand = rounded;
-    }
     if (bias && ctx.bias_epilogue() &&
         cuda::linear_bias_epilogue(s, x_operand, rows, in_features, out_features, weight, weight_dtype, bias, y, accumulate))
         return;
@@ -129,7 +124,38 @@ void CudaBackend::linear(const Context& ctx, const float* x, std::int64_t rows, 
                                      static_cast<int>(in_features), &alpha, weight, type, static_cast<int>(in_features),
                                      x_operand, type, static_cast<int>(in_features), &beta, y, CUDA_R_32F,
                                      static_cast<int>(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    if (bias) add_row_bias(ctx, y, bias, rows, out_features);
+    if (bias) CudaBackend::add_row_bias(ctx, y, bias, rows, out_features);
+}
+
+}  // namespace
+
+void CudaBackend::linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
+                         std::int64_t out_features, const void* weight, DType weight_dtype, const float* bias, float* y,
+                         bool accumulate) {
+    check_gemm_sizes("CUDA linear", rows, out_features, in_features);
+    if (rows == 0 || out_features == 0) return;
+    operand_type(weight_dtype);  // refuses other dtypes before anything is queued
+    const void* x_operand = x;
+    if (weight_dtype != DType::f32) {
+        auto& s = ctx.state();
+        void* rounded = s.workspace(static_cast<std::size_t>(rows * in_features) * dtype_size(weight_dtype));
+        cuda::launch_round_f32(x, rounded, rows * in_features, weight_dtype, s.stream);
+        x_operand = rounded;
+    }
+    linear_gemm(ctx, x_operand, rows, in_features, out_features, weight, weight_dtype, bias, y, accumulate);
+}
+
+void CudaBackend::linear_rounded(const Context& ctx, const void* x, DType x_dtype, std::int64_t rows,
+                                 std::int64_t in_features, std::int64_t out_features, const void* weight,
+                                 DType weight_dtype, const float* bias, float* y, bool accumulate) {
+    if (x_dtype != weight_dtype || (x_dtype != DType::f16 && x_dtype != DType::bf16))
+        throw Error(Status::invalid_argument, std::string("CUDA linear_rounded: input dtype ") +
+                                                  std::string(dtype_name(x_dtype)) + " with weights of dtype " +
+                                                  std::string(dtype_name(weight_dtype)) +
+                                                  " (both must be f16, or both bf16)");
+    check_gemm_sizes("CUDA linear", rows, out_features, in_features);
+    if (rows == 0 || out_features == 0) return;
+    linear_gemm(ctx, x, rows, in_features, out_features, weight, weight_dtype, bias, y, accumulate);
 }
 
 std::size_t CudaBackend::conv2d_scratch_bytes(const Conv2dArgs&) noexcept { return 0; }

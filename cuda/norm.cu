@@ -21,12 +21,14 @@
 
 #include "check.cuh"
 #include "context.cuh"
+#include "convert.cuh"
 #include "unclip/backend/cuda.hpp"
 #include "unclip/error.hpp"
 
 namespace unclip {
 namespace {
 using cuda::aligned16;
+using cuda::aligned_to;
 using cuda::first_index;
 using cuda::grid_stride;
 
@@ -182,14 +184,15 @@ __global__ void group_normalize_kernel(const float* x, const float* gamma, const
 
 // Warp w of the grid handles rows w, w + warps in grid, ...; lane l takes columns (or float4s)
 // l, l + 32, ... in every pass. cols % 4 == 0 when vectorized.
-__global__ void layer_norm_kernel(const float* x, const float* gamma, const float* beta, float* y,
+template <class To>
+__global__ void layer_norm_kernel(const float* x, const float* gamma, const float* beta, To* y,
                                   std::int64_t rows, std::int64_t cols, float eps, bool vectorized) {
     const int lane = threadIdx.x % 32;
     const std::int64_t vectors = cols / 4;
     for (std::int64_t row = std::int64_t{blockIdx.x} * kWarps + threadIdx.x / 32; row < rows;
          row += std::int64_t{gridDim.x} * kWarps) {
         const float* in = x + row * cols;
-        float* out = y + row * cols;
+        To* out = y + row * cols;
         const auto* in4 = reinterpret_cast<const float4*>(in);
 
         double sum = 0.0;
@@ -222,15 +225,14 @@ __global__ void layer_norm_kernel(const float* x, const float* gamma, const floa
             const auto* beta4 = reinterpret_cast<const float4*>(beta);
             for (std::int64_t i = lane; i < vectors; i += 32) {
                 const float4 v = in4[i], g = gamma4[i], b = beta4[i];
-                reinterpret_cast<float4*>(out)[i] =
-                    make_float4(__fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.x, m), rstd), g.x), b.x),
-                                __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.y, m), rstd), g.y), b.y),
-                                __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.z, m), rstd), g.z), b.z),
-                                __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.w, m), rstd), g.w), b.w));
+                cuda::store4(out, i, __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.x, m), rstd), g.x), b.x),
+                             __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.y, m), rstd), g.y), b.y),
+                             __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.z, m), rstd), g.z), b.z),
+                             __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(v.w, m), rstd), g.w), b.w));
             }
         } else {
             for (std::int64_t i = lane; i < cols; i += 32)
-                out[i] = __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(in[i], m), rstd), gamma[i]), beta[i]);
+                out[i] = cuda::from_float<To>(__fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(in[i], m), rstd), gamma[i]), beta[i]));
         }
     }
 }
@@ -330,6 +332,24 @@ void CudaBackend::layer_norm(const Context& ctx, const float* x, const float* ga
     const bool vectorized = cols % 4 == 0 && aligned16(x) && aligned16(y) && aligned16(gamma) && aligned16(beta);
     layer_norm_kernel<<<cuda::blocks_for(rows, kWarps), kThreads, 0, ctx.state().stream>>>(x, gamma, beta, y, rows,
                                                                                            cols, eps, vectorized);
+    UNCLIP_CUDA_CHECK_LAUNCH();
+}
+
+void CudaBackend::layer_norm_rounded(const Context& ctx, const float* x, const float* gamma, const float* beta, void* y,
+                                     DType y_dtype, std::int64_t rows, std::int64_t cols, float eps) {
+    if (y_dtype != DType::f16 && y_dtype != DType::bf16)
+        throw Error(Status::invalid_argument, std::string("CUDA layer_norm_rounded: output dtype ") +
+                                                  std::string(dtype_name(y_dtype)) + " is not f16 or bf16");
+    if (rows <= 0 || cols <= 0) return;
+    const bool vectorized =
+        cols % 4 == 0 && aligned16(x) && aligned_to(y, 8) && aligned16(gamma) && aligned16(beta);
+    const auto grid = cuda::blocks_for(rows, kWarps);
+    if (y_dtype == DType::f16)
+        layer_norm_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, gamma, beta, static_cast<__half*>(y), rows, cols,
+                                                                      eps, vectorized);
+    else
+        layer_norm_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, gamma, beta, static_cast<__nv_bfloat16*>(y), rows,
+                                                                      cols, eps, vectorized);
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 

@@ -71,6 +71,17 @@ void CudaBackend::layer_norm(const Context&, const float*, const float*, const f
 void CudaBackend::gelu(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::gelu"); }
 void CudaBackend::quick_gelu(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::quick_gelu"); }
 void CudaBackend::geglu(const Context&, const float*, float*, std::int64_t, std::int64_t) { unavailable("CudaBackend::geglu"); }
+void CudaBackend::linear_rounded(const Context&, const void*, DType, std::int64_t, std::int64_t, std::int64_t, const void*,
+                                 DType, const float*, float*, bool) {
+    unavailable("CudaBackend::linear_rounded");
+}
+void CudaBackend::layer_norm_rounded(const Context&, const float*, const float*, const float*, void*, DType, std::int64_t,
+                                     std::int64_t, float) {
+    unavailable("CudaBackend::layer_norm_rounded");
+}
+void CudaBackend::geglu_rounded(const Context&, const float*, void*, DType, std::int64_t, std::int64_t) {
+    unavailable("CudaBackend::geglu_rounded");
+}
 void CudaBackend::attention(const Context&, const AttentionArgs&) { unavailable("CudaBackend::attention"); }
 void CudaBackend::channels_to_tokens(const Context&, const float*, float*, std::int64_t, std::int64_t, std::int64_t) {
     unavailable("CudaBackend::channels_to_tokens");

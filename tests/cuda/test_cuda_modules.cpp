@@ -30,16 +30,17 @@ Tensor fetch(const CudaBackend::Context& ctx, const float* device, const Shape& 
 
 std::size_t bytes_of(const Tensor& t) { return Scratch::bytes_for<float>(static_cast<std::size_t>(t.numel())); }
 
-Tensor run_unet_on_gpu(const test::Fixture& fx, const std::string& tag) {
+Tensor run_unet_on_gpu(const test::Fixture& fx, const std::string& tag, bool bf16 = false, bool rounded_inputs = true) {
     const auto cfg = test::unet_config(fx.config());
     const nn::WeightMap host = fx.weights("unet.");
     const nn::UNet<CpuBackend, float> cpu_unet(cfg, nn::load_unet<float>(host, "", cfg));  // marks what the UNet takes
-    const nn::WeightMap device = nn::upload_weights(host);
+    const nn::WeightMap device = nn::upload_weights(host, bf16);
     const nn::UNet<CudaBackend, float> unet(cfg, nn::load_unet<float>(device, "", cfg));
     const Tensor x = fx[tag + ".x"], t = fx[tag + ".t"], context = fx[tag + ".context"];
     const bool adm = cfg.adm_in_channels > 0;
     const Tensor y = adm ? fx[tag + ".y"] : Tensor();
     CudaBackend::Context ctx;
+    ctx.set_rounded_linear_inputs(rounded_inputs);
     Scratch scratch(Device::cuda, unet.scratch_bytes(x.shape(), context.dim(1)) + bytes_of(x) * 2 + bytes_of(context) +
                                       (adm ? bytes_of(y) : 0));
     Scratch::Frame frame(scratch);
@@ -89,7 +90,7 @@ double mean_abs_pixel_difference(const Image& a, const Image& b) {
 
 TEST_SUITE("cuda") {
 
-TEST_CASE("UNet on the GPU matches diffusers with and without the unCLIP label embedding") {
+TEST_CASE("UNet on the GPU matches diffusers with and without the unCLIP label embedding, with f16 and bf16 weights") {
     const test::Fixture adm("unet/unet_tiny_adm.safetensors");
     for (const std::string tag : {"a", "b", "c"}) {
         INFO("case " << tag);
@@ -97,6 +98,10 @@ TEST_CASE("UNet on the GPU matches diffusers with and without the unCLIP label e
     }
     const test::Fixture plain("unet/unet_tiny_plain.safetensors");
     CHECK_CLOSE(run_unet_on_gpu(plain, "a"), plain["a.expected"], cuda_test::kHalfTolerance);
+    // bf16 matrices: the transformer blocks' rounded linear inputs are bf16 too.
+    CHECK_CLOSE(run_unet_on_gpu(adm, "a", true), adm["a.expected"], cuda_test::kBf16Tolerance);
+    // Linear layers rounding their own fp32 inputs (Context::set_rounded_linear_inputs(false)).
+    CHECK_CLOSE(run_unet_on_gpu(adm, "a", false, false), adm["a.expected"], cuda_test::kHalfTolerance);
 }
 
 TEST_CASE("VAE decode and encode on the GPU match diffusers, whole and in tiles") {

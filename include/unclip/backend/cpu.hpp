@@ -28,6 +28,9 @@ struct CpuBackend {
     // Rows a transformer feed-forward handles per pass: its hidden state stays in cache-friendly
     // sizes (see nn::SpatialTransformer).
     static constexpr std::int64_t kFeedForwardRows = 1024;
+    // Linear layers read fp32 inputs (their bf16 path rounds inside the GEMM's packing), so no op
+    // writes rounded linear inputs here (see CudaBackend::kRoundedLinearInputs).
+    static constexpr bool kRoundedLinearInputs = false;
 
     // Per-caller execution state: the worker threads. A Context is used by one thread at a time;
     // several threads may run the same (const) modules, each with its own Context and Scratch.

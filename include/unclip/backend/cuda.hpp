@@ -93,6 +93,11 @@ struct CudaBackend {
         // UNCLIP_CUDA_LT_EPILOGUE=0 in the environment turns it off for every new context.
         void set_bias_epilogue(bool on) noexcept { bias_epilogue_ = on; }
         bool bias_epilogue() const noexcept { return bias_epilogue_; }
+        // Whether modules hand linear layers inputs rounded by the op before (kRoundedLinearInputs);
+        // on by default, UNCLIP_CUDA_ROUNDED_INPUTS=0 in the environment turns it off for every new
+        // context (the linear layers then round their fp32 inputs themselves).
+        void set_rounded_linear_inputs(bool on) noexcept { rounded_linear_inputs_ = on; }
+        bool rounded_linear_inputs() const noexcept { return rounded_linear_inputs_; }
         // The flash-attention query tile, warps x rows per warp (x blocks per SM): 4x32 (the
         // default), 8x16, 8x16x2 or 8x32; anything else throws Error(Status::invalid_argument).
         // UNCLIP_CUDA_FLASH_TILE=4x32 (say) in the environment sets it for every new context.
@@ -106,6 +111,7 @@ struct CudaBackend {
         std::unique_ptr<cuda::ContextState> state_;
         std::int64_t column_limit_ = std::int64_t{1} << 27;
         bool bias_epilogue_ = true;
+        bool rounded_linear_inputs_ = true;
         FlashTile flash_tile_;
     };
 
@@ -130,6 +136,22 @@ struct CudaBackend {
     UNCLIP_CXX_API static void linear(const Context& ctx, const float* x, std::int64_t rows, std::int64_t in_features,
                                       std::int64_t out_features, const void* weight, DType weight_dtype,
                                       const float* bias, float* y, bool accumulate);
+
+    // Linear inputs rounded by the op that produced them. A linear with f16/bf16 weights reads its
+    // input in the weights' type; layer_norm_rounded and geglu_rounded write their outputs in that
+    // type directly (y: rows x cols halves, the values the fp32 op would give, rounded to nearest),
+    // and linear_rounded takes such x (x_dtype must be weight_dtype). That saves the pass which
+    // rounds each linear's fp32 input, and half of the producer's writes. The modules take this
+    // path where kRoundedLinearInputs says the backend has it and Context::rounded_linear_inputs().
+    static constexpr bool kRoundedLinearInputs = true;
+    UNCLIP_CXX_API static void linear_rounded(const Context& ctx, const void* x, DType x_dtype, std::int64_t rows,
+                                              std::int64_t in_features, std::int64_t out_features, const void* weight,
+                                              DType weight_dtype, const float* bias, float* y, bool accumulate);
+    UNCLIP_CXX_API static void layer_norm_rounded(const Context& ctx, const float* x, const float* gamma,
+                                                  const float* beta, void* y, DType y_dtype, std::int64_t rows,
+                                                  std::int64_t cols, float eps);
+    UNCLIP_CXX_API static void geglu_rounded(const Context& ctx, const float* x, void* y, DType y_dtype,
+                                             std::int64_t rows, std::int64_t inner);
 
     using Conv2dArgs = backend::Conv2dArgs;
     // The convolution's columns live in the context's workspace, not in Scratch: 0.

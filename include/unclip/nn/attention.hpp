@@ -81,10 +81,21 @@ public:
                2 * Scratch::bytes_for<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
     }
 
+    // The type the query projection (and, in self-attention, the key and value projections)
+    // could read x rounded to: their common weight type when it is f16 or bf16, else f32.
+    DType rounded_input_dtype() const noexcept {
+        const DType d = q_.weight_dtype();
+        const bool half = d == DType::f16 || d == DType::bf16;
+        const bool kv_same = cfg_.context_dim != 0 || (k_.weight_dtype() == d && v_.weight_dtype() == d);
+        return half && kv_same ? d : DType::f32;
+    }
+
     // x: [B, Lq, dim]; context: [B, Lk, kv_dim], or nullptr for self-attention; y: [B, Lq, dim].
     // accumulate: y += attention(x) (the residual connection), else y = attention(x). y must not alias x.
+    // x_rounded (backends with Backend::kRoundedLinearInputs): x's values rounded to
+    // rounded_input_dtype(), which the projections of x then read instead (x.data is not read).
     void forward(const typename Backend::Context& ctx, CView<T> x, const CView<T>* context, View<T> y, Scratch& scratch,
-                 bool accumulate = false) const {
+                 bool accumulate = false, const void* x_rounded = nullptr) const {
         if (x.shape.rank() != 3 || x.shape[2] != cfg_.dim)
             throw Error(Status::invalid_argument, "Attention: input " + x.shape.str() + " is not [B, L, " +
                                                       std::to_string(cfg_.dim) + "]");
@@ -101,9 +112,22 @@ public:
         T* k = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
         T* v = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
         T* heads_out = scratch.take<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim));
-        q_.forward(ctx, x.data, batch * q_len, q);
-        k_.forward(ctx, kv.data, batch * kv_len, k);
-        v_.forward(ctx, kv.data, batch * kv_len, v);
+        if (x_rounded) {
+            const DType d = rounded_input_dtype();
+            if (d == DType::f32) throw Error(Status::internal, "Attention: rounded input without half-precision projections");
+            q_.forward_rounded(ctx, x_rounded, d, batch * q_len, q);
+            if (context) {
+                k_.forward(ctx, kv.data, batch * kv_len, k);
+                v_.forward(ctx, kv.data, batch * kv_len, v);
+            } else {
+                k_.forward_rounded(ctx, x_rounded, d, batch * kv_len, k);
+                v_.forward_rounded(ctx, x_rounded, d, batch * kv_len, v);
+            }
+        } else {
+            q_.forward(ctx, x.data, batch * q_len, q);
+            k_.forward(ctx, kv.data, batch * kv_len, k);
+            v_.forward(ctx, kv.data, batch * kv_len, v);
+        }
 
         typename Backend::AttentionArgs a;
         a.q = q;

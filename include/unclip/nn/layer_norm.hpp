@@ -39,6 +39,18 @@ public:
         Backend::layer_norm(ctx, x, w_.weight.data, w_.bias.data, y, rows, cfg_.dim, cfg_.eps);
     }
 
+    // y: [rows, dim] rounded to y_dtype (f16 or bf16), for linear layers' forward_rounded
+    // (backends with Backend::kRoundedLinearInputs).
+    void forward_rounded(const typename Backend::Context& ctx, const T* x, void* y, DType y_dtype,
+                         std::int64_t rows) const {
+        if constexpr (Backend::kRoundedLinearInputs) {
+            Backend::layer_norm_rounded(ctx, x, w_.weight.data, w_.bias.data, y, y_dtype, rows, cfg_.dim, cfg_.eps);
+        } else {
+            (void)ctx, (void)x, (void)y, (void)y_dtype, (void)rows;
+            throw Error(Status::internal, "LayerNorm: this backend has no rounded outputs");
+        }
+    }
+
 private:
     LayerNormConfig cfg_;
     LayerNormWeights<T> w_;

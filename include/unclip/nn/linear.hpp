@@ -47,6 +47,21 @@ public:
                         w_.bias ? w_.bias->data : nullptr, y, accumulate);
     }
 
+    DType weight_dtype() const noexcept { return w_.weight.dtype; }
+
+    // As forward, with x already rounded to the weights' type (x_dtype == weight_dtype()), as the
+    // backends with Backend::kRoundedLinearInputs let the op before write it.
+    void forward_rounded(const typename Backend::Context& ctx, const void* x, DType x_dtype, std::int64_t rows, T* y,
+                         bool accumulate = false) const {
+        if constexpr (Backend::kRoundedLinearInputs) {
+            Backend::linear_rounded(ctx, x, x_dtype, rows, cfg_.in_features, cfg_.out_features, w_.weight.data,
+                                    w_.weight.dtype, w_.bias ? w_.bias->data : nullptr, y, accumulate);
+        } else {
+            (void)ctx, (void)x, (void)x_dtype, (void)rows, (void)y, (void)accumulate;
+            throw Error(Status::internal, "Linear: this backend has no rounded inputs");
+        }
+    }
+
 private:
     LinearConfig cfg_;
     LinearWeights<T> w_;

@@ -86,6 +86,7 @@ public:
                                     MultiHeadAttention<Backend, T>(detail::self_attention(cfg), b.attn1),
                                     MultiHeadAttention<Backend, T>(detail::cross_attention(cfg), b.attn2),
                                     Linear<Backend, T>({c, 8 * c, true}, b.ff_in), Linear<Backend, T>({4 * c, c, true}, b.ff_out)});
+        if constexpr (Backend::kRoundedLinearInputs) rounded_ = common_rounded_dtype();
     }
     const SpatialTransformerConfig& config() const noexcept { return cfg_; }
 
@@ -123,6 +124,10 @@ public:
         const View<T> stream{t, {batch, tokens, c}};
         const View<T> normed_tokens{work, {batch, tokens, c}};
         for (const auto& b : blocks_) {
+            if (rounded_ != DType::f32 && rounded_inputs_on(ctx)) {
+                block_rounded(ctx, b, context, stream, work, scratch);
+                continue;
+            }
             b.norm1.forward(ctx, t, work, rows);
             b.attn1.forward(ctx, normed_tokens, nullptr, stream, scratch, true);
             b.norm2.forward(ctx, t, work, rows);
@@ -150,10 +155,61 @@ private:
         MultiHeadAttention<Backend, T> attn1, attn2;
         Linear<Backend, T> ff_in, ff_out;
     };
+
+    // The half type every linear fed by a LayerNorm or the GEGLU has (f16 or bf16), or f32 when
+    // they differ or are fp32: then the blocks run on fp32 inputs.
+    DType common_rounded_dtype() const {
+        if (blocks_.empty()) return DType::f32;
+        const DType d = blocks_.front().ff_in.weight_dtype();
+        if (d != DType::f16 && d != DType::bf16) return DType::f32;
+        for (const auto& b : blocks_)
+            if (b.attn1.rounded_input_dtype() != d || b.attn2.rounded_input_dtype() != d || b.ff_in.weight_dtype() != d ||
+                b.ff_out.weight_dtype() != d)
+                return DType::f32;
+        return d;
+    }
+
+    static bool rounded_inputs_on(const typename Backend::Context& ctx) {
+        if constexpr (Backend::kRoundedLinearInputs) return ctx.rounded_linear_inputs();
+        (void)ctx;
+        return false;
+    }
+
+    // One transformer block with the LayerNorms and the GEGLU writing their outputs rounded to
+    // rounded_, straight into `work` (halves in the fp32 buffer) and the feed-forward's gate buffer.
+    void block_rounded(const typename Backend::Context& ctx, const Block& b, CView<T> context, View<T> stream, T* work,
+                       Scratch& scratch) const {
+        if constexpr (Backend::kRoundedLinearInputs) {
+            const std::int64_t c = cfg_.channels, rows = stream.shape[0] * stream.shape[1];
+            T* t = stream.data;
+            const CView<T> normed_tokens{work, stream.shape};  // shape only: the projections read `work` as halves
+            b.norm1.forward_rounded(ctx, t, work, rounded_, rows);
+            b.attn1.forward(ctx, normed_tokens, nullptr, stream, scratch, true, work);
+            b.norm2.forward_rounded(ctx, t, work, rounded_, rows);
+            b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true, work);
+            b.norm3.forward_rounded(ctx, t, work, rounded_, rows);
+            Scratch::Frame ff_frame(scratch);
+            const std::int64_t ff_rows = std::min(kFeedForwardRows, rows);
+            T* hidden = scratch.take<T>(static_cast<std::size_t>(ff_rows * 8 * c));
+            T* gated = scratch.take<T>(static_cast<std::size_t>(ff_rows * 4 * c));  // holds halves
+            const auto* normed = reinterpret_cast<const unsigned char*>(work);
+            for (std::int64_t r0 = 0; r0 < rows; r0 += ff_rows) {
+                const std::int64_t r = std::min(ff_rows, rows - r0);
+                b.ff_in.forward_rounded(ctx, normed + r0 * c * dtype_size(rounded_), rounded_, r, hidden);
+                Backend::geglu_rounded(ctx, hidden, gated, rounded_, r, 4 * c);
+                b.ff_out.forward_rounded(ctx, gated, rounded_, r, t + r0 * c, true);
+            }
+        } else {
+            (void)ctx, (void)b, (void)context, (void)stream, (void)work, (void)scratch;
+            throw Error(Status::internal, "SpatialTransformer: this backend has no rounded linear inputs");
+        }
+    }
+
     SpatialTransformerConfig cfg_;
     GroupNorm<Backend, T> norm_;
     Linear<Backend, T> proj_in_, proj_out_;
     std::vector<Block> blocks_;
+    DType rounded_ = DType::f32;
 };
 
 }  // namespace unclip::nn
