@@ -4,7 +4,8 @@
 // each flash tile, CLIP vision (1 image), the prompt encode
 // (one 77-token chunk), one UNet CFG step (batch 2) at 512 and 768 px, a 768 px VAE decode, and
 // the whole Pipeline::generate of a 768 px image variation (20 uni_pc_bh2 steps, CFG 7) in a warm
-// process, with a slightly different picture each run so that its embedding is computed again.
+// process, with a slightly different picture each run so that its embedding is computed again,
+// and that run's phases (before the first step, per step, after the last step).
 // Every timed run ends with a stream synchronisation; medians after one warm-up run.
 //
 //   unclip_bench_cuda [--checkpoint FILE] [--repeats 10] [--only gemm,attn768,vision,text,unet512,unet768,vae,e2e]
@@ -13,6 +14,8 @@
 //                                                  e.g. unet768_cols2^27)
 //
 // Prints a table, then one "RESULT {json}" line per measurement.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -251,12 +254,37 @@ int main(int argc, char** argv) {
             picture.pixels.resize(512 * 512 * 3);
             for (std::size_t i = 0; i < picture.pixels.size(); ++i) picture.pixels[i] = static_cast<std::uint8_t>((i * 31) % 251);
             params.images.push_back({picture, {}, 1.0f, 0.0f});
+            // Where the end to end's time goes: until the first step's progress call (text and
+            // image encoders, noise augmentation, the first UNet step), between progress calls
+            // (a sampling step with its host round trip), after the last (VAE decode, pixels).
+            using Clock = std::chrono::steady_clock;
+            Clock::time_point start, last;
+            std::vector<double> prologue, steps, epilogue;
+            params.on_progress = [&](const Progress& progress) {
+                const Clock::time_point now = Clock::now();
+                if (progress.step == 1) prologue.push_back(std::chrono::duration<double>(now - start).count());
+                else steps.push_back(std::chrono::duration<double>(now - last).count());
+                last = now;
+                return true;
+            };
             std::uint8_t run = 0;
             bench.report("e2e768", 0, [&] {
                 params.images[0].image->pixels[0] = ++run;  // a new picture: no cached embedding
                 params.seed = run;
+                start = Clock::now();
                 pipeline.generate(params);
+                epilogue.push_back(std::chrono::duration<double>(Clock::now() - last).count());
             });
+            auto median_ms = [](std::vector<double> v) {
+                std::sort(v.begin(), v.end());
+                return v.empty() ? 0.0 : v[v.size() / 2] * 1e3;
+            };
+            std::printf("e2e768 phases (medians over all runs, warm-up included): until step 1 %.2f ms, each later "
+                        "step %.2f ms, after the last step %.2f ms\n",
+                        median_ms(prologue), median_ms(steps), median_ms(epilogue));
+            std::printf("RESULT {\"impl\": \"unclip\", \"device\": \"cuda\", \"component\": \"e2e768_phases\", "
+                        "\"until_first_step_s\": %.6f, \"step_s\": %.6f, \"after_last_step_s\": %.6f}\n",
+                        median_ms(prologue) / 1e3, median_ms(steps) / 1e3, median_ms(epilogue) / 1e3);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "unclip_bench_cuda: %s\n", e.what());
