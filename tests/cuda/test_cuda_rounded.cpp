@@ -82,6 +82,21 @@ std::int64_t mismatches(const std::vector<std::uint16_t>& got, const std::vector
     return count;
 }
 
+// write(y, dtype) for f16 and bf16, into an aligned and a misaligned output: every half must be
+// `values` rounded to nearest, and nothing else written.
+void check_rounded_writes(const CudaBackend::Context& gpu, const std::vector<float>& values,
+                          const std::function<void(void*, DType)>& write) {
+    REQUIRE(all_finite(values));
+    for (const DType dtype : {DType::f16, DType::bf16})
+        for (const std::int64_t offset : {0, 1}) {
+            CAPTURE(dtype_name(dtype));
+            CAPTURE(offset);
+            const GuardedHalves y(static_cast<std::int64_t>(values.size()), offset);
+            write(y.get(), dtype);
+            CHECK(mismatches(y.read(gpu), rounded_on_host(values, dtype)) == 0);
+        }
+}
+
 std::string failure_of(const std::function<void()>& call) {
     try {
         call();
@@ -110,16 +125,9 @@ TEST_CASE("layer_norm_rounded writes the fp32 layer norm rounded to f16 or bf16,
         const DeviceFloats beta(gpu, random_floats(size_of(s.cols), 23));
         DeviceFloats fp32(n);
         CudaBackend::layer_norm(gpu, x.get(), gamma.get(), beta.get(), fp32.get(), s.rows, s.cols, 1e-5f);
-        const std::vector<float> values = fp32.read(gpu);
-        REQUIRE(all_finite(values));
-        for (const DType dtype : {DType::f16, DType::bf16})
-            for (const std::int64_t offset : {0, 1}) {
-                CAPTURE(dtype_name(dtype));
-                CAPTURE(offset);
-                const GuardedHalves y(n, offset);
-                CudaBackend::layer_norm_rounded(gpu, x.get(), gamma.get(), beta.get(), y.get(), dtype, s.rows, s.cols, 1e-5f);
-                CHECK(mismatches(y.read(gpu), rounded_on_host(values, dtype)) == 0);
-            }
+        check_rounded_writes(gpu, fp32.read(gpu), [&](void* y, DType dtype) {
+            CudaBackend::layer_norm_rounded(gpu, x.get(), gamma.get(), beta.get(), y, dtype, s.rows, s.cols, 1e-5f);
+        });
     }
     const GuardedHalves y(4, 0);
     CHECK(failure_of([&] {
@@ -140,16 +148,9 @@ TEST_CASE("geglu_rounded writes the fp32 geglu rounded to f16 or bf16, aligned o
         const DeviceFloats x(gpu, random_floats(size_of(2 * n), 31, -4.0f, 4.0f));
         DeviceFloats fp32(n);
         CudaBackend::geglu(gpu, x.get(), fp32.get(), s.rows, s.inner);
-        const std::vector<float> values = fp32.read(gpu);
-        REQUIRE(all_finite(values));
-        for (const DType dtype : {DType::f16, DType::bf16})
-            for (const std::int64_t offset : {0, 1}) {
-                CAPTURE(dtype_name(dtype));
-                CAPTURE(offset);
-                const GuardedHalves y(n, offset);
-                CudaBackend::geglu_rounded(gpu, x.get(), y.get(), dtype, s.rows, s.inner);
-                CHECK(mismatches(y.read(gpu), rounded_on_host(values, dtype)) == 0);
-            }
+        check_rounded_writes(gpu, fp32.read(gpu), [&](void* y, DType dtype) {
+            CudaBackend::geglu_rounded(gpu, x.get(), y, dtype, s.rows, s.inner);
+        });
     }
     const GuardedHalves y(4, 0);
     CHECK(failure_of([&] { CudaBackend::geglu_rounded(gpu, nullptr, y.get(), DType::f32, 1, 4); })
