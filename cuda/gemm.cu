@@ -70,6 +70,7 @@ void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const 
     g.out_w = static_cast<int>(out_w);
     g.row0 = static_cast<int>(row0);
     g.rows = static_cast<int>(rows);
+    g.upsample_shift = a.input_upsample == 2 ? 1 : 0;
     const bool octets = cuda::octet_im2col_fits(g) && cuda::aligned_to(col, 8 * dtype_size(dtype));
     const std::int64_t threads_x = octets ? out_w / 8 : out_w;
     const dim3 block(kIm2colX, kIm2colY);
@@ -174,10 +175,16 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
     const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
     if (a.input_affine && (!a.input_affine->scale || !a.input_affine->shift))
         throw Error(Status::invalid_argument, "CUDA conv2d: input_affine needs scale and shift");
-    // A mapped input always goes through im2col, which applies the map.
+    if (!a.input_upsample_valid())
+        throw Error(Status::invalid_argument, "CUDA conv2d: input upsampling by " + std::to_string(a.input_upsample) +
+                                                  " to " + std::to_string(a.height) + "x" + std::to_string(a.width) +
+                                                  " (1, or 2 to an even size)");
+    // A mapped or upsampled input always goes through im2col, which applies the map and reads
+    // each stored value for its 2x2 block.
     const bool pointwise = a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
-                           a.pad_bottom == 0 && a.pad_right == 0 && !a.input_affine;
-    const std::int64_t image_in = a.in_channels * a.height * a.width, image_out = a.out_channels * spatial;
+                           a.pad_bottom == 0 && a.pad_right == 0 && !a.input_affine && a.input_upsample == 1;
+    const std::int64_t image_in = a.in_channels * (a.height / a.input_upsample) * (a.width / a.input_upsample);
+    const std::int64_t image_out = a.out_channels * spatial;
 
     // Column-major per image: y^T [spatial, C_out] = columns^T [spatial, depth] times W^T [depth, C_out],
     // where the row-major columns [depth, spatial] are exactly columns^T and W [C_out, depth] is W^T.

@@ -20,10 +20,13 @@
 
 namespace unclip::cuda {
 
+// height and width are the convolution's input size; with upsample_shift 1 the planes in memory
+// are half that (Conv2dArgs::input_upsample 2) and each value stands for a 2x2 block.
 struct Im2colGeometry {
     std::int64_t planes = 0;
     int height = 0, width = 0, kernel_h = 0, kernel_w = 0, stride = 1, pad_top = 0, pad_left = 0;
     int out_w = 0, row0 = 0, rows = 0;
+    int upsample_shift = 0;
     __host__ __device__ std::int64_t band() const { return std::int64_t{rows} * out_w; }
     __host__ __device__ std::int64_t taps() const { return std::int64_t{kernel_h} * kernel_w; }
 };
@@ -47,13 +50,17 @@ __host__ __device__ __forceinline__ float affine_value(float v, float scale, flo
 #endif
 }
 
-// Reads plane `plane` through the map (the identity without one).
+// Reads plane `plane` at input pixel (iy, ix), inside the input, through the upsampling and the
+// map (the identity without them).
 struct PlaneReader {
     const float* image;
+    int source_width, upsample_shift;
     float scale = 1.0f, shift = 0.0f;
     bool mapped = false, silu = false;
     __host__ __device__ PlaneReader(const float* x, const Im2colGeometry& g, const PlaneAffine& f, std::int64_t plane)
-        : image(x + plane * g.height * std::int64_t{g.width}) {
+        : image(x + plane * std::int64_t{g.height >> g.upsample_shift} * (g.width >> g.upsample_shift)),
+          source_width(g.width >> g.upsample_shift),
+          upsample_shift(g.upsample_shift) {
         if (f.scale) {
             mapped = true;
             silu = f.silu;
@@ -61,8 +68,9 @@ struct PlaneReader {
             shift = f.shift[plane];
         }
     }
-    __host__ __device__ float operator()(std::int64_t offset) const {
-        return mapped ? affine_value(image[offset], scale, shift, silu) : image[offset];
+    __host__ __device__ float operator()(int iy, int ix) const {
+        const float v = image[std::int64_t{iy >> upsample_shift} * source_width + (ix >> upsample_shift)];
+        return mapped ? affine_value(v, scale, shift, silu) : v;
     }
 };
 
@@ -81,7 +89,7 @@ __host__ __device__ __forceinline__ void im2col_pixel(const float* __restrict__ 
         for (int kx = 0; kx < g.kernel_w; ++kx) {
             const int ix = ox * g.stride - g.pad_left + kx;
             const bool inside = row_inside && ix >= 0 && ix < g.width;
-            out[(ky * g.kernel_w + kx) * band] = from_float<To>(inside ? read(std::int64_t{iy} * g.width + ix) : 0.0f);
+            out[(ky * g.kernel_w + kx) * band] = from_float<To>(inside ? read(iy, ix) : 0.0f);
         }
     }
 }
@@ -107,12 +115,11 @@ __host__ __device__ __forceinline__ void im2col_octet_3wide(const float* __restr
     for (int ky = 0; ky < g.kernel_h; ++ky) {
         const int iy = oy - g.pad_top + ky;
         const bool row_inside = iy >= 0 && iy < g.height;
-        const std::int64_t line = std::int64_t{row_inside ? iy : 0} * g.width;
         float window[kWindow];
 UNCLIP_UNROLL
         for (int j = 0; j < kWindow; ++j) {
             const int ix = ix0 + j;
-            window[j] = row_inside && ix >= 0 && ix < g.width ? read(line + ix) : 0.0f;
+            window[j] = row_inside && ix >= 0 && ix < g.width ? read(iy, ix) : 0.0f;
         }
 UNCLIP_UNROLL
         for (int kx = 0; kx < 3; ++kx) {

@@ -9,10 +9,12 @@
 // passes over the weights; BENCHMARKS.md).
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "backend/cpu_affine.hpp"
 #include "backend/kernel_table.hpp"
 #include "unclip/backend/cpu.hpp"
+#include "unclip/error.hpp"
 
 namespace unclip {
 namespace {
@@ -85,6 +87,12 @@ void apply_input_affine(const CpuBackend::Context& ctx, const CpuBackend::Conv2d
 }  // namespace
 
 std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
+    if (a.input_upsample != 1) {
+        Conv2dArgs plain = a;
+        plain.input_upsample = 1;
+        return Scratch::bytes_for<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width)) +
+               conv2d_scratch_bytes(plain);
+    }
     if (a.input_affine) {
         Conv2dArgs plain = a;
         plain.input_affine.reset();
@@ -99,6 +107,21 @@ std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
 }
 
 void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratch) {
+    if (a.input_upsample != 1) {
+        // The upsampled input is built here: the CPU's convolution kernels read plain tensors.
+        if (!a.input_upsample_valid())
+            throw Error(Status::invalid_argument, "CPU conv2d: input upsampling by " + std::to_string(a.input_upsample) +
+                                                      " to " + std::to_string(a.height) + "x" + std::to_string(a.width) +
+                                                      " (1, or 2 to an even size)");
+        Scratch::Frame frame(scratch);
+        Conv2dArgs plain = a;
+        plain.input_upsample = 1;
+        float* upsampled = scratch.take<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width));
+        upsample_nearest(ctx, a.x, upsampled, a.batch, a.in_channels, a.height / 2, a.width / 2, a.height, a.width);
+        plain.x = upsampled;
+        conv2d(ctx, plain, scratch);
+        return;
+    }
     if (a.input_affine) {
         Scratch::Frame frame(scratch);
         Conv2dArgs plain = a;

@@ -66,19 +66,23 @@ struct Folded {
 
 // The GPU's convolution of case c against the CPU's, the same f16 weights on both; with `folded`,
 // each backend's group_norm_affine maps the input first (and the two maps are compared too).
-double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint32_t seed, Folded folded = {}) {
+// upsample 2: the input is stored at half c's height and width and read upsampled (input_upsample).
+double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint32_t seed, Folded folded = {},
+                  int upsample = 1) {
     CpuBackend::Context cpu(2);
     auto cpu_args = conv_args<CpuBackend::Conv2dArgs>(c);
     auto gpu_args = conv_args<CudaBackend::Conv2dArgs>(c);
+    cpu_args.input_upsample = gpu_args.input_upsample = upsample;
     const std::int64_t depth = c.in_channels * c.kernel * c.kernel;
     const std::int64_t out_elements = c.batch * c.out_channels * cpu_args.out_height() * cpu_args.out_width();
-    const auto x = random_floats(static_cast<std::size_t>(c.batch * c.in_channels * c.height * c.width), seed);
+    const std::int64_t spatial = (c.height / upsample) * (c.width / upsample);  // as stored
+    const auto x = random_floats(static_cast<std::size_t>(c.batch * c.in_channels * spatial), seed);
     const Weights w(random_floats(static_cast<std::size_t>(c.out_channels * depth), seed + 1, -0.3f, 0.3f), c.out_channels,
                     depth, DType::f16);
     const auto bias = random_floats(static_cast<std::size_t>(c.out_channels), seed + 2);
     const auto initial = random_floats(static_cast<std::size_t>(out_elements), seed + 3);
 
-    const std::int64_t planes = c.batch * c.in_channels, spatial = c.height * c.width;
+    const std::int64_t planes = c.batch * c.in_channels;
     const auto gamma = random_floats(static_cast<std::size_t>(c.in_channels), seed + 4, 0.5f, 1.5f);
     const auto beta = random_floats(static_cast<std::size_t>(c.in_channels), seed + 5);
     std::vector<float> scale(static_cast<std::size_t>(planes)), shift(scale.size());
@@ -234,6 +238,23 @@ TEST_CASE("conv2d with a folded GroupNorm (+ SiLU) matches the CPU's, whole, in 
         gpu.set_column_limit(1);  // bands: each image's map values start at its own offset
         CHECK(conv_error(gpu, ConvCase{2, 32, 40, 40, 12, 3, 1, 1, 1, 1, 1, true, false}, 90, {8, silu}) <=
               cuda_test::kHalfTolerance);
+    }
+}
+
+TEST_CASE("conv2d reads an input upsampled by 2 as the CPU does, whole and in bands, mapped or not") {
+    for (const bool banded : {false, true}) {
+        CudaBackend::Context gpu;
+        if (banded) gpu.set_column_limit(1);
+        // Eight pixels per im2col thread (width 16), one (width 14), and columns past the minimum
+        // limit (16 x 9 x 40 x 40: 4 bands per image when banded).
+        for (const ConvCase& c : {ConvCase{2, 8, 12, 16, 6, 3, 1, 1, 1, 1, 1, true, false},
+                                  ConvCase{1, 5, 10, 14, 7, 3, 1, 1, 1, 1, 1, true, true},
+                                  ConvCase{2, 16, 40, 40, 12, 3, 1, 1, 1, 1, 1, true, false}})
+            for (const Folded folded : {Folded{}, Folded{c.in_channels == 5 ? 5 : 4, true}}) {
+                INFO("batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " " << c.height << "x"
+                              << c.width << " banded " << banded << " folded " << folded.groups);
+                CHECK(conv_error(gpu, c, 70, folded, 2) <= cuda_test::kHalfTolerance);
+            }
     }
 }
 

@@ -1,7 +1,8 @@
 // The convolution's im2col as each GPU thread does it, run thread by thread on the host: the
 // 8-wide stride-1 layout (one 16-byte store per tap row) must write exactly the columns of the
 // one-pixel-per-thread layout, and that layout the columns of the definition, with and without a
-// folded GroupNorm (+ SiLU) applied to what they read. Runs without a GPU.
+// folded GroupNorm (+ SiLU) applied to what they read, and from an input upsampled on the fly.
+// Runs without a GPU.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <cstdint>
 #include <cstring>
@@ -153,6 +154,38 @@ TEST_CASE("im2col: eight pixels per thread write the same fp32, fp16 and bf16 co
             CHECK(compare(std::nanf("")));
             CHECK(compare(__float2half_rn(std::nanf(""))));
             CHECK(compare(__float2bfloat16_rn(std::nanf(""))));
+        }
+    }
+}
+
+TEST_CASE("im2col: an input upsampled by 2 is read through the upsampling, as if it had been stored") {
+    for (const Case& c : kCases) {
+        if (c.height % 2 != 0 || c.width % 2 != 0) continue;
+        Im2colGeometry plain = geometry(c, 2);
+        Im2colGeometry upsampled = plain;
+        upsampled.upsample_shift = 1;
+        const int low_h = c.height / 2, low_w = c.width / 2;
+        std::mt19937 rng(19);
+        std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+        std::vector<float> low(static_cast<std::size_t>(plain.planes * low_h * low_w));
+        for (float& v : low) v = dist(rng);
+        std::vector<float> stored(static_cast<std::size_t>(plain.planes * c.height * c.width));
+        for (std::int64_t p = 0; p < plain.planes; ++p)
+            for (int y = 0; y < c.height; ++y)
+                for (int x = 0; x < c.width; ++x)
+                    stored[static_cast<std::size_t>((p * c.height + y) * c.width + x)] =
+                        low[static_cast<std::size_t>((p * low_h + y / 2) * low_w + x / 2)];
+        const Affine affine(plain.planes);
+        for (const PlaneAffine& f : {PlaneAffine{}, affine.map(true)}) {
+            INFO("channels " << c.channels << " " << c.height << "x" << c.width << " rows " << c.row0 << "+" << c.rows
+                             << " mapped " << (f.scale != nullptr));
+            const std::vector<float> want = pixel_columns(stored, plain, f, std::nanf(""));
+            const std::vector<float> got = pixel_columns(low, upsampled, f, std::nanf(""));
+            CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+            const __half poison = __float2half_rn(std::nanf(""));
+            const std::vector<__half> want_half = pixel_columns(stored, plain, f, poison);
+            AlignedColumns<__half> got_half = octet_columns(low, upsampled, f, poison);
+            CHECK(std::memcmp(got_half.data(), want_half.data(), want_half.size() * sizeof(__half)) == 0);
         }
     }
 }

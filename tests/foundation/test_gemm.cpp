@@ -415,3 +415,51 @@ TEST_CASE("conv2d with a folded GroupNorm (+ SiLU) writes the bits of group_norm
             CHECK_THROWS_AS(CpuBackend::conv2d(ctx, args, scratch), unclip::Error);
         }
 }
+
+TEST_CASE("conv2d of an input upsampled by 2 (input_upsample) writes the bits of upsample_nearest followed by conv2d") {
+    CpuBackend::Context ctx(2);
+    // The UNet's and the VAE's upsampling convolutions (3x3, pad 1), Winograd-sized and not, with
+    // a folded GroupNorm map on top.
+    for (const bool mapped : {false, true})
+        for (const auto& [batch, channels, out_c, low_h, low_w] :
+             {std::array<std::int64_t, 5>{2, 16, 16, 10, 10}, std::array<std::int64_t, 5>{1, 5, 7, 3, 6}}) {
+            CAPTURE(mapped);
+            CAPTURE(channels);
+            const std::int64_t h = 2 * low_h, w = 2 * low_w;
+            const auto x = random_values(static_cast<std::size_t>(batch * channels * low_h * low_w), 31);
+            const auto weights = random_values(static_cast<std::size_t>(out_c * channels * 9), 32);
+            const auto bias = random_values(static_cast<std::size_t>(out_c), 33);
+            const auto scale = random_values(static_cast<std::size_t>(batch * channels), 34);
+            const auto shift = random_values(static_cast<std::size_t>(batch * channels), 35);
+            CpuBackend::Conv2dArgs args = square_conv(batch, channels, out_c, h, w, 3, 1, 1);
+            args.weight = weights.data();
+            args.bias = bias.data();
+            if (mapped) args.input_affine = unclip::backend::InputAffine{scale.data(), shift.data(), true};
+            const auto out_n = static_cast<std::size_t>(batch * out_c * h * w);
+
+            std::vector<float> upsampled(static_cast<std::size_t>(batch * channels * h * w)), expected(out_n);
+            CpuBackend::upsample_nearest(ctx, x.data(), upsampled.data(), batch, channels, low_h, low_w, h, w);
+            args.x = upsampled.data();
+            args.y = expected.data();
+            unclip::Scratch plain_scratch(CpuBackend::conv2d_scratch_bytes(args));
+            CpuBackend::conv2d(ctx, args, plain_scratch);
+
+            std::vector<float> got(out_n, std::numeric_limits<float>::quiet_NaN());
+            args.x = x.data();
+            args.y = got.data();
+            args.input_upsample = 2;
+            unclip::Scratch scratch(CpuBackend::conv2d_scratch_bytes(args));
+            CpuBackend::conv2d(ctx, args, scratch);
+            CHECK(got == expected);
+        }
+    // Only 2, and only to an even size: anything else is refused by name.
+    CpuBackend::Conv2dArgs bad = square_conv(1, 2, 2, 6, 5, 3, 1, 1);
+    std::vector<float> x(12), w(36), y(60);
+    bad.x = x.data(), bad.weight = w.data(), bad.y = y.data();
+    bad.input_upsample = 2;
+    unclip::Scratch scratch(CpuBackend::conv2d_scratch_bytes(bad));
+    CHECK_THROWS_WITH_AS(CpuBackend::conv2d(ctx, bad, scratch), doctest::Contains("upsampling by 2 to 6x5"), unclip::Error);
+    bad.width = 6;
+    bad.input_upsample = 3;
+    CHECK_THROWS_WITH_AS(CpuBackend::conv2d(ctx, bad, scratch), doctest::Contains("upsampling by 3"), unclip::Error);
+}

@@ -1,6 +1,7 @@
 #include <cstring>
 #include <string>
 
+#include "cpu_reading_upsampled.hpp"
 #include "test_support.hpp"
 #include "unclip/nn/instances.hpp"
 #include "unet_fixture.hpp"
@@ -9,7 +10,8 @@ using namespace unclip;
 
 namespace {
 
-Tensor run_unet(const nn::UNet<CpuBackend, float>& unet, const test::Fixture& fx, const std::string& tag, int threads) {
+template <class Backend>
+Tensor run_unet(const nn::UNet<Backend, float>& unet, const test::Fixture& fx, const std::string& tag, int threads) {
     const Tensor x = fx[tag + ".x"], t = fx[tag + ".t"], context = fx[tag + ".context"];
     const bool adm = unet.config().adm_in_channels > 0;
     const Tensor y = adm ? fx[tag + ".y"] : Tensor();
@@ -41,6 +43,20 @@ TEST_CASE("UNet without label embedding matches diffusers as plain SD 2.x") {
     const auto cfg = test::unet_config(fx.config());
     const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
     CHECK_CLOSE(run_unet(unet, fx, "a", 2), fx["a.expected"], test::kFp32Golden);
+}
+
+TEST_CASE("UNet with the upsampling read through by the convolution (the CUDA modules' path) gives the same bits") {
+    const test::Fixture fx("unet/unet_tiny_adm.safetensors");
+    const auto cfg = test::unet_config(fx.config());
+    const nn::WeightMap weights = fx.weights("unet.");
+    const nn::UNet<CpuBackend, float> plain(cfg, nn::load_unet<float>(weights, "", cfg));
+    const nn::UNet<test::CpuReadingUpsampled, float> fused(cfg, nn::load_unet<float>(weights, "", cfg));
+    for (const std::string tag : {"a", "b"}) {  // 16x16 and 16x8: every upsampling doubles exactly
+        INFO("case " << tag);
+        const Tensor want = run_unet(plain, fx, tag, 2), got = run_unet(fused, fx, tag, 2);
+        CHECK(std::memcmp(got.data<const float>(), want.data<const float>(), want.nbytes()) == 0);
+        CHECK_CLOSE(got, fx[tag + ".expected"], test::kFp32Golden);
+    }
 }
 
 TEST_CASE("UNet output is bit-identical for one and two threads") {

@@ -1,6 +1,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu_reading_upsampled.hpp"
 #include "fixture_configs.hpp"
 #include "test_support.hpp"
 #include "unclip/nn/instances.hpp"
@@ -68,6 +69,21 @@ TEST_SUITE("vae") {
 TEST_CASE("VAE decoder matches diffusers AutoencoderKL post_quant_conv + decoder on a non-square latent") {
     const TinyVae t;
     CHECK_CLOSE(decode(t, t.fx["latent"], nullptr), t.fx["decoded"], test::kFp32Golden);
+}
+
+TEST_CASE("VAE decoder with the upsampling read through by the convolution (the CUDA modules' path) gives the same bits") {
+    const TinyVae t;
+    const nn::AutoencoderKL<test::CpuReadingUpsampled, float> fused{t.cfg, std::nullopt,
+                                                                    nn::load_vae_decoder<float>(t.weights, "", t.cfg)};
+    const Tensor latent = t.fx["latent"];
+    const Tensor want = decode(t, latent, nullptr);
+    Tensor got = Tensor::empty(DType::f32, want.shape());
+    CpuBackend::Context ctx(2);
+    Scratch scratch(fused.decode_scratch_bytes(latent.shape()));
+    fused.decode(ctx, view_of<const float>(latent), view_of<float>(got), scratch);
+    CHECK(scratch.used() == 0);
+    CHECK(std::memcmp(got.data<const float>(), want.data<const float>(), want.nbytes()) == 0);
+    CHECK_CLOSE(got, t.fx["decoded"], test::kFp32Golden);
 }
 
 TEST_CASE("VAE encoder matches diffusers AutoencoderKL encoder + quant_conv for a batch of two non-square images") {

@@ -30,6 +30,13 @@ struct Conv2dArgs {
     // zero padding stays zero): a GroupNorm folded into it. conv2d_scratch_bytes needs only to
     // know that it is set; conv2d needs both pointers.
     std::optional<InputAffine> input_affine;
+    // 2: the convolution reads x nearest-upsampled by 2 (the upsampling layers of the UNet and
+    // VAE) without the upsampled tensor being stored: x is then [B, C_in, H / 2, W / 2], and
+    // height and width give the upsampled H and W (both even). 1: x as it is.
+    int input_upsample = 1;
+    bool input_upsample_valid() const noexcept {
+        return input_upsample == 1 || (input_upsample == 2 && height % 2 == 0 && width % 2 == 0);
+    }
     std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
     std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }
 };

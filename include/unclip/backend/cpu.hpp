@@ -31,6 +31,9 @@ struct CpuBackend {
     // Linear layers read fp32 inputs (their bf16 path rounds inside the GEMM's packing), so no op
     // writes rounded linear inputs here (see CudaBackend::kRoundedLinearInputs).
     static constexpr bool kRoundedLinearInputs = false;
+    // conv2d builds an upsampled input (Conv2dArgs::input_upsample) in scratch, so the modules
+    // upsample into their own buffers instead (see nn::detail::conv_reads_upsampled).
+    static constexpr bool kConvReadsUpsampledInput = false;
 
     // Per-caller execution state: the worker threads. A Context is used by one thread at a time;
     // several threads may run the same (const) modules, each with its own Context and Scratch.
@@ -84,7 +87,8 @@ struct CpuBackend {
     // when bf16 GEMMs are on), else one GEMM per image whose B operand is the input unfolded while
     // it is packed. Without: im2col over bands of output rows with Eigen's GEMM. 1x1 stride-1
     // convolutions need no unfolding. With args.input_affine the input is first mapped into
-    // scratch (conv2d_scratch_bytes counts it), bit for bit what group_norm would have written.
+    // scratch (conv2d_scratch_bytes counts it), bit for bit what group_norm would have written;
+    // with args.input_upsample 2 the upsampled input is built in scratch the same way.
     UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
 
     // y = GroupNorm(x) * gamma + beta over [B, C, spatial], then SiLU if `silu`. Statistics in

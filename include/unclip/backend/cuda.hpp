@@ -154,11 +154,15 @@ struct CudaBackend {
                                              std::int64_t rows, std::int64_t inner);
 
     using Conv2dArgs = backend::Conv2dArgs;
+    // conv2d's im2col reads an upsampled input (Conv2dArgs::input_upsample) through the upsampling,
+    // so the upsampling layers hand it their input unexpanded (nn::detail::conv_reads_upsampled).
+    static constexpr bool kConvReadsUpsampledInput = true;
     // The convolution's columns live in the context's workspace, not in Scratch: 0.
     UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
     // im2col straight into half precision, then one strided-batched tensor-core GEMM over the batch.
     // With args.input_affine, im2col applies it (and SiLU) to each value it reads: no separate
-    // normalising pass.
+    // normalising pass; with args.input_upsample 2 it reads each stored value for its 2x2 block,
+    // so the upsampled tensor is never stored.
     UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
 
     UNCLIP_CXX_API static void group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,

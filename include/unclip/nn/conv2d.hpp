@@ -28,6 +28,17 @@ Conv2dWeights<T> load_conv2d(const WeightMap& map, const std::string& prefix, co
     return w;
 }
 
+namespace detail {
+// Whether an upsampling layer hands the convolution its input unexpanded (Conv2d::forward_upsampled):
+// where the backend's convolution reads through the upsampling (kConvReadsUpsampledInput; the CPU
+// would only build the upsampled tensor in scratch, on top of the module's own buffers) and the
+// target is exactly twice the size (ComfyUI's odd sizes take the general nearest resize).
+template <class Backend>
+bool conv_reads_upsampled(const Shape& low, const Shape& target) {
+    return Backend::kConvReadsUpsampledInput && target[2] == 2 * low[2] && target[3] == 2 * low[3];
+}
+}  // namespace detail
+
 template <class Backend, class T>
 class Conv2d {
 public:
@@ -46,13 +57,14 @@ public:
     }
     const Conv2dConfig& config() const noexcept { return cfg_; }
 
-    Shape output_shape(const Shape& x) const {
-        const auto args = make_args(x);
+    // upsample 2: of the input x upsampled by 2 (see forward).
+    Shape output_shape(const Shape& x, int upsample = 1) const {
+        const auto args = make_args(x, upsample);
         return {x[0], cfg_.out_channels, args.out_height(), args.out_width()};
     }
     // mapped_input: forward() will be given an input_affine.
-    std::size_t scratch_bytes(const Shape& x, bool mapped_input = false) const {
-        auto args = make_args(x);
+    std::size_t scratch_bytes(const Shape& x, bool mapped_input = false, int upsample = 1) const {
+        auto args = make_args(x, upsample);
         if (mapped_input) args.input_affine.emplace();
         return Backend::conv2d_scratch_bytes(args);
     }
@@ -62,8 +74,19 @@ public:
     // GroupNorm folded in, see GroupNorm::affine).
     void forward(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch, bool accumulate = false,
                  const std::optional<backend::InputAffine>& input_affine = std::nullopt) const {
-        auto args = make_args(x.shape);
-        detail::check_shape("Conv2d", "output", y.shape, output_shape(x.shape));
+        run(ctx, x, y, scratch, accumulate, input_affine, 1);
+    }
+    // y = conv(x nearest-upsampled by 2), without storing the upsampled x where the backend can
+    // read through it (the CUDA im2col); y: output_shape(x, 2).
+    void forward_upsampled(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch) const {
+        run(ctx, x, y, scratch, false, std::nullopt, 2);
+    }
+
+private:
+    void run(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch, bool accumulate,
+             const std::optional<backend::InputAffine>& input_affine, int upsample) const {
+        auto args = make_args(x.shape, upsample);
+        detail::check_shape("Conv2d", "output", y.shape, output_shape(x.shape, upsample));
         args.x = x.data;
         args.y = y.data;
         args.accumulate = accumulate;
@@ -71,8 +94,7 @@ public:
         Backend::conv2d(ctx, args, scratch);
     }
 
-private:
-    typename Backend::Conv2dArgs make_args(const Shape& x) const {
+    typename Backend::Conv2dArgs make_args(const Shape& x, int upsample) const {
         if (x.rank() != 4 || x[1] != cfg_.in_channels)
             throw Error(Status::invalid_argument, "Conv2d: input " + x.str() + " is not [B, " +
                                                       std::to_string(cfg_.in_channels) + ", H, W]");
@@ -82,8 +104,9 @@ private:
         a.bias = w_.bias ? w_.bias->data : nullptr;
         a.batch = x[0];
         a.in_channels = x[1];
-        a.height = x[2];
-        a.width = x[3];
+        a.height = x[2] * upsample;
+        a.width = x[3] * upsample;
+        a.input_upsample = upsample;
         a.out_channels = cfg_.out_channels;
         a.kernel_h = a.kernel_w = cfg_.kernel;
         a.stride = cfg_.stride;

@@ -91,12 +91,14 @@ typename UNet<Backend, T>::Plan UNet<Backend, T>::plan(const Shape& x, std::int6
         if (b.attn) grow(p.block_scratch, b.attn->scratch_bytes(cur, context_len));
         if (s.upsample) {
             // ComfyUI resizes to the next skip's exact size, so odd sizes survive the round trip.
+            const Shape low = cur;
             h = pending.back()[2];
             w = pending.back()[3];
             const Shape up = shape(s.out_channels, h, w);
             grow(p.concat_bytes, bytes(up));
             grow(p.activation_bytes, bytes(up));
-            grow(p.block_scratch, b.resample->scratch_bytes(up));
+            grow(p.block_scratch, detail::conv_reads_upsampled<Backend>(low, up) ? b.resample->scratch_bytes(low, false, 2)
+                                                                               : b.resample->scratch_bytes(up));
         }
     }
     grow(p.block_scratch, out_conv_.scratch_bytes(cur));
@@ -188,10 +190,15 @@ void UNet<Backend, T>::forward(const typename Backend::Context& ctx, CView<T> x,
         cur = next;
         if (block.resample) {
             const Shape& target = skips.back().shape;
-            const View<T> up{cat, {batch, cur.shape[1], target[2], target[3]}};
-            Backend::upsample_nearest(ctx, cur.data, up.data, batch, cur.shape[1], cur.shape[2], cur.shape[3], target[2], target[3]);
-            View<T> conv_out = next_buffer(up.shape);
-            block.resample->forward(ctx, up, conv_out, scratch);
+            View<T> conv_out = next_buffer({batch, cur.shape[1], target[2], target[3]});
+            if (detail::conv_reads_upsampled<Backend>(cur.shape, target)) {
+                block.resample->forward_upsampled(ctx, cur, conv_out, scratch);
+            } else {
+                const View<T> up{cat, conv_out.shape};
+                Backend::upsample_nearest(ctx, cur.data, up.data, batch, cur.shape[1], cur.shape[2], cur.shape[3], target[2],
+                                          target[3]);
+                block.resample->forward(ctx, up, conv_out, scratch);
+            }
             cur = conv_out;
         }
     }

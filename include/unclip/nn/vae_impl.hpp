@@ -163,10 +163,14 @@ std::size_t AutoencoderKL<Backend, T>::decoder_walk(const Shape& latent, std::si
             activation(width);
         }
         if (d.up[i].resample) {
+            const Shape low{batch, width, h, w};
             h *= 2;
             w *= 2;
             activation(width);
-            inner = std::max(inner, d.up[i].resample->scratch_bytes({batch, width, h, w}));
+            const Shape up{batch, width, h, w};
+            inner = std::max(inner, detail::conv_reads_upsampled<Backend>(low, up)
+                                        ? d.up[i].resample->scratch_bytes(low, false, 2)
+                                        : d.up[i].resample->scratch_bytes(up));
         }
     }
     inner = std::max(inner, d.conv_out.scratch_bytes({batch, width, h, w}));
@@ -206,13 +210,20 @@ void AutoencoderKL<Backend, T>::decode(const typename Backend::Context& ctx, CVi
             cur = next;
         }
         if (d.up[i].resample) {
-            View<T> up = fresh({batch, cur.shape[1], 2 * h, 2 * w});
-            Backend::upsample_nearest(ctx, cur.data, up.data, batch, cur.shape[1], h, w, 2 * h, 2 * w);
+            const Shape up_shape{batch, cur.shape[1], 2 * h, 2 * w};
+            if (detail::conv_reads_upsampled<Backend>(cur.shape, up_shape)) {
+                View<T> next = fresh(up_shape);
+                d.up[i].resample->forward_upsampled(ctx, cur, next, scratch);
+                cur = next;
+            } else {
+                View<T> up = fresh(up_shape);
+                Backend::upsample_nearest(ctx, cur.data, up.data, batch, cur.shape[1], h, w, 2 * h, 2 * w);
+                View<T> next = fresh(up_shape);
+                d.up[i].resample->forward(ctx, up, next, scratch);
+                cur = next;
+            }
             h *= 2;
             w *= 2;
-            View<T> next = fresh(up.shape);
-            d.up[i].resample->forward(ctx, up, next, scratch);
-            cur = next;
         }
     }
     View<T> normed = fresh(cur.shape);
