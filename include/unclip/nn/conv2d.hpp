@@ -81,12 +81,19 @@ public:
     void forward_upsampled(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch) const {
         run(ctx, x, y, scratch, false, std::nullopt, 2);
     }
+    // As forward, leaving out the bias, for a caller that adds bias() together with something else.
+    void forward_without_bias(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch,
+                              const std::optional<backend::InputAffine>& input_affine = std::nullopt) const {
+        run(ctx, x, y, scratch, false, input_affine, 1, false);
+    }
+    const T* bias() const noexcept { return w_.bias ? w_.bias->data : nullptr; }
 
 private:
     void run(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch, bool accumulate,
-             const std::optional<backend::InputAffine>& input_affine, int upsample) const {
+             const std::optional<backend::InputAffine>& input_affine, int upsample, bool with_bias = true) const {
         auto args = make_args(x.shape, upsample);
         detail::check_shape("Conv2d", "output", y.shape, output_shape(x.shape, upsample));
+        if (!with_bias) args.bias = nullptr;
         args.x = x.data;
         args.y = y.data;
         args.accumulate = accumulate;

@@ -122,11 +122,16 @@ public:
         T* emb_out = emb_act + batch * cfg_.emb_channels;
 
         in_norm_.affine(ctx, x.data, batch, spatial, scale, shift);
-        in_conv_.forward(ctx, x, h, scratch, false, backend::InputAffine{scale, shift, true});
         if (emb_proj_) {
+            // The first convolution's bias rides on the timestep embedding's projection: one
+            // per-channel pass over h adds both.
+            in_conv_.forward_without_bias(ctx, x, h, scratch, backend::InputAffine{scale, shift, true});
             Backend::silu(ctx, emb.data, emb_act, batch * cfg_.emb_channels);
             emb_proj_->forward(ctx, emb_act, batch, emb_out);
+            if (const T* bias = in_conv_.bias()) Backend::add_row_bias(ctx, emb_out, bias, batch, cfg_.out_channels);
             Backend::add_channel_bias(ctx, h.data, emb_out, batch, cfg_.out_channels, spatial);
+        } else {
+            in_conv_.forward(ctx, x, h, scratch, false, backend::InputAffine{scale, shift, true});
         }
         out_norm_.affine(ctx, h.data, batch, spatial, scale, shift);
         if (skip_) skip_->forward(ctx, x, y, scratch);
