@@ -22,6 +22,7 @@
 #include "check.cuh"
 #include "context.cuh"
 #include "convert.cuh"
+#include "group_split.cuh"
 #include "unclip/backend/cuda.hpp"
 #include "unclip/error.hpp"
 
@@ -58,14 +59,16 @@ __device__ void block_sum(double& a, double& b) {
     }
 }
 
-// Block (g, k) covers elements [k * chunk, min(count, (k + 1) * chunk)) of group g, which starts
-// at x + g * count (groups are contiguous in NCHW). Sums are taken about the chunk's first element,
-// so the one-pass M2 = S2 - S1^2 / n does not cancel even when the mean is large against the
-// spread. chunk and count are multiples of 4 when vectorized.
-__global__ void group_partials_kernel(const float* x, std::int64_t count, std::int64_t chunk, bool vectorized,
-                                      Partial* partials) {
-    const float* group = x + std::int64_t{blockIdx.x} * count;
-    const std::int64_t begin = std::int64_t{blockIdx.y} * chunk, end = std::min(count, begin + chunk);
+// Block (g, k) covers piece k (cuda::group_piece) of group g, which starts at x + g * count
+// (groups are contiguous in NCHW). Sums are taken about the piece's first element, so the one-pass
+// M2 = S2 - S1^2 / n does not cancel even when the mean is large against the spread. Piece bounds
+// are multiples of 4 when vectorized. With an addend (channel-aligned pieces), the values are
+// x + addend[g * per_group + channel]: the partial's mean moves by the addend, its M2 does not.
+__global__ void group_partials_kernel(const float* x, std::int64_t per_group, std::int64_t spatial,
+                                      cuda::GroupSplit split, const float* addend, bool vectorized, Partial* partials) {
+    const float* group = x + std::int64_t{blockIdx.x} * per_group * spatial;
+    const cuda::GroupPiece piece = cuda::group_piece(split, per_group, spatial, blockIdx.y);
+    const std::int64_t begin = piece.begin, end = piece.end;
     const double shift = group[begin];
     double s1 = 0.0, s2 = 0.0;
     if (vectorized) {
@@ -85,7 +88,8 @@ __global__ void group_partials_kernel(const float* x, std::int64_t count, std::i
     block_sum(s1, s2);
     if (threadIdx.x == 0) {
         const auto n = static_cast<double>(end - begin);
-        partials[std::int64_t{blockIdx.x} * gridDim.y + blockIdx.y] = {n, shift + s1 / n, s2 - s1 * s1 / n};
+        const double moved = addend ? addend[std::int64_t{blockIdx.x} * per_group + piece.channel] : 0.0;
+        partials[std::int64_t{blockIdx.x} * gridDim.y + blockIdx.y] = {n, shift + s1 / n + moved, s2 - s1 * s1 / n};
     }
 }
 
@@ -100,6 +104,7 @@ struct AffineOut {
     const float* beta = nullptr;
     float* scale = nullptr;  // [groups_total * per_group]; nullptr: stats only
     float* shift = nullptr;
+    const float* addend = nullptr;  // [groups_total * per_group]: the map takes x, not x + addend
     int per_group = 0, groups = 0;
 };
 
@@ -141,8 +146,10 @@ __global__ void group_stats_kernel(const Partial* partials, std::int64_t groups_
             const std::int64_t c0 = (g % affine.groups) * affine.per_group;
             for (int c = lane; c < affine.per_group; c += 32) {
                 const float scale = __fmul_rn(stat.y, affine.gamma[c0 + c]);
+                // (x + a - mean) scale + beta = x scale + (beta - (mean - a) scale)
+                const float centre = affine.addend ? __fsub_rn(stat.x, affine.addend[g * affine.per_group + c]) : stat.x;
                 affine.scale[g * affine.per_group + c] = scale;
-                affine.shift[g * affine.per_group + c] = __fsub_rn(affine.beta[c0 + c], __fmul_rn(stat.x, scale));
+                affine.shift[g * affine.per_group + c] = __fsub_rn(affine.beta[c0 + c], __fmul_rn(centre, scale));
             }
         }
     }
@@ -237,21 +244,6 @@ __global__ void layer_norm_kernel(const float* x, const float* gamma, const floa
     }
 }
 
-struct GroupSplit {
-    std::int64_t splits, chunk;
-};
-
-// About 8 blocks per SM in all, each chunk at least 8 elements per thread and a multiple of 4
-// (the float4 path); every chunk is non-empty.
-GroupSplit split_groups(std::int64_t count, std::int64_t groups_total, int multiprocessors) {
-    constexpr std::int64_t kMinChunk = 8 * kThreads;
-    const std::int64_t target_blocks = 8 * std::int64_t{std::max(1, multiprocessors)};
-    std::int64_t splits = std::clamp<std::int64_t>((target_blocks + groups_total - 1) / groups_total, 1,
-                                                   (count + kMinChunk - 1) / kMinChunk);
-    const std::int64_t chunk = ((count + splits - 1) / splits + 3) / 4 * 4;
-    splits = (count + chunk - 1) / chunk;
-    return {splits, chunk};
-}
 }  // namespace
 
 namespace {
@@ -262,7 +254,10 @@ float2* launch_group_statistics(cuda::ContextState& state, const float* x, std::
                                 std::int64_t spatial, int groups, float eps, AffineOut affine) {
     const std::int64_t groups_total = batch * groups, per_group = channels / groups;
     const std::int64_t count = per_group * spatial;
-    const GroupSplit split = split_groups(count, groups_total, state.multiprocessors);
+    // About 8 blocks per SM in all, each piece at least 8 elements per thread.
+    const cuda::GroupSplit split = cuda::split_groups(per_group, spatial, groups_total,
+                                                      8 * std::int64_t{std::max(1, state.multiprocessors)},
+                                                      8 * std::int64_t{kThreads}, affine.addend != nullptr);
 
     const std::size_t partial_bytes =
         (static_cast<std::size_t>(groups_total * split.splits) * sizeof(Partial) + 15) / 16 * 16;
@@ -271,9 +266,9 @@ float2* launch_group_statistics(cuda::ContextState& state, const float* x, std::
     auto* partials = reinterpret_cast<Partial*>(workspace);
     auto* stats = reinterpret_cast<float2*>(workspace + partial_bytes);
 
-    const bool vectorized_stats = count % 4 == 0 && aligned16(x);
+    const bool vectorized_stats = (affine.addend ? spatial : count) % 4 == 0 && aligned16(x);
     group_partials_kernel<<<dim3(static_cast<unsigned>(groups_total), static_cast<unsigned>(split.splits)), kThreads,
-                            0, state.stream>>>(x, count, split.chunk, vectorized_stats, partials);
+                            0, state.stream>>>(x, per_group, spatial, split, affine.addend, vectorized_stats, partials);
     UNCLIP_CUDA_CHECK_LAUNCH();
     affine.per_group = static_cast<int>(per_group);
     affine.groups = groups;
@@ -315,7 +310,7 @@ void CudaBackend::group_norm(const Context& ctx, const float* x, const float* ga
 
 void CudaBackend::group_norm_affine(const Context& ctx, const float* x, const float* gamma, const float* beta,
                                     std::int64_t batch, std::int64_t channels, std::int64_t spatial, int groups, float eps,
-                                    float* scale, float* shift) {
+                                    float* scale, float* shift, const float* addend) {
     check_groups("group_norm_affine", channels, groups);
     if (batch <= 0 || channels <= 0 || spatial <= 0) return;
     AffineOut affine;
@@ -323,6 +318,7 @@ void CudaBackend::group_norm_affine(const Context& ctx, const float* x, const fl
     affine.beta = beta;
     affine.scale = scale;
     affine.shift = shift;
+    affine.addend = addend;
     launch_group_statistics(ctx.state(), x, batch, channels, spatial, groups, eps, affine);
 }
 

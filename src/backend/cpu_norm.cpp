@@ -22,6 +22,28 @@ void group_statistics(const float* x, std::int64_t count, float eps, double& mea
     rstd = 1.0 / std::sqrt(squares / static_cast<double>(count) + eps);
 }
 
+// group_statistics of the values x + added[c] over per_group channels of `spatial` values each.
+void shifted_group_statistics(const float* x, std::int64_t per_group, std::int64_t spatial, const float* added, float eps,
+                              double& mean, double& rstd) {
+    double sum = 0.0;
+    for (std::int64_t c = 0; c < per_group; ++c) {
+        double channel = 0.0;
+        for (std::int64_t i = 0; i < spatial; ++i) channel += x[c * spatial + i];
+        sum += channel + static_cast<double>(added[c]) * static_cast<double>(spatial);
+    }
+    const auto count = static_cast<double>(per_group * spatial);
+    mean = sum / count;
+    double squares = 0.0;
+    for (std::int64_t c = 0; c < per_group; ++c) {
+        const double centre = mean - added[c];
+        for (std::int64_t i = 0; i < spatial; ++i) {
+            const double d = x[c * spatial + i] - centre;
+            squares += d * d;
+        }
+    }
+    rstd = 1.0 / std::sqrt(squares / count + eps);
+}
+
 }  // namespace
 
 void CpuBackend::group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta, float* y,
@@ -48,16 +70,26 @@ void CpuBackend::group_norm(const Context& ctx, const float* x, const float* gam
 
 void CpuBackend::group_norm_affine(const Context& ctx, const float* x, const float* gamma, const float* beta,
                                    std::int64_t batch, std::int64_t channels, std::int64_t spatial, int groups, float eps,
-                                   float* scale, float* shift) {
+                                   float* scale, float* shift, const float* addend) {
     const std::int64_t per_group = channels / groups;
     const std::int64_t count = per_group * spatial;
     ctx.parallel_for(batch * groups, 1, [&](std::int64_t g0, std::int64_t g1) {
         for (std::int64_t bg = g0; bg < g1; ++bg) {
-            double mean = 0.0, rstd = 0.0;
-            group_statistics(x + bg * count, count, eps, mean, rstd);
             // Group bg = b * groups + g owns outputs [bg * per_group, (bg + 1) * per_group) of [batch * channels].
-            detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, scale + bg * per_group,
-                                 shift + bg * per_group);
+            float* group_scale = scale + bg * per_group;
+            float* group_shift = shift + bg * per_group;
+            double mean = 0.0, rstd = 0.0;
+            if (!addend) {
+                group_statistics(x + bg * count, count, eps, mean, rstd);
+                detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, group_scale,
+                                     group_shift);
+                continue;
+            }
+            const float* added = addend + bg * per_group;
+            shifted_group_statistics(x + bg * count, per_group, spatial, added, eps, mean, rstd);
+            detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, group_scale, group_shift);
+            // (x + a - mean) scale + beta = x scale + (beta - mean scale) + a scale
+            for (std::int64_t c = 0; c < per_group; ++c) group_shift[c] += added[c] * group_scale[c];
         }
     });
 }

@@ -61,7 +61,7 @@ void CudaBackend::group_norm(const Context&, const float*, const float*, const f
     unavailable("CudaBackend::group_norm");
 }
 void CudaBackend::group_norm_affine(const Context&, const float*, const float*, const float*, std::int64_t, std::int64_t,
-                                    std::int64_t, int, float, float*, float*) {
+                                    std::int64_t, int, float, float*, float*, const float*) {
     unavailable("CudaBackend::group_norm_affine");
 }
 void CudaBackend::layer_norm(const Context&, const float*, const float*, const float*, float*, std::int64_t,

@@ -293,6 +293,35 @@ TEST_CASE("group norm splits 768 px UNet and VAE groups over many blocks and sti
     }
 }
 
+TEST_CASE("group_norm_affine with an addend matches the CPU's map, on odd, UNet and VAE shapes") {
+    const CpuBackend::Context cpu(2);
+    const CudaBackend::Context gpu;
+    struct Shape {
+        std::int64_t batch, channels, spatial;
+        int groups;
+    };
+    // An odd plane (scalar path), one smaller than a piece, and pieces per channel at 768 px.
+    for (const Shape s : {Shape{2, 12, 35, 4}, Shape{1, 64, 6, 32}, Shape{2, 320, 96 * 96, 32},
+                          Shape{1, 128, 384 * 384, 32}}) {
+        CAPTURE(s.channels);
+        CAPTURE(s.spatial);
+        const std::int64_t planes = s.batch * s.channels;
+        const std::vector<float> x = random_floats(size_of(planes * s.spatial), 15, -3.0f, 5.0f);
+        const std::vector<float> gamma = random_floats(size_of(s.channels), 16, 0.5f, 1.5f);
+        const std::vector<float> beta = random_floats(size_of(s.channels), 17);
+        const std::vector<float> addend = random_floats(size_of(planes), 18, -4.0f, 4.0f);
+        std::vector<float> scale(size_of(planes)), shift(scale.size());
+        CpuBackend::group_norm_affine(cpu, x.data(), gamma.data(), beta.data(), s.batch, s.channels, s.spatial, s.groups,
+                                      1e-6f, scale.data(), shift.data(), addend.data());
+        const GuardedFloats dx(gpu, x), dgamma(gpu, gamma), dbeta(gpu, beta), daddend(gpu, addend);
+        GuardedFloats dscale(planes), dshift(planes);
+        CudaBackend::group_norm_affine(gpu, dx.get(), dgamma.get(), dbeta.get(), s.batch, s.channels, s.spatial, s.groups,
+                                       1e-6f, dscale.get(), dshift.get(), daddend.get());
+        check_close(dscale.read(gpu), scale);
+        check_close(dshift.read(gpu), shift);
+    }
+}
+
 TEST_CASE("group norm refuses channels that do not split into the groups") {
     const CudaBackend::Context gpu;
     GuardedFloats x(10 * 4);

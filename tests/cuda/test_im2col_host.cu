@@ -4,6 +4,7 @@
 // folded GroupNorm (+ SiLU) applied to what they read, and from an input upsampled on the fly.
 // Runs without a GPU.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -11,6 +12,7 @@
 
 #include <doctest/doctest.h>
 
+#include "group_split.cuh"
 #include "im2col.cuh"
 
 using unclip::cuda::Im2colGeometry;
@@ -201,4 +203,28 @@ TEST_CASE("im2col: the 8-wide layout is only chosen where it applies") {
     g = geometry(kCases[0], 1);
     g.kernel_w = 1;
     CHECK_FALSE(unclip::cuda::octet_im2col_fits(g));
+}
+
+TEST_CASE("GroupNorm statistics: the pieces of a group cover each element once, within one channel when aligned") {
+    struct Shape {
+        std::int64_t per_group, spatial, groups_total;
+    };
+    for (const Shape s : {Shape{10, 9216, 64}, Shape{4, 589824, 32}, Shape{1, 5, 3}, Shape{16, 6, 64}, Shape{3, 1000, 7}})
+        for (const bool aligned : {false, true}) {
+            INFO("per_group " << s.per_group << " spatial " << s.spatial << " aligned " << aligned);
+            const unclip::cuda::GroupSplit split =
+                unclip::cuda::split_groups(s.per_group, s.spatial, s.groups_total, 8 * 132, 8 * 256, aligned);
+            std::vector<int> covered(static_cast<std::size_t>(s.per_group * s.spatial), 0);
+            bool pieces_ok = true;
+            for (std::int64_t k = 0; k < split.splits; ++k) {
+                const unclip::cuda::GroupPiece p = unclip::cuda::group_piece(split, s.per_group, s.spatial, k);
+                pieces_ok = pieces_ok && p.begin < p.end;
+                if (aligned)
+                    pieces_ok = pieces_ok && p.begin >= p.channel * s.spatial && p.end <= (p.channel + 1) * s.spatial;
+                if (s.spatial % 4 == 0) pieces_ok = pieces_ok && p.begin % 4 == 0 && p.end % 4 == 0;
+                for (std::int64_t i = p.begin; i < p.end; ++i) ++covered[static_cast<std::size_t>(i)];
+            }
+            CHECK(pieces_ok);
+            CHECK(std::all_of(covered.begin(), covered.end(), [](int n) { return n == 1; }));
+        }
 }

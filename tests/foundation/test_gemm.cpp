@@ -463,3 +463,41 @@ TEST_CASE("conv2d of an input upsampled by 2 (input_upsample) writes the bits of
     bad.input_upsample = 3;
     CHECK_THROWS_WITH_AS(CpuBackend::conv2d(ctx, bad, scratch), doctest::Contains("upsampling by 3"), unclip::Error);
 }
+
+TEST_CASE("group_norm_affine with an addend maps x as GroupNorm maps x + addend") {
+    CpuBackend::Context ctx(2);
+    struct Case {
+        std::int64_t batch, channels, spatial;
+        int groups;
+        float offset;  // a mean far from 0 against the spread, as activations have
+    };
+    for (const Case& c : {Case{2, 32, 64, 8, 0.0f}, Case{1, 12, 35, 4, 40.0f}, Case{2, 6, 1, 3, -5.0f}}) {
+        CAPTURE(c.channels);
+        CAPTURE(c.spatial);
+        const std::int64_t planes = c.batch * c.channels;
+        std::vector<float> x = random_values(static_cast<std::size_t>(planes * c.spatial), 41);
+        for (float& v : x) v += c.offset;
+        const auto gamma = random_values(static_cast<std::size_t>(c.channels), 42);
+        const auto beta = random_values(static_cast<std::size_t>(c.channels), 43);
+        std::vector<float> addend = random_values(static_cast<std::size_t>(planes), 44);
+        for (float& v : addend) v *= 3.0f;
+
+        std::vector<float> added(x.size());
+        for (std::size_t i = 0; i < x.size(); ++i) added[i] = x[i] + addend[i / static_cast<std::size_t>(c.spatial)];
+        std::vector<float> scale(static_cast<std::size_t>(planes)), shift(scale.size());
+        CpuBackend::group_norm_affine(ctx, added.data(), gamma.data(), beta.data(), c.batch, c.channels, c.spatial,
+                                      c.groups, 1e-5f, scale.data(), shift.data());
+        std::vector<float> scale2(scale.size()), shift2(scale.size());
+        CpuBackend::group_norm_affine(ctx, x.data(), gamma.data(), beta.data(), c.batch, c.channels, c.spatial, c.groups,
+                                      1e-5f, scale2.data(), shift2.data(), addend.data());
+        std::vector<float> got(x.size());
+        std::vector<double> want(x.size());
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            const std::size_t p = i / static_cast<std::size_t>(c.spatial);
+            want[i] = static_cast<double>(added[i]) * scale[p] + shift[p];
+            got[i] = x[i] * scale2[p] + shift2[p];
+        }
+        CHECK(rel_l2(got, want) <= 1e-5);
+        CHECK(rel_l2(scale2, std::vector<double>(scale.begin(), scale.end())) <= 1e-6);
+    }
+}

@@ -99,9 +99,13 @@ struct CpuBackend {
     // The same GroupNorm as the affine map group_norm applies per (image, channel): the normalised,
     // gamma/beta-scaled x is x * scale + shift. scale, shift: [batch * channels]. With
     // Conv2dArgs::input_affine this folds a GroupNorm (+ SiLU) into the next convolution.
+    // addend [batch * channels] (or nullptr): normalise x + addend, a per-(image, channel) value
+    // (a convolution's bias, a timestep embedding) that is then never added to x itself; the map
+    // still takes x: GroupNorm(x + addend) = x * scale + shift.
     UNCLIP_CXX_API static void group_norm_affine(const Context& ctx, const float* x, const float* gamma,
                                                  const float* beta, std::int64_t batch, std::int64_t channels,
-                                                 std::int64_t spatial, int groups, float eps, float* scale, float* shift);
+                                                 std::int64_t spatial, int groups, float eps, float* scale, float* shift,
+                                                 const float* addend = nullptr);
 
     // y = LayerNorm(x) * gamma + beta over the last dimension of [rows, cols]; statistics in double.
     // x and y may alias.

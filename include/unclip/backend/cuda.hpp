@@ -170,9 +170,11 @@ struct CudaBackend {
                                           int groups, float eps, bool silu);
     // As CpuBackend::group_norm_affine: the statistics launches of group_norm, whose second also
     // writes scale and shift; the normalising pass is left to the convolution that reads x.
+    // With an addend its statistics run over pieces that each lie in one channel.
     UNCLIP_CXX_API static void group_norm_affine(const Context& ctx, const float* x, const float* gamma,
                                                  const float* beta, std::int64_t batch, std::int64_t channels,
-                                                 std::int64_t spatial, int groups, float eps, float* scale, float* shift);
+                                                 std::int64_t spatial, int groups, float eps, float* scale, float* shift,
+                                                 const float* addend = nullptr);
     UNCLIP_CXX_API static void layer_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
                                           float* y, std::int64_t rows, std::int64_t cols, float eps);
     UNCLIP_CXX_API static void gelu(const Context& ctx, const float* x, float* y, std::int64_t n);

@@ -48,10 +48,11 @@ public:
     }
     // The per-(image, channel) map forward() applies: normalised x = x * scale + shift, scale and
     // shift [batch * channels]; for a convolution to apply while it reads x (Conv2d::forward).
+    // addend [batch * channels]: the map of GroupNorm(x + addend), still applied to x.
     void affine(const typename Backend::Context& ctx, const T* x, std::int64_t batch, std::int64_t spatial, T* scale,
-                T* shift) const {
+                T* shift, const T* addend = nullptr) const {
         Backend::group_norm_affine(ctx, x, w_.weight.data, w_.bias.data, batch, cfg_.channels, spatial, cfg_.groups,
-                                   cfg_.eps, scale, shift);
+                                   cfg_.eps, scale, shift, addend);
     }
 
 private:

@@ -104,7 +104,7 @@ public:
     // -> y: [B, out_channels, h, w]; y must not alias x.
     // const: one block may serve several threads, each with its own context and scratch.
     // Each GroupNorm + SiLU is folded into the convolution after it (GroupNorm::affine), so no
-    // normalised copy of x or h is written.
+    // normalised copy of x or h is written; h is never given its bias or the embedding either.
     void forward(const typename Backend::Context& ctx, CView<T> x, CView<T> emb, View<T> y, Scratch& scratch) const {
         if (x.shape.rank() != 4 || x.shape[1] != cfg_.in_channels)
             throw Error(Status::invalid_argument, "ResBlock: input " + x.shape.str() + " is not [B, " +
@@ -122,18 +122,22 @@ public:
         T* emb_out = emb_act + batch * cfg_.emb_channels;
 
         in_norm_.affine(ctx, x.data, batch, spatial, scale, shift);
+        in_conv_.forward_without_bias(ctx, x, h, scratch, backend::InputAffine{scale, shift, true});
+        // What h lacks, per (image, channel): the first convolution's bias plus the timestep
+        // embedding's projection. The second GroupNorm takes it into its statistics and its map,
+        // so no pass over h adds it.
+        const T* bias = in_conv_.bias();
+        const T* addend = nullptr;
         if (emb_proj_) {
-            // The first convolution's bias rides on the timestep embedding's projection: one
-            // per-channel pass over h adds both.
-            in_conv_.forward_without_bias(ctx, x, h, scratch, backend::InputAffine{scale, shift, true});
             Backend::silu(ctx, emb.data, emb_act, batch * cfg_.emb_channels);
             emb_proj_->forward(ctx, emb_act, batch, emb_out);
-            if (const T* bias = in_conv_.bias()) Backend::add_row_bias(ctx, emb_out, bias, batch, cfg_.out_channels);
-            Backend::add_channel_bias(ctx, h.data, emb_out, batch, cfg_.out_channels, spatial);
-        } else {
-            in_conv_.forward(ctx, x, h, scratch, false, backend::InputAffine{scale, shift, true});
+            if (bias) Backend::add_row_bias(ctx, emb_out, bias, batch, cfg_.out_channels);
+            addend = emb_out;
+        } else if (bias) {
+            for (std::int64_t b = 0; b < batch; ++b) Backend::copy(ctx, bias, emb_out + b * cfg_.out_channels, cfg_.out_channels);
+            addend = emb_out;
         }
-        out_norm_.affine(ctx, h.data, batch, spatial, scale, shift);
+        out_norm_.affine(ctx, h.data, batch, spatial, scale, shift, addend);
         if (skip_) skip_->forward(ctx, x, y, scratch);
         else Backend::copy(ctx, x.data, y.data, x.numel());
         out_conv_.forward(ctx, h, y, scratch, /*accumulate=*/true, backend::InputAffine{scale, shift, true});
