@@ -81,19 +81,22 @@ public:
     void forward_upsampled(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch) const {
         run(ctx, x, y, scratch, false, std::nullopt, 2);
     }
-    // As forward, leaving out the bias, for a caller that adds bias() together with something else.
-    void forward_without_bias(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch,
-                              const std::optional<backend::InputAffine>& input_affine = std::nullopt) const {
-        run(ctx, x, y, scratch, false, input_affine, 1, false);
+    // As forward with `bias` ([out_channels], or nullptr for none) in place of the layer's own, for
+    // a caller that folds bias() into something else.
+    void forward_with_bias(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch, const T* bias,
+                           bool accumulate = false,
+                           const std::optional<backend::InputAffine>& input_affine = std::nullopt) const {
+        run(ctx, x, y, scratch, accumulate, input_affine, 1, &bias);
     }
     const T* bias() const noexcept { return w_.bias ? w_.bias->data : nullptr; }
 
 private:
     void run(const typename Backend::Context& ctx, CView<T> x, View<T> y, Scratch& scratch, bool accumulate,
-             const std::optional<backend::InputAffine>& input_affine, int upsample, bool with_bias = true) const {
+             const std::optional<backend::InputAffine>& input_affine, int upsample,
+             const T* const* bias_override = nullptr) const {
         auto args = make_args(x.shape, upsample);
         detail::check_shape("Conv2d", "output", y.shape, output_shape(x.shape, upsample));
-        if (!with_bias) args.bias = nullptr;
+        if (bias_override) args.bias = *bias_override;
         args.x = x.data;
         args.y = y.data;
         args.accumulate = accumulate;

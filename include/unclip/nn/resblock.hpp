@@ -122,7 +122,7 @@ public:
         T* emb_out = emb_act + batch * cfg_.emb_channels;
 
         in_norm_.affine(ctx, x.data, batch, spatial, scale, shift);
-        in_conv_.forward_without_bias(ctx, x, h, scratch, backend::InputAffine{scale, shift, true});
+        in_conv_.forward_with_bias(ctx, x, h, scratch, nullptr, false, backend::InputAffine{scale, shift, true});
         // What h lacks, per (image, channel): the first convolution's bias plus the timestep
         // embedding's projection. The second GroupNorm takes it into its statistics and its map,
         // so no pass over h adds it.
@@ -138,9 +138,22 @@ public:
             addend = emb_out;
         }
         out_norm_.affine(ctx, h.data, batch, spatial, scale, shift, addend);
+        const backend::InputAffine out_map{scale, shift, true};
+        const T* skip_bias = skip_ ? skip_->bias() : nullptr;
+        const T* out_bias = out_conv_.bias();
+        if (skip_bias && out_bias) {
+            // Both biases in the skip convolution's one pass (emb_out is free again: the map above
+            // has read the addend).
+            T* both = emb_out;
+            Backend::copy(ctx, out_bias, both, cfg_.out_channels);
+            Backend::add(ctx, skip_bias, both, cfg_.out_channels);
+            skip_->forward_with_bias(ctx, x, y, scratch, both);
+            out_conv_.forward_with_bias(ctx, h, y, scratch, nullptr, /*accumulate=*/true, out_map);
+            return;
+        }
         if (skip_) skip_->forward(ctx, x, y, scratch);
         else Backend::copy(ctx, x.data, y.data, x.numel());
-        out_conv_.forward(ctx, h, y, scratch, /*accumulate=*/true, backend::InputAffine{scale, shift, true});
+        out_conv_.forward(ctx, h, y, scratch, /*accumulate=*/true, out_map);
     }
 
 private:
