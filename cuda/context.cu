@@ -6,7 +6,6 @@
 
 #include "check.cuh"
 #include "context.cuh"
-#include "linear_lt.cuh"
 #include "unclip/error.hpp"
 
 namespace unclip::cuda {
@@ -69,9 +68,13 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     UNCLIP_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
     // Plain fp32 GEMMs stay fp32: TF32 would cost the CLIP projections three digits.
     UNCLIP_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
-    bias_epilogue_ = cuda::lt_epilogues_requested();
-    const char* rounded = std::getenv("UNCLIP_CUDA_ROUNDED_INPUTS");
-    rounded_linear_inputs_ = !(rounded && std::strcmp(rounded, "0") == 0);
+    // Switches on by default; NAME=0 in the environment turns one off for every new context.
+    const auto switched_on = [](const char* name) {
+        const char* value = std::getenv(name);
+        return !(value && std::strcmp(value, "0") == 0);
+    };
+    bias_epilogue_ = switched_on("UNCLIP_CUDA_LT_EPILOGUE");
+    rounded_linear_inputs_ = switched_on("UNCLIP_CUDA_ROUNDED_INPUTS");
     if (const char* tile = std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
         FlashTile t{0, 0, 1};
         const int fields = std::sscanf(tile, "%dx%dx%d", &t.warps, &t.warp_rows, &t.blocks_per_sm);

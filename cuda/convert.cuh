@@ -4,12 +4,14 @@
 // store identical half-precision weights.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "unclip/dtype.hpp"
+#include "unclip/error.hpp"
 
 namespace unclip::cuda {
 
@@ -25,6 +27,16 @@ __device__ __forceinline__ void store4(To* out, std::int64_t v, float a, float b
         To e[4];
     };
     reinterpret_cast<Four*>(out)[v] = Four{{from_float<To>(a), from_float<To>(b), from_float<To>(c), from_float<To>(d)}};
+}
+
+// fn(To{}) with To the half type of `dtype` (__half for f16, __nv_bfloat16 for bf16); any other
+// dtype throws Error(Status::invalid_argument) naming `what` (an op writing rounded outputs).
+template <class Fn>
+void with_half_type(DType dtype, const char* what, Fn&& fn) {
+    if (dtype == DType::f16) return fn(__half{});
+    if (dtype == DType::bf16) return fn(__nv_bfloat16{});
+    throw Error(Status::invalid_argument,
+                std::string(what) + ": output dtype " + std::string(dtype_name(dtype)) + " is not f16 or bf16");
 }
 
 // out[i] = x[i] as `dtype` (f32, f16 or bf16) for i < n, queued on `stream`.

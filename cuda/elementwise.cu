@@ -6,14 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <string>
 
 #include "check.cuh"
 #include "context.cuh"
 #include "convert.cuh"
 #include "elementwise.cuh"
 #include "unclip/backend/cuda.hpp"
-#include "unclip/error.hpp"
 
 namespace unclip {
 namespace {
@@ -184,18 +182,15 @@ void CudaBackend::geglu(const Context& ctx, const float* x, float* y, std::int64
 
 void CudaBackend::geglu_rounded(const Context& ctx, const float* x, void* y, DType y_dtype, std::int64_t rows,
                                 std::int64_t inner) {
-    if (y_dtype != DType::f16 && y_dtype != DType::bf16)
-        throw Error(Status::invalid_argument, std::string("CUDA geglu_rounded: output dtype ") +
-                                                  std::string(dtype_name(y_dtype)) + " is not f16 or bf16");
-    if (rows <= 0 || inner <= 0) return;
-    const bool vectorized = inner % 4 == 0 && aligned16(x) && aligned_to(y, 8);
-    const std::int64_t n = rows * inner;
-    const auto grid = cuda::blocks_for(vectorized ? n / 4 : n, kThreads);
-    if (y_dtype == DType::f16)
-        geglu_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, static_cast<__half*>(y), rows, inner, vectorized);
-    else
-        geglu_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, static_cast<__nv_bfloat16*>(y), rows, inner, vectorized);
-    UNCLIP_CUDA_CHECK_LAUNCH();
+    cuda::with_half_type(y_dtype, "CUDA geglu_rounded", [&](auto half) {
+        using To = decltype(half);
+        if (rows <= 0 || inner <= 0) return;
+        const bool vectorized = inner % 4 == 0 && aligned16(x) && aligned_to(y, 8);
+        const std::int64_t n = rows * inner;
+        geglu_kernel<<<cuda::blocks_for(vectorized ? n / 4 : n, kThreads), kThreads, 0, ctx.state().stream>>>(
+            x, static_cast<To*>(y), rows, inner, vectorized);
+        UNCLIP_CUDA_CHECK_LAUNCH();
+    });
 }
 
 void cuda::launch_add_plane_bias(cudaStream_t stream, float* y, const float* values, std::int64_t planes,

@@ -175,10 +175,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
     const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
     if (a.input_affine && (!a.input_affine->scale || !a.input_affine->shift))
         throw Error(Status::invalid_argument, "CUDA conv2d: input_affine needs scale and shift");
-    if (!a.input_upsample_valid())
-        throw Error(Status::invalid_argument, "CUDA conv2d: input upsampling by " + std::to_string(a.input_upsample) +
-                                                  " to " + std::to_string(a.height) + "x" + std::to_string(a.width) +
-                                                  " (1, or 2 to an even size)");
+    a.check_input_upsample("CUDA conv2d");
     // A mapped or upsampled input always goes through im2col, which applies the map and reads
     // each stored value for its 2x2 block.
     const bool pointwise = a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&

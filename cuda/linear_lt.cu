@@ -3,8 +3,6 @@
 // kernel. One plan (descriptors and the heuristic's algorithm) per shape, operand type and pointer
 // alignment, made on first use and kept by the context: a sampling loop repeats a few dozen shapes.
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -68,11 +66,6 @@ struct LtPlans {
         if (handle) cublasLtDestroy(handle);
     }
 };
-
-bool lt_epilogues_requested() noexcept {
-    const char* value = std::getenv("UNCLIP_CUDA_LT_EPILOGUE");
-    return !(value && std::strcmp(value, "0") == 0);
-}
 
 namespace {
 

@@ -7,10 +7,6 @@
 
 namespace unclip::cuda {
 
-// Whether new contexts take the fused-bias linear layers (CudaBackend::Context::set_bias_epilogue):
-// yes unless UNCLIP_CUDA_LT_EPILOGUE=0.
-bool lt_epilogues_requested() noexcept;
-
 // y [rows, out] = x_operand [rows, in] W^T + bias (+ y when accumulate), the bias added in the
 // GEMM's epilogue. x_operand is already rounded to the weight's type (f16 or bf16). Returns false,
 // having queued nothing, for f32 weights or when cuBLASLt has no algorithm for the shape and

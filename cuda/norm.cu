@@ -333,20 +333,14 @@ void CudaBackend::layer_norm(const Context& ctx, const float* x, const float* ga
 
 void CudaBackend::layer_norm_rounded(const Context& ctx, const float* x, const float* gamma, const float* beta, void* y,
                                      DType y_dtype, std::int64_t rows, std::int64_t cols, float eps) {
-    if (y_dtype != DType::f16 && y_dtype != DType::bf16)
-        throw Error(Status::invalid_argument, std::string("CUDA layer_norm_rounded: output dtype ") +
-                                                  std::string(dtype_name(y_dtype)) + " is not f16 or bf16");
-    if (rows <= 0 || cols <= 0) return;
-    const bool vectorized =
-        cols % 4 == 0 && aligned16(x) && aligned_to(y, 8) && aligned16(gamma) && aligned16(beta);
-    const auto grid = cuda::blocks_for(rows, kWarps);
-    if (y_dtype == DType::f16)
-        layer_norm_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, gamma, beta, static_cast<__half*>(y), rows, cols,
-                                                                      eps, vectorized);
-    else
-        layer_norm_kernel<<<grid, kThreads, 0, ctx.state().stream>>>(x, gamma, beta, static_cast<__nv_bfloat16*>(y), rows,
-                                                                      cols, eps, vectorized);
-    UNCLIP_CUDA_CHECK_LAUNCH();
+    cuda::with_half_type(y_dtype, "CUDA layer_norm_rounded", [&](auto half) {
+        using To = decltype(half);
+        if (rows <= 0 || cols <= 0) return;
+        const bool vectorized = cols % 4 == 0 && aligned16(x) && aligned_to(y, 8) && aligned16(gamma) && aligned16(beta);
+        layer_norm_kernel<<<cuda::blocks_for(rows, kWarps), kThreads, 0, ctx.state().stream>>>(
+            x, gamma, beta, static_cast<To*>(y), rows, cols, eps, vectorized);
+        UNCLIP_CUDA_CHECK_LAUNCH();
+    });
 }
 
 }  // namespace unclip

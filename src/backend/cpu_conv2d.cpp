@@ -9,7 +9,6 @@
 // passes over the weights; BENCHMARKS.md).
 #include <algorithm>
 #include <cstring>
-#include <string>
 
 #include "backend/cpu_affine.hpp"
 #include "backend/kernel_table.hpp"
@@ -70,31 +69,31 @@ void im2col(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, con
 
 namespace {
 
-// x mapped by a.input_affine into `out` ([batch, in_channels, height, width]), plane by plane.
-void apply_input_affine(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, float* out) {
+// `in` ([batch, in_channels, height, width]) mapped by a.input_affine into `out` (may be `in`),
+// plane by plane.
+void apply_input_affine(const CpuBackend::Context& ctx, const CpuBackend::Conv2dArgs& a, const float* in, float* out) {
     const backend::InputAffine& f = *a.input_affine;
     if (!f.scale || !f.shift) throw Error(Status::invalid_argument, "conv2d: input_affine needs scale and shift");
     const std::int64_t plane = a.height * a.width;
     ctx.parallel_for(a.batch * a.in_channels, 1 + 4096 / std::max<std::int64_t>(1, plane), [&](std::int64_t p0, std::int64_t p1) {
         for (std::int64_t p = p0; p < p1; ++p) {
-            const float* in = a.x + p * plane;
-            float* o = out + p * plane;
-            for (std::int64_t i = 0; i < plane; ++i) o[i] = detail::affine_silu(in[i], f.scale[p], f.shift[p], f.silu);
+            const float* src = in + p * plane;
+            float* dst = out + p * plane;
+            for (std::int64_t i = 0; i < plane; ++i) dst[i] = detail::affine_silu(src[i], f.scale[p], f.shift[p], f.silu);
         }
     });
 }
 
+// Whether conv2d first builds its input in scratch: upsampled and/or mapped, as the kernels read
+// plain tensors.
+bool staged_input(const CpuBackend::Conv2dArgs& a) { return a.input_upsample != 1 || a.input_affine.has_value(); }
+
 }  // namespace
 
 std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
-    if (a.input_upsample != 1) {
+    if (staged_input(a)) {
         Conv2dArgs plain = a;
         plain.input_upsample = 1;
-        return Scratch::bytes_for<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width)) +
-               conv2d_scratch_bytes(plain);
-    }
-    if (a.input_affine) {
-        Conv2dArgs plain = a;
         plain.input_affine.reset();
         return Scratch::bytes_for<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width)) +
                conv2d_scratch_bytes(plain);
@@ -107,28 +106,20 @@ std::size_t CpuBackend::conv2d_scratch_bytes(const Conv2dArgs& a) noexcept {
 }
 
 void CpuBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch& scratch) {
-    if (a.input_upsample != 1) {
-        // The upsampled input is built here: the CPU's convolution kernels read plain tensors.
-        if (!a.input_upsample_valid())
-            throw Error(Status::invalid_argument, "CPU conv2d: input upsampling by " + std::to_string(a.input_upsample) +
-                                                      " to " + std::to_string(a.height) + "x" + std::to_string(a.width) +
-                                                      " (1, or 2 to an even size)");
+    if (staged_input(a)) {
+        a.check_input_upsample("CPU conv2d");
         Scratch::Frame frame(scratch);
+        float* staged = scratch.take<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width));
+        const float* source = a.x;
+        if (a.input_upsample != 1) {
+            upsample_nearest(ctx, a.x, staged, a.batch, a.in_channels, a.height / 2, a.width / 2, a.height, a.width);
+            source = staged;
+        }
+        if (a.input_affine) apply_input_affine(ctx, a, source, staged);
         Conv2dArgs plain = a;
         plain.input_upsample = 1;
-        float* upsampled = scratch.take<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width));
-        upsample_nearest(ctx, a.x, upsampled, a.batch, a.in_channels, a.height / 2, a.width / 2, a.height, a.width);
-        plain.x = upsampled;
-        conv2d(ctx, plain, scratch);
-        return;
-    }
-    if (a.input_affine) {
-        Scratch::Frame frame(scratch);
-        Conv2dArgs plain = a;
         plain.input_affine.reset();
-        float* mapped = scratch.take<float>(static_cast<std::size_t>(a.batch * a.in_channels * a.height * a.width));
-        apply_input_affine(ctx, a, mapped);
-        plain.x = mapped;
+        plain.x = staged;
         conv2d(ctx, plain, scratch);
         return;
     }

@@ -8,34 +8,23 @@ namespace unclip {
 
 namespace {
 
-// Mean and 1 / sqrt(biased variance + eps) of `count` values, two passes in double as PyTorch's
-// biased variance; one-pass E[x^2]-E[x]^2 would lose digits on large activations.
-void group_statistics(const float* x, std::int64_t count, float eps, double& mean, double& rstd) {
-    double sum = 0.0;
-    for (std::int64_t i = 0; i < count; ++i) sum += x[i];
-    mean = sum / static_cast<double>(count);
-    double squares = 0.0;
-    for (std::int64_t i = 0; i < count; ++i) {
-        const double d = x[i] - mean;
-        squares += d * d;
-    }
-    rstd = 1.0 / std::sqrt(squares / static_cast<double>(count) + eps);
-}
-
-// group_statistics of the values x + added[c] over per_group channels of `spatial` values each.
-void shifted_group_statistics(const float* x, std::int64_t per_group, std::int64_t spatial, const float* added, float eps,
-                              double& mean, double& rstd) {
+// Mean and 1 / sqrt(biased variance + eps) of a group's per_group channels of `spatial` values,
+// each channel's values x + added[c] (added may be nullptr: x alone). Two passes in double, as
+// PyTorch's biased variance; one-pass E[x^2]-E[x]^2 would lose digits on large activations.
+void group_statistics(const float* x, std::int64_t per_group, std::int64_t spatial, const float* added, float eps,
+                      double& mean, double& rstd) {
+    const auto offset = [&](std::int64_t c) { return added ? static_cast<double>(added[c]) : 0.0; };
     double sum = 0.0;
     for (std::int64_t c = 0; c < per_group; ++c) {
         double channel = 0.0;
         for (std::int64_t i = 0; i < spatial; ++i) channel += x[c * spatial + i];
-        sum += channel + static_cast<double>(added[c]) * static_cast<double>(spatial);
+        sum += channel + offset(c) * static_cast<double>(spatial);
     }
     const auto count = static_cast<double>(per_group * spatial);
     mean = sum / count;
     double squares = 0.0;
     for (std::int64_t c = 0; c < per_group; ++c) {
-        const double centre = mean - added[c];
+        const double centre = mean - offset(c);
         for (std::int64_t i = 0; i < spatial; ++i) {
             const double d = x[c * spatial + i] - centre;
             squares += d * d;
@@ -56,7 +45,7 @@ void CpuBackend::group_norm(const Context& ctx, const float* x, const float* gam
         for (std::int64_t bg = g0; bg < g1; ++bg) {
             const std::int64_t offset = bg * count;  // groups are contiguous in NCHW
             double mean = 0.0, rstd = 0.0;
-            group_statistics(x + offset, count, eps, mean, rstd);
+            group_statistics(x + offset, per_group, spatial, nullptr, eps, mean, rstd);
             detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, scale.data(), shift.data());
             for (std::int64_t c = 0; c < per_group; ++c) {
                 const float* in = x + offset + c * spatial;
@@ -76,20 +65,11 @@ void CpuBackend::group_norm_affine(const Context& ctx, const float* x, const flo
     ctx.parallel_for(batch * groups, 1, [&](std::int64_t g0, std::int64_t g1) {
         for (std::int64_t bg = g0; bg < g1; ++bg) {
             // Group bg = b * groups + g owns outputs [bg * per_group, (bg + 1) * per_group) of [batch * channels].
-            float* group_scale = scale + bg * per_group;
-            float* group_shift = shift + bg * per_group;
+            const float* added = addend ? addend + bg * per_group : nullptr;
             double mean = 0.0, rstd = 0.0;
-            if (!addend) {
-                group_statistics(x + bg * count, count, eps, mean, rstd);
-                detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, group_scale,
-                                     group_shift);
-                continue;
-            }
-            const float* added = addend + bg * per_group;
-            shifted_group_statistics(x + bg * count, per_group, spatial, added, eps, mean, rstd);
-            detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, group_scale, group_shift);
-            // (x + a - mean) scale + beta = x scale + (beta - mean scale) + a scale
-            for (std::int64_t c = 0; c < per_group; ++c) group_shift[c] += added[c] * group_scale[c];
+            group_statistics(x + bg * count, per_group, spatial, added, eps, mean, rstd);
+            detail::group_affine(mean, rstd, gamma, beta, (bg % groups) * per_group, per_group, scale + bg * per_group,
+                                 shift + bg * per_group, added);
         }
     });
 }

@@ -4,8 +4,10 @@
 // memory: host for the CPU, device for CUDA.
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "unclip/dtype.hpp"
+#include "unclip/error.hpp"
 
 namespace unclip::backend {
 
@@ -34,8 +36,13 @@ struct Conv2dArgs {
     // VAE) without the upsampled tensor being stored: x is then [B, C_in, H / 2, W / 2], and
     // height and width give the upsampled H and W (both even). 1: x as it is.
     int input_upsample = 1;
-    bool input_upsample_valid() const noexcept {
-        return input_upsample == 1 || (input_upsample == 2 && height % 2 == 0 && width % 2 == 0);
+    // Throws Error(Status::invalid_argument), the message starting with `who`, unless
+    // input_upsample is 1, or 2 to an even height and width.
+    void check_input_upsample(const char* who) const {
+        if (input_upsample == 1 || (input_upsample == 2 && height % 2 == 0 && width % 2 == 0)) return;
+        throw Error(Status::invalid_argument, std::string(who) + ": input upsampling by " + std::to_string(input_upsample) +
+                                                  " to " + std::to_string(height) + "x" + std::to_string(width) +
+                                                  " (1, or 2 to an even size)");
     }
     std::int64_t out_height() const noexcept { return (height + pad_top + pad_bottom - kernel_h) / stride + 1; }
     std::int64_t out_width() const noexcept { return (width + pad_left + pad_right - kernel_w) / stride + 1; }

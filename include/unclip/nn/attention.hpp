@@ -112,22 +112,17 @@ public:
         T* k = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
         T* v = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
         T* heads_out = scratch.take<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim));
-        if (x_rounded) {
-            const DType d = rounded_input_dtype();
-            if (d == DType::f32) throw Error(Status::internal, "Attention: rounded input without half-precision projections");
-            q_.forward_rounded(ctx, x_rounded, d, batch * q_len, q);
-            if (context) {
-                k_.forward(ctx, kv.data, batch * kv_len, k);
-                v_.forward(ctx, kv.data, batch * kv_len, v);
-            } else {
-                k_.forward_rounded(ctx, x_rounded, d, batch * kv_len, k);
-                v_.forward_rounded(ctx, x_rounded, d, batch * kv_len, v);
-            }
-        } else {
-            q_.forward(ctx, x.data, batch * q_len, q);
-            k_.forward(ctx, kv.data, batch * kv_len, k);
-            v_.forward(ctx, kv.data, batch * kv_len, v);
-        }
+        const DType rounded = x_rounded ? rounded_input_dtype() : DType::f32;
+        if (x_rounded && rounded == DType::f32)
+            throw Error(Status::internal, "Attention: rounded input without half-precision projections");
+        // A projection of x reads the rounded copy when there is one; of a context, the context.
+        auto project = [&](const Linear<Backend, T>& linear, const T* input, bool of_x, std::int64_t rows, T* out) {
+            if (of_x && x_rounded) linear.forward_rounded(ctx, x_rounded, rounded, rows, out);
+            else linear.forward(ctx, input, rows, out);
+        };
+        project(q_, x.data, true, batch * q_len, q);
+        project(k_, kv.data, !context, batch * kv_len, k);
+        project(v_, kv.data, !context, batch * kv_len, v);
 
         typename Backend::AttentionArgs a;
         a.q = q;

@@ -123,25 +123,38 @@ public:
 
         const View<T> stream{t, {batch, tokens, c}};
         const View<T> normed_tokens{work, {batch, tokens, c}};
+        // With rounded inputs (see common_rounded_dtype) the LayerNorms and the GEGLU write their
+        // outputs in the weights' half type straight into `work` and `gated` (halves in the fp32
+        // buffers), and the linear layers read them as such; normed_tokens then only gives a shape.
+        const DType rounded = rounded_inputs_on(ctx) ? rounded_ : DType::f32;
+        const bool half = rounded != DType::f32;
+        const void* work_rounded = half ? work : nullptr;
+        auto normalize = [&](const LayerNorm<Backend, T>& norm) {
+            if (half) norm.forward_rounded(ctx, t, work, rounded, rows);
+            else norm.forward(ctx, t, work, rows);
+        };
         for (const auto& b : blocks_) {
-            if (rounded_ != DType::f32 && rounded_inputs_on(ctx)) {
-                block_rounded(ctx, b, context, stream, work, scratch);
-                continue;
-            }
-            b.norm1.forward(ctx, t, work, rows);
-            b.attn1.forward(ctx, normed_tokens, nullptr, stream, scratch, true);
-            b.norm2.forward(ctx, t, work, rows);
-            b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true);
-            b.norm3.forward(ctx, t, work, rows);
+            normalize(b.norm1);
+            b.attn1.forward(ctx, normed_tokens, nullptr, stream, scratch, true, work_rounded);
+            normalize(b.norm2);
+            b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true, work_rounded);
+            normalize(b.norm3);
             Scratch::Frame ff_frame(scratch);
             const std::int64_t ff_rows = std::min(kFeedForwardRows, rows);
             T* hidden = scratch.take<T>(static_cast<std::size_t>(ff_rows * 8 * c));
             T* gated = scratch.take<T>(static_cast<std::size_t>(ff_rows * 4 * c));
             for (std::int64_t r0 = 0; r0 < rows; r0 += ff_rows) {
                 const std::int64_t r = std::min(ff_rows, rows - r0);
-                b.ff_in.forward(ctx, work + r0 * c, r, hidden);
-                Backend::geglu(ctx, hidden, gated, r, 4 * c);
-                b.ff_out.forward(ctx, gated, r, t + r0 * c, true);
+                if (half) {
+                    const auto* normed_rows = reinterpret_cast<const unsigned char*>(work) + r0 * c * dtype_size(rounded);
+                    b.ff_in.forward_rounded(ctx, normed_rows, rounded, r, hidden);
+                    geglu_rounded(ctx, hidden, gated, rounded, r, 4 * c);
+                    b.ff_out.forward_rounded(ctx, gated, rounded, r, t + r0 * c, true);
+                } else {
+                    b.ff_in.forward(ctx, work + r0 * c, r, hidden);
+                    Backend::geglu(ctx, hidden, gated, r, 4 * c);
+                    b.ff_out.forward(ctx, gated, r, t + r0 * c, true);
+                }
             }
         }
         proj_out_.forward(ctx, t, rows, work);
@@ -175,32 +188,12 @@ private:
         return false;
     }
 
-    // One transformer block with the LayerNorms and the GEGLU writing their outputs rounded to
-    // rounded_, straight into `work` (halves in the fp32 buffer) and the feed-forward's gate buffer.
-    void block_rounded(const typename Backend::Context& ctx, const Block& b, CView<T> context, View<T> stream, T* work,
-                       Scratch& scratch) const {
+    static void geglu_rounded(const typename Backend::Context& ctx, const T* hidden, T* gated, DType rounded,
+                              std::int64_t rows, std::int64_t inner) {
         if constexpr (Backend::kRoundedLinearInputs) {
-            const std::int64_t c = cfg_.channels, rows = stream.shape[0] * stream.shape[1];
-            T* t = stream.data;
-            const CView<T> normed_tokens{work, stream.shape};  // shape only: the projections read `work` as halves
-            b.norm1.forward_rounded(ctx, t, work, rounded_, rows);
-            b.attn1.forward(ctx, normed_tokens, nullptr, stream, scratch, true, work);
-            b.norm2.forward_rounded(ctx, t, work, rounded_, rows);
-            b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true, work);
-            b.norm3.forward_rounded(ctx, t, work, rounded_, rows);
-            Scratch::Frame ff_frame(scratch);
-            const std::int64_t ff_rows = std::min(kFeedForwardRows, rows);
-            T* hidden = scratch.take<T>(static_cast<std::size_t>(ff_rows * 8 * c));
-            T* gated = scratch.take<T>(static_cast<std::size_t>(ff_rows * 4 * c));  // holds halves
-            const auto* normed = reinterpret_cast<const unsigned char*>(work);
-            for (std::int64_t r0 = 0; r0 < rows; r0 += ff_rows) {
-                const std::int64_t r = std::min(ff_rows, rows - r0);
-                b.ff_in.forward_rounded(ctx, normed + r0 * c * dtype_size(rounded_), rounded_, r, hidden);
-                Backend::geglu_rounded(ctx, hidden, gated, rounded_, r, 4 * c);
-                b.ff_out.forward_rounded(ctx, gated, rounded_, r, t + r0 * c, true);
-            }
+            Backend::geglu_rounded(ctx, hidden, gated, rounded, rows, inner);
         } else {
-            (void)ctx, (void)b, (void)context, (void)stream, (void)work, (void)scratch;
+            (void)ctx, (void)hidden, (void)gated, (void)rounded, (void)rows, (void)inner;
             throw Error(Status::internal, "SpatialTransformer: this backend has no rounded linear inputs");
         }
     }
