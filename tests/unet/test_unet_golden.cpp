@@ -94,4 +94,34 @@ TEST_CASE("UNet refuses a missing label embedding, a wrong ADM width and a missi
                         Status::invalid_argument, "context [2, 5, 17]");
 }
 
+TEST_CASE("UNet split into embed and forward_embedded (the GPU graph's path) gives forward's bits, and checks the embedding") {
+    const test::Fixture fx("unet/unet_tiny_adm.safetensors");
+    const auto cfg = test::unet_config(fx.config());
+    const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
+    const Tensor whole = run_unet(unet, fx, "b", 2);
+    const Tensor x = fx["b.x"], t = fx["b.t"], context = fx["b.context"], y = fx["b.y"];
+    const std::int64_t batch = x.dim(0), ted = cfg.time_embed_dim();
+    CpuBackend::Context ctx(2);
+    Scratch scratch(unet.scratch_bytes(x.shape(), context.dim(1)));
+    Tensor emb = Tensor::empty(DType::f32, {batch, ted});
+    Tensor out = Tensor::empty(DType::f32, x.shape());
+    std::fill(out.data<float>(), out.data<float>() + out.numel(), NAN);
+    unet.embed(ctx, t.data<const float>(), y.data<const float>(), view_of<float>(emb), scratch);
+    CHECK(scratch.used() == 0);
+    unet.forward_embedded(ctx, view_of<const float>(x), view_of<const float>(emb), view_of<const float>(context),
+                          view_of<float>(out), scratch);
+    CHECK(scratch.used() == 0);
+    CHECK(std::memcmp(out.raw_data(), whole.raw_data(), out.nbytes()) == 0);
+
+    Tensor narrow = Tensor::empty(DType::f32, {batch, ted - 1});
+    CHECK_THROWS_STATUS(unet.embed(ctx, t.data<const float>(), y.data<const float>(), view_of<float>(narrow), scratch),
+                        Status::invalid_argument, "embedding [" + std::to_string(batch) + ", " + std::to_string(ted - 1) + "]");
+    const Tensor extra_row = Tensor::zeros(DType::f32, {batch + 1, ted});
+    CHECK_THROWS_STATUS(unet.forward_embedded(ctx, view_of<const float>(x), view_of<const float>(extra_row),
+                                              view_of<const float>(context), view_of<float>(out), scratch),
+                        Status::invalid_argument, "embedding");
+    CHECK_THROWS_STATUS(unet.embed(ctx, t.data<const float>(), nullptr, view_of<float>(emb), scratch),
+                        Status::invalid_argument, "ADM vector");
+}
+
 }  // TEST_SUITE

@@ -165,6 +165,15 @@ public:
     void forward(const typename Backend::Context& ctx, CView<T> x, const float* timesteps, CView<T> context,
                  const T* y, View<T> out, Scratch& scratch) const;
 
+    // forward() in two parts, for a caller that records the second as a CUDA graph (a recorded
+    // kernel keeps the timestep it was given): embed() writes emb [B, time_embed_dim()], the
+    // timestep (and label) embedding that every ResBlock reads, and forward_embedded() runs the
+    // network on it. scratch_bytes() covers emb taken from the same arena plus either part.
+    void embed(const typename Backend::Context& ctx, const float* timesteps, const T* y, View<T> emb,
+               Scratch& scratch) const;
+    void forward_embedded(const typename Backend::Context& ctx, CView<T> x, CView<T> emb, CView<T> context,
+                          View<T> out, Scratch& scratch) const;
+
 private:
     struct LevelBlock {
         std::optional<ResBlock<Backend, T>> res;
@@ -176,6 +185,7 @@ private:
         std::vector<Shape> skips;
         std::size_t skip_bytes = 0, activation_bytes = 0, concat_bytes = 0, block_scratch = 0;
     };
+    void check_latent(const Shape& x) const;
     Plan plan(const Shape& x, std::int64_t context_len) const;
     void run_block(const typename Backend::Context& ctx, const LevelBlock& block, CView<T> in, CView<T> emb,
                    CView<T> context, View<T> out, Scratch& scratch) const;

@@ -48,9 +48,14 @@ UNet<Backend, T>::UNet(const UNetConfig& cfg, const UNetWeights<T>& w)
 }
 
 template <class Backend, class T>
-typename UNet<Backend, T>::Plan UNet<Backend, T>::plan(const Shape& x, std::int64_t context_len) const {
+void UNet<Backend, T>::check_latent(const Shape& x) const {
     if (x.rank() != 4 || x[1] != cfg_.in_channels || x[0] < 1 || x[2] < 1 || x[3] < 1)
         throw Error(Status::invalid_argument, "UNet: latent " + x.str() + " is not [B, " + std::to_string(cfg_.in_channels) + ", h, w]");
+}
+
+template <class Backend, class T>
+typename UNet<Backend, T>::Plan UNet<Backend, T>::plan(const Shape& x, std::int64_t context_len) const {
+    check_latent(x);
     const std::int64_t batch = x[0];
     Plan p;
     auto shape = [&](std::int64_t c, std::int64_t h, std::int64_t w) { return Shape{batch, c, h, w}; };
@@ -127,30 +132,51 @@ void UNet<Backend, T>::run_block(const typename Backend::Context& ctx, const Lev
 template <class Backend, class T>
 void UNet<Backend, T>::forward(const typename Backend::Context& ctx, CView<T> x, const float* timesteps,
                                CView<T> context, const T* y, View<T> out, Scratch& scratch) const {
-    const std::int64_t batch = x.shape[0], ted = cfg_.time_embed_dim();
-    if (context.shape.rank() != 3 || context.shape[0] != batch || context.shape[2] != cfg_.context_dim)
-        throw Error(Status::invalid_argument, "UNet: context " + context.shape.str() + " is not [" + std::to_string(batch) +
-                                                  ", L, " + std::to_string(cfg_.context_dim) + "]");
-    if (label_emb_0_ && !y) throw Error(Status::invalid_argument, "UNet: this model needs the ADM vector y");
-    const Plan p = plan(x.shape, context.shape[1]);
-    detail::check_shape("UNet", "output", out.shape, Shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]});
-
+    check_latent(x.shape);
+    const std::int64_t batch = x.shape[0];
     Scratch::Frame frame(scratch);
-    // Embeddings: [B, model_channels] sinusoid -> [B, 4*model_channels].
+    const View<T> emb{scratch.take<T>(static_cast<std::size_t>(batch * cfg_.time_embed_dim())), {batch, cfg_.time_embed_dim()}};
+    embed(ctx, timesteps, y, emb, scratch);
+    forward_embedded(ctx, x, emb, context, out, scratch);
+}
+
+template <class Backend, class T>
+void UNet<Backend, T>::embed(const typename Backend::Context& ctx, const float* timesteps, const T* y, View<T> emb,
+                             Scratch& scratch) const {
+    const std::int64_t ted = cfg_.time_embed_dim();
+    if (emb.shape.rank() != 2 || emb.shape[0] < 1 || emb.shape[1] != ted)
+        throw Error(Status::invalid_argument, "UNet: embedding " + emb.shape.str() + " is not [B, " + std::to_string(ted) + "]");
+    const std::int64_t batch = emb.shape[0];
+    if (label_emb_0_ && !y) throw Error(Status::invalid_argument, "UNet: this model needs the ADM vector y");
+    Scratch::Frame frame(scratch);
+    // [B, model_channels] sinusoid -> [B, 4*model_channels].
     T* temb = scratch.take<T>(static_cast<std::size_t>(batch * ted));
     T* hidden = scratch.take<T>(static_cast<std::size_t>(batch * ted));
-    T* emb_data = scratch.take<T>(static_cast<std::size_t>(batch * ted));
     Backend::timestep_embedding(ctx, timesteps, batch, cfg_.model_channels, temb);
     time_embed_0_.forward(ctx, temb, batch, hidden);
     Backend::silu(ctx, hidden, hidden, batch * ted);
-    time_embed_2_.forward(ctx, hidden, batch, emb_data);
+    time_embed_2_.forward(ctx, hidden, batch, emb.data);
     if (label_emb_0_) {
         label_emb_0_->forward(ctx, y, batch, hidden);
         Backend::silu(ctx, hidden, hidden, batch * ted);
-        label_emb_2_->forward(ctx, hidden, batch, emb_data, /*accumulate=*/true);
+        label_emb_2_->forward(ctx, hidden, batch, emb.data, /*accumulate=*/true);
     }
-    const CView<T> emb{emb_data, {batch, ted}};
+}
 
+template <class Backend, class T>
+void UNet<Backend, T>::forward_embedded(const typename Backend::Context& ctx, CView<T> x, CView<T> emb,
+                                        CView<T> context, View<T> out, Scratch& scratch) const {
+    const Plan p = plan(x.shape, context.shape.rank() == 3 ? context.shape[1] : 1);
+    const std::int64_t batch = x.shape[0];
+    if (context.shape.rank() != 3 || context.shape[0] != batch || context.shape[2] != cfg_.context_dim)
+        throw Error(Status::invalid_argument, "UNet: context " + context.shape.str() + " is not [" + std::to_string(batch) +
+                                                  ", L, " + std::to_string(cfg_.context_dim) + "]");
+    if (emb.shape != Shape{batch, cfg_.time_embed_dim()})
+        throw Error(Status::invalid_argument, "UNet: embedding " + emb.shape.str() + " is not [" + std::to_string(batch) +
+                                                  ", " + std::to_string(cfg_.time_embed_dim()) + "]");
+    detail::check_shape("UNet", "output", out.shape, Shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]});
+
+    Scratch::Frame frame(scratch);
     std::vector<View<T>> skips;
     for (const Shape& s : p.skips) skips.push_back({scratch.take<T>(static_cast<std::size_t>(s.numel())), s});
     T* buffers[2] = {scratch.take<T>(p.activation_bytes / sizeof(T)), scratch.take<T>(p.activation_bytes / sizeof(T))};
