@@ -713,10 +713,7 @@ struct DeviceLimits {
 };
 
 DeviceLimits device_limits(const CudaBackend::Context& ctx) {
-    int major = 0, shared = 0;
-    UNCLIP_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx.state().device));
-    UNCLIP_CUDA_CHECK(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx.state().device));
-    return {major >= 8, static_cast<std::size_t>(shared)};
+    return {ctx.state().compute_major >= 8, ctx.state().shared_per_block};
 }
 
 template <int D, int kWarps, int kMTiles, int kMinBlocks = 1>
@@ -724,7 +721,7 @@ void launch_flash(const CudaBackend::Context& ctx, const Args& a, float scale, c
     constexpr std::size_t kShared = flash_shared_bytes<D>();
     const unsigned grid = grid_for(a, kWarps * 16 * kMTiles);
     const auto kernel = flash_kernel<D, kWarps, kMTiles, kMinBlocks>;
-    UNCLIP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kShared)));
+    ctx.state().allow_shared_memory(reinterpret_cast<const void*>(kernel), kShared);
     kernel<<<grid, kWarps * 32, kShared, ctx.state().stream>>>(a, kv.k, kv.v, kv.padded_len, scale * kLog2e);
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
@@ -757,8 +754,7 @@ bool run_wide(const CudaBackend::Context& ctx, const Args& a, float scale, const
     if (!limits.fits(kShared)) return false;
     const unsigned grid = grid_for(a, kWideRows);
     const HalfKeysValues kv = round_keys_values(ctx, a);
-    UNCLIP_CUDA_CHECK(cudaFuncSetAttribute(wide_head_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(kShared)));
+    ctx.state().allow_shared_memory(reinterpret_cast<const void*>(wide_head_kernel<D>), kShared);
     wide_head_kernel<D><<<grid, kWideThreads, kShared, ctx.state().stream>>>(a, kv.k, kv.v, kv.padded_len,
                                                                              scale * kLog2e);
     UNCLIP_CUDA_CHECK_LAUNCH();

@@ -1,4 +1,5 @@
 // CudaBackend::Context: the stream, the cuBLAS handle and the growing workspace.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,6 +30,7 @@ void* ContextState::workspace(std::size_t bytes) {
 ContextState::~ContextState() {
     if (stream) cudaStreamSynchronize(stream);
     if (blas) cublasDestroy(blas);
+    if (blas_workspace) cudaFree(blas_workspace);
     if (workspace_data) cudaFree(workspace_data);
     if (ids_data) cudaFree(ids_data);
     if (stream) cudaStreamDestroy(stream);
@@ -49,6 +51,15 @@ const std::int32_t* ContextState::upload_ids(const std::int32_t* host, std::int6
     return ids_data;
 }
 
+void ContextState::allow_shared_memory(const void* kernel, std::size_t bytes) {
+    const auto known = std::find_if(shared_memory_allowed.begin(), shared_memory_allowed.end(),
+                                    [&](const auto& entry) { return entry.first == kernel; });
+    if (known != shared_memory_allowed.end() && known->second >= bytes) return;
+    UNCLIP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    if (known != shared_memory_allowed.end()) known->second = bytes;
+    else shared_memory_allowed.emplace_back(kernel, bytes);
+}
+
 }  // namespace unclip::cuda
 
 namespace unclip {
@@ -63,9 +74,16 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     s.device = device;
     UNCLIP_CUDA_CHECK(cudaSetDevice(device));
     UNCLIP_CUDA_CHECK(cudaDeviceGetAttribute(&s.multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    int shared = 0;
+    UNCLIP_CUDA_CHECK(cudaDeviceGetAttribute(&s.compute_major, cudaDevAttrComputeCapabilityMajor, device));
+    UNCLIP_CUDA_CHECK(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    s.shared_per_block = static_cast<std::size_t>(shared);
     UNCLIP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     UNCLIP_CUBLAS_CHECK(cublasCreate(&s.blas));
-    UNCLIP_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
+    UNCLIP_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));  // (resets the workspace: set it after)
+    const std::size_t blas_workspace_bytes = static_cast<std::size_t>(s.compute_major >= 9 ? 32 : 4) << 20;
+    s.blas_workspace = cuda::allocate(blas_workspace_bytes);
+    UNCLIP_CUBLAS_CHECK(cublasSetWorkspace(s.blas, s.blas_workspace, blas_workspace_bytes));
     // Plain fp32 GEMMs stay fp32: TF32 would cost the CLIP projections three digits.
     UNCLIP_CUBLAS_CHECK(cublasSetMathMode(s.blas, CUBLAS_DEFAULT_MATH));
     // Switches on by default; NAME=0 in the environment turns one off for every new context.
@@ -75,6 +93,7 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     };
     bias_epilogue_ = switched_on("UNCLIP_CUDA_LT_EPILOGUE");
     rounded_linear_inputs_ = switched_on("UNCLIP_CUDA_ROUNDED_INPUTS");
+    graphs_ = switched_on("UNCLIP_CUDA_GRAPHS");
     if (const char* tile = std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
         FlashTile t{0, 0, 1};
         const int fields = std::sscanf(tile, "%dx%dx%d", &t.warps, &t.warp_rows, &t.blocks_per_sm);

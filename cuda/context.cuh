@@ -3,6 +3,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -18,7 +20,12 @@ struct ContextState {
     int device = 0;
     cudaStream_t stream = nullptr;
     cublasHandle_t blas = nullptr;
+    // cuBLAS's workspace, ours rather than its own pool, so that a graph recording never finds
+    // cuBLAS allocating (4 MiB, 32 MiB from Hopper on: the sizes cuBLAS recommends).
+    void* blas_workspace = nullptr;
     int multiprocessors = 0;
+    int compute_major = 0;              // 8 and above: the tensor-core kernels' instructions
+    std::size_t shared_per_block = 0;   // with the opt-in above 48 KB
     ContextState() = default;
     ~ContextState();  // waits for the stream, then releases everything
     ContextState(const ContextState&) = delete;
@@ -35,6 +42,12 @@ struct ContextState {
     const std::int32_t* upload_ids(const std::int32_t* host, std::int64_t n);
     std::int32_t* ids_data = nullptr;
     std::int64_t ids_capacity = 0;
+
+    // Lets `kernel` take `bytes` of dynamic shared memory (above 48 KB needs the opt-in). Asks the
+    // driver once per kernel and context: the attribute call may wait for pending copies, and a
+    // graph recording should contain launches only.
+    void allow_shared_memory(const void* kernel, std::size_t bytes);
+    std::vector<std::pair<const void*, std::size_t>> shared_memory_allowed;
 
     // Made on the first fused-bias linear call; released after the stream.
     std::shared_ptr<LtPlans> lt_plans;

@@ -60,6 +60,21 @@ void deallocate(void* device_pointer) noexcept {
     if (device_pointer) cudaFree(device_pointer);
 }
 
+void* allocate_pinned(std::size_t bytes) {
+    void* p = nullptr;
+    const cudaError_t status = cudaMallocHost(&p, bytes);
+    if (status == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        throw Error(Status::out_of_memory, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of pinned host memory");
+    }
+    UNCLIP_CUDA_CHECK(status);
+    return p;
+}
+
+void deallocate_pinned(void* host_pointer) noexcept {
+    if (host_pointer) cudaFreeHost(host_pointer);
+}
+
 void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
     const cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
                              : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost

@@ -15,6 +15,8 @@ std::string device_description() { return "no CUDA device: unclip was built with
 bool compiled_with_cuda() noexcept { return false; }
 void* allocate(std::size_t) { unavailable("cuda::allocate"); }
 void deallocate(void*) noexcept {}
+void* allocate_pinned(std::size_t) { unavailable("cuda::allocate_pinned"); }
+void deallocate_pinned(void*) noexcept {}
 void copy(void*, const void*, std::size_t, CopyKind) { unavailable("cuda::copy"); }
 void memory_info(std::size_t& free_bytes, std::size_t& total_bytes) noexcept { free_bytes = total_bytes = 0; }
 void convert_f32_to_f16(const float*, void*, std::size_t) { unavailable("cuda::convert_f32_to_f16"); }
@@ -35,6 +37,18 @@ void CudaBackend::Context::reserve_workspace(std::size_t) const { unavailable("C
 std::size_t CudaBackend::Context::workspace_bytes() const noexcept { return 0; }
 std::uint64_t CudaBackend::Context::bias_epilogue_calls() const noexcept { return 0; }
 void CudaBackend::Context::set_flash_tile(FlashTile) { unavailable("CudaBackend::Context::set_flash_tile"); }
+
+struct CudaBackend::Graph::State {};
+CudaBackend::Graph::Graph() noexcept = default;
+CudaBackend::Graph::~Graph() = default;
+CudaBackend::Graph::Graph(Graph&&) noexcept = default;
+CudaBackend::Graph& CudaBackend::Graph::operator=(Graph&&) noexcept = default;
+CudaBackend::Graph CudaBackend::Graph::record(const Context&, const std::function<void()>&) {
+    unavailable("CudaBackend::Graph::record");
+}
+bool CudaBackend::Graph::current(const Context&) const noexcept { return false; }
+void CudaBackend::Graph::launch(const Context&) const { unavailable("CudaBackend::Graph::launch"); }
+std::size_t CudaBackend::Graph::operations() const noexcept { return 0; }
 
 void CudaBackend::upload(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::upload"); }
 void CudaBackend::download(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::download"); }

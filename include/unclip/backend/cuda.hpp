@@ -11,6 +11,7 @@
 // and Context::synchronize() wait, and report any error the queued work raised.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,6 +34,11 @@ UNCLIP_CXX_API void* allocate(std::size_t bytes);
 UNCLIP_CXX_API void deallocate(void* device_pointer) noexcept;
 enum class CopyKind { host_to_device, device_to_host, device_to_device };
 UNCLIP_CXX_API void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind);
+
+// Page-locked host memory, which the GPU copies from and into directly (a pageable buffer is
+// staged by the driver first); free accepts nullptr. Throws Error(Status::out_of_memory).
+UNCLIP_CXX_API void* allocate_pinned(std::size_t bytes);
+UNCLIP_CXX_API void deallocate_pinned(void* host_pointer) noexcept;
 
 // Free and total memory of the current device in bytes (0, 0 without one). Never throws.
 UNCLIP_CXX_API void memory_info(std::size_t& free_bytes, std::size_t& total_bytes) noexcept;
@@ -103,6 +109,10 @@ struct CudaBackend {
         // UNCLIP_CUDA_FLASH_TILE=4x32 (say) in the environment sets it for every new context.
         void set_flash_tile(FlashTile tile);
         FlashTile flash_tile() const noexcept { return flash_tile_; }
+        // Whether the pipeline replays its UNet steps from a CUDA graph (Graph). On by default;
+        // UNCLIP_CUDA_GRAPHS=0 in the environment turns it off for every new context.
+        void set_graphs(bool on) noexcept { graphs_ = on; }
+        bool graphs() const noexcept { return graphs_; }
         // How many linear calls added their bias in the epilogue so far (tests, benchmarks).
         std::uint64_t bias_epilogue_calls() const noexcept;
         cuda::ContextState& state() const noexcept { return *state_; }
@@ -112,7 +122,41 @@ struct CudaBackend {
         std::int64_t column_limit_ = std::int64_t{1} << 27;
         bool bias_epilogue_ = true;
         bool rounded_linear_inputs_ = true;
+        bool graphs_ = true;
         FlashTile flash_tile_;
+    };
+
+    // The work that a sequence of calls queues on a context's stream, recorded once and then
+    // queued again by one launch(): a UNet step's thousand kernels reach the GPU without a launch
+    // gap between them. Each recorded kernel keeps the pointers and sizes it was called with and
+    // reads whatever those buffers hold when it runs, so a launch computes on the new values written
+    // to the same buffers. Host values passed by value (a timestep) are frozen at recording.
+    // The recorded calls must not wait for the stream or allocate: run them once before recording,
+    // so that the workspace has grown and the GEMM plans exist. A Graph belongs to the context it
+    // was recorded on and must not outlive the buffers it uses, the workspace included.
+    class UNCLIP_CXX_API Graph {
+    public:
+        Graph() noexcept;
+        ~Graph();
+        Graph(Graph&&) noexcept;
+        Graph& operator=(Graph&&) noexcept;
+        // Records what `queue` queues on ctx; nothing runs. When a call cannot be recorded (it
+        // waits for the stream, or allocates) or `queue` throws, throws Error(Status::device) naming
+        // it; ctx is then usable again, with nothing of `queue` queued.
+        static Graph record(const Context& ctx, const std::function<void()>& queue);
+        // Whether launch(ctx) may run: ctx is the context it was recorded on, and that context's
+        // workspace has not grown since (a grown workspace is new memory).
+        bool current(const Context& ctx) const noexcept;
+        // Queues the recorded work on ctx's stream. Throws Error(Status::invalid_argument) unless
+        // current(ctx).
+        void launch(const Context& ctx) const;
+        bool empty() const noexcept { return !state_; }
+        // Kernels, copies and other operations recorded.
+        std::size_t operations() const noexcept;
+
+    private:
+        struct State;
+        std::unique_ptr<State> state_;
     };
 
     // Host <-> device copies of n floats on the context's stream. upload returns once the host
