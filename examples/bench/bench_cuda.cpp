@@ -2,7 +2,8 @@
 // with random weights in the real names and shapes, uploaded as the pipeline does (fp16 matrices,
 // fp32 rest): the fp16 linear-layer GEMM as our ceiling, the UNet's largest self-attention with
 // each flash tile, CLIP vision (1 image), the prompt encode
-// (one 77-token chunk), one UNet CFG step (batch 2) at 512 and 768 px, a 768 px VAE decode, and
+// (one 77-token chunk), one UNet CFG step (batch 2) at 512 and 768 px (kernels launched one by one,
+// then replayed from a CUDA graph as the pipeline does: unet512_graph), a 768 px VAE decode, and
 // the whole Pipeline::generate of a 768 px image variation (20 uni_pc_bh2 steps, CFG 7) in a warm
 // process, with a slightly different picture each run so that its embedding is computed again,
 // and that run's phases (before the first step, per step, after the last step).
@@ -214,9 +215,24 @@ int main(int argc, char** argv) {
                     const DeviceArray x(ctx, random_values(shape.numel(), 1)), out(shape.numel());
                     Scratch scratch(Device::cuda, unet.scratch_bytes(shape, 77));
                     // Analytic FLOPs of one SD 2.x CFG step (BENCHMARKS.md): 1.61 TFLOP at 512, 4.30 at 768.
-                    bench.report(name + suffix(limit), size == 512 ? 1.61e12 : 4.30e12, [&] {
-                        unet.forward(ctx, CView<float>{x.data, shape}, timesteps, CView<float>{context.data, {2, 77, cfg.context_dim}},
-                                     cfg.adm_in_channels > 0 ? y.data : nullptr, View<float>{out.data, shape}, scratch);
+                    const double flops = size == 512 ? 1.61e12 : 4.30e12;
+                    const CView<float> x_view{x.data, shape}, context_view{context.data, {2, 77, cfg.context_dim}};
+                    const float* y_data = cfg.adm_in_channels > 0 ? y.data : nullptr;
+                    bench.report(name + suffix(limit), flops, [&] {
+                        unet.forward(ctx, x_view, timesteps, context_view, y_data, View<float>{out.data, shape}, scratch);
+                    });
+                    if (limit != default_limit) continue;
+                    // As the pipeline's sampling loop runs a step: the timestep embedding, then the
+                    // rest of the network from a CUDA graph (recorded after the runs above).
+                    const DeviceArray emb(2 * cfg.time_embed_dim());
+                    const View<float> emb_view{emb.data, {2, cfg.time_embed_dim()}};
+                    const CudaBackend::Graph graph = CudaBackend::Graph::record(ctx, [&] {
+                        unet.forward_embedded(ctx, x_view, emb_view, context_view, View<float>{out.data, shape}, scratch);
+                    });
+                    std::printf("%s graph: %zu operations\n", name.c_str(), graph.operations());
+                    bench.report(name + "_graph", flops, [&] {
+                        unet.embed(ctx, timesteps, y_data, emb_view, scratch);
+                        graph.launch(ctx);
                     });
                 }
             }

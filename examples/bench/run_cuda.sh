@@ -275,14 +275,18 @@ if os.path.exists(path):
                 pass
 comps = (peer or {}).get("components", {})
 # (Our component benchmark runs at 512/768 px; the peer's sizes are its own, smaller in smoke tests.)
-for key, label in (("vision", "CLIP vision encode 224, ms"), ("text", "text encode 77 tokens, ms"),
-                   ("unet768", "UNet CFG step {} px (component), ms"), ("unet512", "UNet CFG step {} px (component), ms"),
-                   ("vae768", "VAE decode {} px, ms")):
+# (The _graph rows replay our step from a CUDA graph, as the pipeline does; the peer runs eagerly.)
+for key, peer_key, label in (("vision", "vision", "CLIP vision encode 224, ms"), ("text", "text", "text encode 77 tokens, ms"),
+                             ("unet768", "unet768", "UNet CFG step {} px (component), ms"),
+                             ("unet768_graph", "unet768", "UNet CFG step {} px, graph, ms"),
+                             ("unet512", "unet512", "UNet CFG step {} px (component), ms"),
+                             ("unet512_graph", "unet512", "UNet CFG step {} px, graph, ms"),
+                             ("vae768", "vae768", "VAE decode {} px, ms")):
     a = mine.get(key, {}).get("median_s")
-    b = comps.get(key, {}).get("median_s")
+    b = comps.get(peer_key, {}).get("median_s")
     if a is None and b is None:
         continue
-    label = label.format(comps.get(key, {}).get("image") or key[-3:])
+    label = label.format(comps.get(peer_key, {}).get("image") or peer_key[-3:])
     ratio = a / b if a and b else None
     ratios[key] = ratio
     print(f"{label:40} {a * 1e3 if a is not None else float('nan'):10.2f} {b * 1e3 if b is not None else float('nan'):10.2f} "

@@ -131,32 +131,10 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
     }
     std::vector<float> timesteps;
     std::function<void(const sampling::ModelCall&)> network;
-    // On a GPU the contexts and ADM vectors go up once; each call moves only the latents.
-    std::optional<Scratch::Frame> gpu_frame;
-    const float* gpu_contexts = nullptr;
-    const float* gpu_ys = nullptr;
-    float *gpu_input = nullptr, *gpu_output = nullptr;
+    std::optional<GpuUNetSteps> gpu_steps;  // holds its device buffers until the decode below
     if (impl.gpu) {
-        GpuModels& g = *impl.gpu;
-        g.ctx.activate();
-        const auto rows = static_cast<std::size_t>(2 * batch * row_size);
-        g.reserve(g.unet->scratch_bytes({2 * batch, 4, h, w}, tokens) + 2 * Scratch::bytes_for<float>(rows) +
-                  Scratch::bytes_for<float>(static_cast<std::size_t>(contexts.numel())) +
-                  Scratch::bytes_for<float>(static_cast<std::size_t>(ys.numel())));
-        gpu_frame.emplace(g.scratch);
-        gpu_contexts = g.stage(contexts.data<const float>(), contexts.numel());
-        gpu_ys = g.stage(ys.data<const float>(), ys.numel());
-        gpu_input = g.scratch.take<float>(rows);
-        gpu_output = g.scratch.take<float>(rows);
-        network = [&](const sampling::ModelCall& call) {
-            timesteps.assign(static_cast<std::size_t>(call.rows), call.timestep);
-            const std::int64_t n = call.rows * row_size;
-            CudaBackend::upload(g.ctx, call.input, gpu_input, n);
-            g.unet->forward(g.ctx, CView<float>{gpu_input, {call.rows, 4, h, w}}, timesteps.data(),
-                            CView<float>{gpu_contexts, {call.rows, tokens, width}}, adm > 0 ? gpu_ys : nullptr,
-                            View<float>{gpu_output, {call.rows, 4, h, w}}, g.scratch);
-            CudaBackend::download(g.ctx, gpu_output, call.output, n);
-        };
+        gpu_steps.emplace(*impl.gpu, contexts, ys, Shape{batch, 4, h, w});
+        network = std::ref(*gpu_steps);
     } else {
         const auto& unet = *models.unet;
         impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));
@@ -216,7 +194,7 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         return p.on_progress(progress);
     };
     const std::vector<float> sampled = sampling::ksample(ks, schedule, denoise, latent);
-    gpu_frame.reset();  // the decode below reserves its own arena
+    gpu_steps.reset();  // the decode below reserves its own arena
     if (impl.cancelled.load()) throw Error(Status::cancelled, "generate: cancelled");
 
     Tensor result = Tensor::empty(DType::f32, {batch, 4, h, w});

@@ -1,6 +1,104 @@
 #include "pipeline/pipeline_gpu.hpp"
 
+#include <cstdint>
+#include <cstring>
+
 namespace unclip::pipeline {
+
+float* PinnedBuffer::floats(std::size_t n) {
+    if (n > capacity_) {
+        data_.reset();
+        capacity_ = 0;
+        data_.reset(static_cast<float*>(cuda::allocate_pinned(n * sizeof(float))));
+        capacity_ = n;
+    }
+    return data_.get();
+}
+
+namespace {
+Scratch& reserved(GpuModels& g, std::size_t bytes) {
+    g.ctx.activate();
+    g.reserve(bytes);
+    return g.scratch;
+}
+
+std::size_t step_bytes(const GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent) {
+    const std::int64_t rows = 2 * latent[0], row_size = latent.numel() / latent[0];
+    const auto floats = [](std::int64_t n) { return Scratch::bytes_for<float>(static_cast<std::size_t>(n)); };
+    return g.unet->scratch_bytes({rows, latent[1], latent[2], latent[3]}, contexts.dim(1)) + floats(contexts.numel()) +
+           floats(ys.numel()) + 2 * floats(rows * row_size);
+}
+}  // namespace
+
+GpuUNetSteps::GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent)
+    : g_(g),
+      frame_(reserved(g, step_bytes(g, contexts, ys, latent))),
+      latent_(latent),
+      tokens_(contexts.dim(1)),
+      width_(contexts.dim(2)) {
+    const std::int64_t rows = 2 * latent[0];
+    contexts_ = g.stage(contexts.data<const float>(), contexts.numel());
+    ys_ = g.unet->config().adm_in_channels > 0 ? g.stage(ys.data<const float>(), ys.numel()) : nullptr;
+    input_ = g.scratch.take<float>(static_cast<std::size_t>(latent.numel() * 2));
+    output_ = g.scratch.take<float>(static_cast<std::size_t>(latent.numel() * 2));
+    // The embedding sits below the network's buffers, so every call's network takes the same
+    // addresses: the ones a recorded graph holds.
+    emb_ = g.scratch.take<float>(static_cast<std::size_t>(rows * g.unet->config().time_embed_dim()));
+}
+
+void GpuUNetSteps::run_network(std::int64_t rows) const {
+    const Shape shape{rows, latent_[1], latent_[2], latent_[3]};
+    g_.unet->forward_embedded(g_.ctx, CView<float>{input_, shape}, CView<float>{emb_, {rows, g_.unet->config().time_embed_dim()}},
+                              CView<float>{contexts_, {rows, tokens_, width_}}, View<float>{output_, shape}, g_.scratch);
+}
+
+std::vector<std::int64_t> GpuUNetSteps::graph_key(std::int64_t rows) const {
+    const auto address = [](const void* p) { return static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)); };
+    const CudaBackend::Context& ctx = g_.ctx;
+    const CudaBackend::FlashTile tile = ctx.flash_tile();
+    return {rows, latent_[1], latent_[2], latent_[3], tokens_, width_, address(contexts_), address(ys_), address(input_),
+            address(output_), address(emb_), ctx.column_limit(), ctx.bias_epilogue(), ctx.rounded_linear_inputs(),
+            tile.warps, tile.warp_rows, tile.blocks_per_sm};
+}
+
+void GpuUNetSteps::operator()(const sampling::ModelCall& call) {
+    const std::int64_t rows = call.rows, n = rows * call.row_size;
+    if (rows < 1 || rows > 2 * latent_[0] || call.row_size * latent_[0] != latent_.numel())
+        throw Error(Status::internal, "GpuUNetSteps: a call of " + std::to_string(rows) + " rows of " +
+                                          std::to_string(call.row_size) + " for latents " + latent_.str());
+    CudaBackend::Context& ctx = g_.ctx;
+    ctx.activate();
+    float* staging = g_.pinned.floats(static_cast<std::size_t>(n));
+    std::memcpy(staging, call.input, static_cast<std::size_t>(n) * sizeof(float));
+    CudaBackend::upload(ctx, staging, input_, n);
+    timesteps_.assign(static_cast<std::size_t>(rows), call.timestep);
+    // With guidance off the call has B positive rows; the first rows of contexts and ys serve it.
+    g_.unet->embed(ctx, timesteps_.data(), ys_, View<float>{emb_, {rows, g_.unet->config().time_embed_dim()}}, g_.scratch);
+
+    const std::vector<std::int64_t> key = ctx.graphs() ? graph_key(rows) : std::vector<std::int64_t>{};
+    bool launch = ctx.graphs() && g_.unet_graph.current(ctx) && g_.unet_graph_key == key;
+    if (!launch && ctx.graphs() && warm_ && g_.unet_graph_error.empty()) {
+        g_.unet_graph = CudaBackend::Graph();
+        g_.unet_graph_key.clear();
+        try {
+            g_.unet_graph = CudaBackend::Graph::record(ctx, [&] { run_network(rows); });
+            g_.unet_graph_key = key;
+            launch = true;
+        } catch (const Error& e) {
+            if (e.status() != Status::device) throw;
+            g_.unet_graph_error = e.what();
+        }
+    }
+    if (launch) {
+        g_.unet_graph.launch(ctx);
+        ++graph_launches_;
+    } else {
+        run_network(rows);
+        warm_ = true;
+    }
+    CudaBackend::download(ctx, output_, staging, n);
+    std::memcpy(call.output, staging, static_cast<std::size_t>(n) * sizeof(float));
+}
 
 void GpuModels::reserve(std::size_t bytes) {
     if (bytes <= scratch.capacity()) return;

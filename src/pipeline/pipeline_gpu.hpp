@@ -5,17 +5,39 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "pipeline/pipeline_models.hpp"
 #include "unclip/backend/cuda.hpp"
+#include "unclip/sampling/denoiser.hpp"
 
 namespace unclip::pipeline {
+
+// Page-locked host memory that grows to the largest request and then stays (the sampling loop's
+// latents travel through it).
+class PinnedBuffer {
+public:
+    float* floats(std::size_t n);
+
+private:
+    struct Free {
+        void operator()(float* p) const noexcept { cuda::deallocate_pinned(p); }
+    };
+    std::unique_ptr<float, Free> data_;
+    std::size_t capacity_ = 0;
+};
 
 // The weights are device tensors.
 struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
     CudaBackend::Context ctx;
     Scratch scratch{Device::cuda};
+    PinnedBuffer pinned;
     std::string description;
+    // The sampling loop's recorded UNet network (GpuUNetSteps), kept from one generate call to the
+    // next: what it was recorded for, and why a recording failed ("" if none did).
+    CudaBackend::Graph unet_graph;
+    std::vector<std::int64_t> unet_graph_key;
+    std::string unet_graph_error;
 
     explicit GpuModels(int device) : ctx(device) {}
     // Grows the arena; waits for queued work first, since growing frees the old buffer.
@@ -35,6 +57,42 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
         fn(device_input, device_output);
         CudaBackend::download(ctx, device_output.data, output.data<float>(), output.numel());
     }
+};
+
+// The UNet evaluations of one sampling loop on the GPU. The text contexts and ADM vectors go up
+// once; each call sends its latents up and the prediction back through pinned buffers and embeds
+// its timestep. With Context::graphs() the rest of the network runs from a CUDA graph: recorded at
+// the second call (the first grows the workspace and makes the GEMM plans, which a recording may
+// not do) and kept in GpuModels, so that the next loop on the same buffers launches it from its
+// first call. A graph that cannot be recorded leaves every call running its kernels one by one,
+// with the same results.
+class GpuUNetSteps {
+public:
+    // contexts: [2B, L, width], ys: [2B, adm] (positive rows first; ignored when the UNet has no
+    // label embedding), latent: [B, C, h, w]. Takes its device buffers from g.scratch, which must
+    // not change until this object is gone.
+    GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent);
+    GpuUNetSteps(const GpuUNetSteps&) = delete;
+    GpuUNetSteps& operator=(const GpuUNetSteps&) = delete;
+    void operator()(const sampling::ModelCall& call);
+
+    // Calls so far that launched the graph; why recording failed ("" if it did not).
+    std::size_t graph_launches() const noexcept { return graph_launches_; }
+    const std::string& graph_error() const noexcept { return g_.unet_graph_error; }
+
+private:
+    void run_network(std::int64_t rows) const;
+    // Everything the recorded launches depend on besides the weights: shapes, buffers, settings.
+    std::vector<std::int64_t> graph_key(std::int64_t rows) const;
+    GpuModels& g_;
+    Scratch::Frame frame_;
+    Shape latent_;  // [B, C, h, w]
+    std::int64_t tokens_, width_;
+    const float *contexts_, *ys_;
+    float *input_, *output_, *emb_;
+    std::vector<float> timesteps_;
+    bool warm_ = false;  // an eager call has run: the workspace and plans are ready for a recording
+    std::size_t graph_launches_ = 0;
 };
 
 // Uploads `host`'s components (built on the CPU first: their weight maps know which tensors are
