@@ -71,10 +71,11 @@ inline ResBlockConfig vae_res(const VaeConfig& c, std::int64_t in, std::int64_t 
 inline AttentionConfig vae_attention(std::int64_t channels) { return {channels, 0, 1, true, false}; }
 inline std::int64_t vae_width(const VaeConfig& c, std::size_t level) { return c.ch * c.ch_mult[level]; }
 
+// A matrix like any Linear's, so that a GPU copy keeps it in half precision for the tensor cores.
 template <class T>
 LinearWeights<T> pointwise_as_linear(const WeightMap& map, const std::string& prefix, std::int64_t channels) {
-    const CView<T> w = map.require<T>(prefix + "weight", {channels, channels, 1, 1});
-    return {CView<T>{w.data, {channels, channels}}, map.require<T>(prefix + "bias", {channels})};
+    const MatrixView w = map.require_matrix(prefix + "weight", {channels, channels, 1, 1});
+    return {MatrixView{w.data, w.dtype, {channels, channels}}, map.require<T>(prefix + "bias", {channels})};
 }
 
 template <class T>
