@@ -87,21 +87,23 @@ __global__ void geglu_kernel(const float* x, To* y, std::int64_t rows, std::int6
     }
 }
 
-// y [plane][s] += values[plane % period]. Block row by takes planes by, by + gridDim.y, ..., so no
-// index needs a division; with `vectorized` (spatial % 4 == 0, y aligned) four values per thread.
-__global__ void add_plane_bias_kernel(float* __restrict__ y, const float* __restrict__ values, std::int64_t planes,
+// y [plane][s] = x [plane][s] + values[plane % period]. Block row by takes planes by, by + gridDim.y,
+// ..., so no index needs a division; with `vectorized` (spatial % 4 == 0, x and y aligned) four
+// values per thread. x may be y.
+__global__ void add_plane_bias_kernel(const float* x, float* y, const float* __restrict__ values, std::int64_t planes,
                                       std::int64_t period, std::int64_t spatial, bool vectorized) {
     for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         const float value = values[plane % period];
-        float* row = y + plane * spatial;
+        const float* in = x + plane * spatial;
+        float* out = y + plane * spatial;
         if (vectorized) {
             for (std::int64_t i = first_index(); i < spatial / 4; i += grid_stride()) {
-                float4 v = reinterpret_cast<float4*>(row)[i];
+                float4 v = reinterpret_cast<const float4*>(in)[i];
                 v.x += value, v.y += value, v.z += value, v.w += value;
-                reinterpret_cast<float4*>(row)[i] = v;
+                reinterpret_cast<float4*>(out)[i] = v;
             }
         } else {
-            for (std::int64_t i = first_index(); i < spatial; i += grid_stride()) row[i] += value;
+            for (std::int64_t i = first_index(); i < spatial; i += grid_stride()) out[i] = in[i] + value;
         }
     }
 }
@@ -193,19 +195,19 @@ void CudaBackend::geglu_rounded(const Context& ctx, const float* x, void* y, DTy
     });
 }
 
-void cuda::launch_add_plane_bias(cudaStream_t stream, float* y, const float* values, std::int64_t planes,
+void cuda::launch_add_plane_bias(cudaStream_t stream, const float* x, float* y, const float* values, std::int64_t planes,
                                  std::int64_t period, std::int64_t spatial) {
     if (planes <= 0 || period <= 0 || spatial <= 0) return;
-    const bool vectorized = spatial % 4 == 0 && aligned16(y);
+    const bool vectorized = spatial % 4 == 0 && aligned16(x) && aligned16(y);
     const dim3 grid(std::min(cuda::blocks_for(vectorized ? spatial / 4 : spatial, kThreads), 1024u),
                     static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
-    add_plane_bias_kernel<<<grid, kThreads, 0, stream>>>(y, values, planes, period, spatial, vectorized);
+    add_plane_bias_kernel<<<grid, kThreads, 0, stream>>>(x, y, values, planes, period, spatial, vectorized);
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::add_channel_bias(const Context& ctx, float* y, const float* v, std::int64_t batch,
+void CudaBackend::add_channel_bias(const Context& ctx, const float* x, const float* bias, float* y, std::int64_t batch,
                                    std::int64_t channels, std::int64_t spatial) {
-    cuda::launch_add_plane_bias(ctx.state().stream, y, v, batch * channels, batch * channels, spatial);
+    cuda::launch_add_plane_bias(ctx.state().stream, x, y, bias, batch * channels, channels, spatial);
 }
 
 void CudaBackend::add_row_bias(const Context& ctx, float* y, const float* bias, std::int64_t rows,

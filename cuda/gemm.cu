@@ -215,7 +215,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
                                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
             }
     }
-    if (a.bias) cuda::launch_add_plane_bias(s.stream, a.y, a.bias, a.batch * a.out_channels, a.out_channels, spatial);
+    if (a.bias) cuda::launch_add_plane_bias(s.stream, a.y, a.y, a.bias, a.batch * a.out_channels, a.out_channels, spatial);
 }
 
 }  // namespace unclip

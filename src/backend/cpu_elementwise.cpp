@@ -14,14 +14,15 @@ void CpuBackend::silu(const Context& ctx, const float* x, float* y, std::int64_t
     });
 }
 
-void CpuBackend::add_channel_bias(const Context& ctx, float* y, const float* v, std::int64_t batch,
+void CpuBackend::add_channel_bias(const Context& ctx, const float* x, const float* bias, float* y, std::int64_t batch,
                                   std::int64_t channels, std::int64_t spatial) {
     ctx.parallel_for(batch * channels, 1 + kGrain / std::max<std::int64_t>(1, spatial),
                      [&](std::int64_t p0, std::int64_t p1) {
                          for (std::int64_t p = p0; p < p1; ++p) {
-                             float* row = y + p * spatial;
-                             const float value = v[p];
-                             for (std::int64_t s = 0; s < spatial; ++s) row[s] += value;
+                             const float* in = x + p * spatial;
+                             float* out = y + p * spatial;
+                             const float value = bias[p % channels];
+                             for (std::int64_t s = 0; s < spatial; ++s) out[s] = in[s] + value;
                          }
                      });
 }

@@ -109,7 +109,8 @@ void CudaBackend::upsample_nearest(const Context&, const float*, float*, std::in
     unavailable("CudaBackend::upsample_nearest");
 }
 void CudaBackend::silu(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::silu"); }
-void CudaBackend::add_channel_bias(const Context&, float*, const float*, std::int64_t, std::int64_t, std::int64_t) {
+void CudaBackend::add_channel_bias(const Context&, const float*, const float*, float*, std::int64_t, std::int64_t,
+                                   std::int64_t) {
     unavailable("CudaBackend::add_channel_bias");
 }
 void CudaBackend::add_row_bias(const Context&, float*, const float*, std::int64_t, std::int64_t) {

@@ -178,7 +178,7 @@ TEST_CASE("add matches the CPU for odd sizes and misaligned pointers") {
     }
 }
 
-TEST_CASE("add_channel_bias and add_row_bias match the CPU on odd and UNet-sized shapes") {
+TEST_CASE("add_channel_bias (apart and in place) and add_row_bias match the CPU on odd and UNet-sized shapes") {
     const CpuBackend::Context cpu(2);
     const CudaBackend::Context gpu;
     struct Shape {
@@ -189,12 +189,15 @@ TEST_CASE("add_channel_bias and add_row_bias match the CPU on odd and UNet-sized
         CAPTURE(s.channels);
         CAPTURE(s.spatial);
         const std::int64_t n = s.batch * s.channels * s.spatial;
-        const std::vector<float> y0 = random_floats(size_of(n), 3), v = random_floats(size_of(s.batch * s.channels), 4);
-        std::vector<float> want = y0;
-        CpuBackend::add_channel_bias(cpu, want.data(), v.data(), s.batch, s.channels, s.spatial);
-        const GuardedFloats dy(gpu, y0), dv(gpu, v);
-        CudaBackend::add_channel_bias(gpu, dy.get(), dv.get(), s.batch, s.channels, s.spatial);
+        const std::vector<float> y0 = random_floats(size_of(n), 3), v = random_floats(size_of(s.channels), 4);
+        std::vector<float> want(y0.size());
+        CpuBackend::add_channel_bias(cpu, y0.data(), v.data(), want.data(), s.batch, s.channels, s.spatial);
+        const GuardedFloats dx(gpu, y0), dv(gpu, v), dy(n);
+        CudaBackend::add_channel_bias(gpu, dx.get(), dv.get(), dy.get(), s.batch, s.channels, s.spatial);
         check_close(dy.read(gpu), want);
+        // In place, as the convolutions add their bias.
+        CudaBackend::add_channel_bias(gpu, dx.get(), dv.get(), dx.get(), s.batch, s.channels, s.spatial);
+        check_close(dx.read(gpu), want);
 
         // The same buffer read as [rows, cols] = [batch * channels, spatial], bias per column.
         const std::int64_t rows = s.batch * s.channels, cols = s.spatial;

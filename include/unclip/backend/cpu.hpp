@@ -137,9 +137,10 @@ struct CpuBackend {
 
     // y[i] = silu(x[i]); x and y may alias.
     UNCLIP_CXX_API static void silu(const Context& ctx, const float* x, float* y, std::int64_t n);
-    // y[b, c, s] += v[b, c] over [B, C, spatial].
-    UNCLIP_CXX_API static void add_channel_bias(const Context& ctx, float* y, const float* v, std::int64_t batch,
-                                                std::int64_t channels, std::int64_t spatial);
+    // y[b, c, s] = x[b, c, s] + bias[c] over [B, C, spatial]; x may be y. (A residual that takes the
+    // bias of the convolution accumulating onto it, so no pass over the sum adds that.)
+    UNCLIP_CXX_API static void add_channel_bias(const Context& ctx, const float* x, const float* bias, float* y,
+                                                std::int64_t batch, std::int64_t channels, std::int64_t spatial);
     // y[r, c] += bias[c] over [rows, cols].
     UNCLIP_CXX_API static void add_row_bias(const Context& ctx, float* y, const float* bias, std::int64_t rows,
                                             std::int64_t cols);

@@ -240,8 +240,10 @@ struct CudaBackend {
                                                 std::int64_t channels, std::int64_t h, std::int64_t w,
                                                 std::int64_t out_h, std::int64_t out_w);
     UNCLIP_CXX_API static void silu(const Context& ctx, const float* x, float* y, std::int64_t n);
-    UNCLIP_CXX_API static void add_channel_bias(const Context& ctx, float* y, const float* v, std::int64_t batch,
-                                                std::int64_t channels, std::int64_t spatial);
+    // y[b, c, s] = x[b, c, s] + bias[c] over [B, C, spatial]; x may be y. (A residual that takes the
+    // bias of the convolution accumulating onto it, so no pass over the sum adds that.)
+    UNCLIP_CXX_API static void add_channel_bias(const Context& ctx, const float* x, const float* bias, float* y,
+                                                std::int64_t batch, std::int64_t channels, std::int64_t spatial);
     UNCLIP_CXX_API static void add_row_bias(const Context& ctx, float* y, const float* bias, std::int64_t rows,
                                             std::int64_t cols);
     UNCLIP_CXX_API static void add(const Context& ctx, const float* x, float* y, std::int64_t n);

@@ -151,6 +151,12 @@ public:
             out_conv_.forward_with_bias(ctx, h, y, scratch, nullptr, /*accumulate=*/true, out_map);
             return;
         }
+        if (!skip_ && out_bias) {
+            // The residual is x itself: its copy takes the second convolution's bias.
+            Backend::add_channel_bias(ctx, x.data, out_bias, y.data, batch, cfg_.out_channels, spatial);
+            out_conv_.forward_with_bias(ctx, h, y, scratch, nullptr, /*accumulate=*/true, out_map);
+            return;
+        }
         if (skip_) skip_->forward(ctx, x, y, scratch);
         else Backend::copy(ctx, x.data, y.data, x.numel());
         out_conv_.forward(ctx, h, y, scratch, /*accumulate=*/true, out_map);
