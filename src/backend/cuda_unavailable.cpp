@@ -120,6 +120,12 @@ void CudaBackend::add(const Context&, const float*, float*, std::int64_t) { unav
 void CudaBackend::gather_rows(const Context&, const float*, const std::int32_t*, std::int64_t, std::int64_t, float*) {
     unavailable("CudaBackend::gather_rows");
 }
+void CudaBackend::to_rgb8(const Context&, const float*, std::int64_t, std::int64_t, std::int64_t, std::uint8_t*) {
+    unavailable("CudaBackend::to_rgb8");
+}
+void CudaBackend::download_bytes(const Context&, const void*, void*, std::size_t) {
+    unavailable("CudaBackend::download_bytes");
+}
 void CudaBackend::extract_patches(const Context&, const float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                                   int, float*) {
     unavailable("CudaBackend::extract_patches");

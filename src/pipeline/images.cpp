@@ -20,9 +20,20 @@ std::uint8_t to_byte(float unit) {
     // SaveImage: clip(255 x, 0, 255) then a truncating cast to uint8.
     return static_cast<std::uint8_t>(std::clamp(unit * 255.0f, 0.0f, 255.0f));
 }
+Image empty_image(std::int64_t height, std::int64_t width) {
+    Image image;
+    image.width = static_cast<int>(width);
+    image.height = static_cast<int>(height);
+    image.channels = 3;
+    image.pixels.resize(static_cast<std::size_t>(height * width * 3));
+    return image;
+}
+
 // The whole decode on the GPU unless asked for tiles (tile > 0, in latent pixels) or the
-// activations would take more than half of the GPU's free memory; then tiles as on the CPU.
-void decode_on_gpu(GpuModels& g, const Tensor& latents, Tensor& pixels, std::int64_t tile, std::int64_t overlap) {
+// activations would take more than half of the GPU's free memory; then tiles as on the CPU. The
+// pixels become bytes there (CudaBackend::to_rgb8), and only those come back.
+std::vector<Image> decode_on_gpu(GpuModels& g, const Tensor& latents, std::int64_t height, std::int64_t width,
+                                 std::int64_t tile, std::int64_t overlap) {
     const auto& vae = *g.vae;
     g.ctx.activate();  // memory_info reads the calling thread's current GPU
     std::size_t free_bytes = 0, total_bytes = 0;
@@ -30,11 +41,25 @@ void decode_on_gpu(GpuModels& g, const Tensor& latents, Tensor& pixels, std::int
     const std::size_t whole = vae.decode_scratch_bytes(latents.shape());
     const bool tiled = tile > 0 || whole > (free_bytes + g.scratch.capacity()) / 2;
     const nn::VaeTiling tiling = tile > 0 ? nn::VaeTiling{tile, overlap} : kDecodeTiling;
-    g.run(latents, pixels, tiled ? vae.tiled_decode_scratch_bytes(latents.shape(), tiling) : whole,
-          [&](CView<float> in, View<float> out) {
-              if (tiled) vae.decode_tiled(g.ctx, in, out, tiling, g.scratch);
-              else vae.decode(g.ctx, in, out, g.scratch);
-          });
+    const std::int64_t batch = latents.dim(0), bytes_per_image = height * width * 3;
+    const auto pixel_floats = static_cast<std::size_t>(batch * 3 * height * width);
+    g.reserve((tiled ? vae.tiled_decode_scratch_bytes(latents.shape(), tiling) : whole) +
+              Scratch::bytes_for<float>(static_cast<std::size_t>(latents.numel())) + Scratch::bytes_for<float>(pixel_floats) +
+              Scratch::bytes_for<std::uint8_t>(static_cast<std::size_t>(batch * bytes_per_image)));
+    Scratch::Frame frame(g.scratch);
+    const CView<float> in{g.stage(latents.data<const float>(), latents.numel()), latents.shape()};
+    const View<float> out{g.scratch.take<float>(pixel_floats), {batch, 3, height, width}};
+    std::uint8_t* bytes = g.scratch.take<std::uint8_t>(static_cast<std::size_t>(batch * bytes_per_image));
+    if (tiled) vae.decode_tiled(g.ctx, in, out, tiling, g.scratch);
+    else vae.decode(g.ctx, in, out, g.scratch);
+    CudaBackend::to_rgb8(g.ctx, out.data, batch, height, width, bytes);
+    std::vector<Image> images;
+    for (std::int64_t b = 0; b < batch; ++b) {
+        images.push_back(empty_image(height, width));
+        CudaBackend::download_bytes(g.ctx, bytes + b * bytes_per_image, images.back().pixels.data(),
+                                    static_cast<std::size_t>(bytes_per_image));
+    }
+    return images;
 }
 
 }  // namespace
@@ -44,11 +69,10 @@ std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, i
     const std::int64_t batch = latents.dim(0), h = latents.dim(2), w = latents.dim(3), f = vae.config().downscale();
     Tensor unscaled = latents.clone();
     for (std::int64_t i = 0; i < unscaled.numel(); ++i) unscaled.data<float>()[i] /= vae.config().scaling_factor;
+    if (impl.gpu) return decode_on_gpu(*impl.gpu, unscaled, h * f, w * f, vae_tile / f, vae_tile_overlap / f);
     Tensor pixels = Tensor::empty(DType::f32, {batch, 3, h * f, w * f});
     const std::size_t whole = vae.decode_scratch_bytes(unscaled.shape());
-    if (impl.gpu) {
-        decode_on_gpu(*impl.gpu, unscaled, pixels, vae_tile / f, vae_tile_overlap / f);
-    } else if (vae_tile > 0) {
+    if (vae_tile > 0) {
         const nn::VaeTiling tiling{vae_tile / f, vae_tile_overlap / f};
         impl.reserve(vae.tiled_decode_scratch_bytes(unscaled.shape(), tiling));
         vae.decode_tiled(impl.ctx, view_of<const float>(unscaled), view_of<float>(pixels), tiling, impl.scratch);
@@ -62,12 +86,9 @@ std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, i
     std::vector<Image> images;
     const std::int64_t plane = h * f * w * f;
     for (std::int64_t b = 0; b < batch; ++b) {
-        Image image;
-        image.width = static_cast<int>(w * f);
-        image.height = static_cast<int>(h * f);
-        image.channels = 3;
-        image.pixels.resize(static_cast<std::size_t>(plane * 3));
+        Image image = empty_image(h * f, w * f);
         const float* src = pixels.data<const float>() + b * 3 * plane;
+        // The same float operations as CudaBackend::to_rgb8.
         for (std::int64_t p = 0; p < plane; ++p)
             for (int c = 0; c < 3; ++c)
                 image.pixels[static_cast<std::size_t>(p * 3 + c)] = to_byte((src[c * plane + p] + 1.0f) * 0.5f);

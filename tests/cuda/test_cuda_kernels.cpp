@@ -4,6 +4,7 @@
 // Outputs start as NaN and sit between NaN guards, so unwritten elements and out-of-bounds writes
 // both fail.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -489,6 +490,38 @@ TEST_CASE("extract_patches lays out ViT patches as the CPU does") {
         GuardedFloats dy(static_cast<std::int64_t>(want.size()));
         CudaBackend::extract_patches(gpu, dx.get(), s.batch, s.channels, s.height, s.width, s.patch, dy.get());
         CHECK(dy.read(gpu) == want);
+    }
+}
+
+TEST_CASE("to_rgb8 writes the CPU pipeline's bytes, interleaved, clamped at both ends and truncated") {
+    const CudaBackend::Context gpu;
+    for (const auto& [batch, height, width] : {std::array<std::int64_t, 3>{1, 1, 1}, std::array<std::int64_t, 3>{2, 5, 7},
+                                               std::array<std::int64_t, 3>{1, 64, 48}}) {
+        CAPTURE(batch);
+        CAPTURE(height);
+        CAPTURE(width);
+        const std::int64_t plane = height * width, n = batch * 3 * plane;
+        std::vector<float> x = random_floats(size_of(n), 11, -1.3f, 1.3f);
+        // Exact steps: both ends, and values whose byte sits on a truncation boundary.
+        const float edges[] = {-1.0f, 1.0f, -2.0f, 2.0f, 0.0f, 1.0f / 255.0f, 2.0f / 255.0f - 1.0f, 0.5f};
+        for (std::size_t i = 0; i < std::size(edges) && i < x.size(); ++i) x[i] = edges[i];
+        std::vector<std::uint8_t> want(size_of(n));
+        for (std::int64_t b = 0; b < batch; ++b)
+            for (std::int64_t p = 0; p < plane; ++p)
+                for (int c = 0; c < 3; ++c) {
+                    const float unit = (x[size_of((b * 3 + c) * plane + p)] + 1.0f) * 0.5f;
+                    want[size_of((b * plane + p) * 3 + c)] = static_cast<std::uint8_t>(std::clamp(unit * 255.0f, 0.0f, 255.0f));
+                }
+        const GuardedFloats dx(gpu, x);
+        auto* bytes = static_cast<std::uint8_t*>(cuda::allocate(size_of(n) + 1));
+        std::vector<std::uint8_t> got(size_of(n) + 1, 0xAB);
+        cuda::copy(bytes, got.data(), got.size(), cuda::CopyKind::host_to_device);  // a guard byte after the end
+        CudaBackend::to_rgb8(gpu, dx.get(), batch, height, width, bytes);
+        CudaBackend::download_bytes(gpu, bytes, got.data(), got.size());
+        cuda::deallocate(bytes);
+        CHECK(got.back() == 0xAB);
+        got.pop_back();
+        CHECK(got == want);
     }
 }
 

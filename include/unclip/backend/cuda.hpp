@@ -253,6 +253,14 @@ struct CudaBackend {
     UNCLIP_CXX_API static void extract_patches(const Context& ctx, const float* x, std::int64_t batch,
                                                std::int64_t channels, std::int64_t height, std::int64_t width,
                                                int patch, float* y);
+
+    // The pipeline's output, which has no CpuBackend twin: ComfyUI's VAEDecode + SaveImage,
+    // y [B, H, W, 3] bytes = clamp((x [B, 3, H, W] + 1) / 2 x 255, 0, 255) truncated, in the float
+    // operations the CPU pipeline uses (the same bytes), so a quarter of the floats' bytes comes back.
+    UNCLIP_CXX_API static void to_rgb8(const Context& ctx, const float* x, std::int64_t batch, std::int64_t height,
+                                       std::int64_t width, std::uint8_t* y);
+    // n bytes from the device into host memory, on the context's stream; waits for them.
+    UNCLIP_CXX_API static void download_bytes(const Context& ctx, const void* device, void* host, std::size_t n);
 };
 
 }  // namespace unclip
