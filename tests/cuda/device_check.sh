@@ -23,13 +23,14 @@
 #              (UNCLIP_CHECK_AB_SWITCH, default UNCLIP_CUDA_GRAPHS: 0, 1), twice over: bench_ab.log
 #   memcheck   compute-sanitizer --tool memcheck on unclip_tests_cuda --test-case="*end to end*"
 #              (after the bench: the slowest check, and the one a short budget can best do without)
-#   profile    ncu --metrics gpu__time_duration.sum, per-kernel summary of unclip_bench_cuda's UNet
-#              step and VAE decode
+#   profile    ncu --metrics gpu__time_duration.sum, per-kernel summaries of unclip_bench_cuda's UNet
+#              step and VAE decode, one run each
 # Every stage runs under `timeout`; once the budget (UNCLIP_CHECK_BUDGET seconds, default 480) is
 # spent, the remaining stages are skipped with a message. Logs and JSON go to $OUT (default
 # build/device-check-out), nine files:
 #   device_check.log build.log ctest_cuda.log memcheck.log bench.log bench_ab.log diffusers.json bench_cuda.json
-#   profile.csv (ncu's per-kernel summary of two UNet steps and two VAE decodes at 768 px)
+#   profile_unet768.csv, profile_vae.csv (ncu's per-kernel summaries: four UNet steps, two VAE
+#   decodes at 768 px; profile.csv is the stage's log)
 # The last thing printed is the summary table.
 #
 # Environment: UNCLIP_CHECK_BUDGET (seconds, default 480), UNCLIP_CHECK_SKIP (comma list of
@@ -301,8 +302,15 @@ from diffusers import StableUnCLIPImg2ImgPipeline, UniPCMultistepScheduler"; the
   ncu_bin="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
   if skipped profile; then :
   elif [ -n "$ncu_bin" ] && [ -x "$build/examples/unclip_bench_cuda" ] && [ -f "$ck" ]; then
-    run_stage profile 150 40 "$OUT/profile.csv" "$ncu_bin" --clock-control none --metrics gpu__time_duration.sum \
-      --print-summary per-kernel --csv "$build/examples/unclip_bench_cuda" --checkpoint "$ck" --only unet768,vae --repeats 1
+    # One run per module, so each summary is that module's alone (the UNet's holds four steps: a
+    # warm-up and a timed run launched kernel by kernel, then both again from the CUDA graph).
+    run_stage profile 150 40 "$OUT/profile.csv" bash -c 'for module in unet768 vae; do
+        "$0" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+          "$1" --checkpoint "$2" --only "$module" --repeats 1 > "$3/profile_$module.csv" || exit 1
+        echo "== $module: $3/profile_$module.csv"
+      done' "$ncu_bin" "$build/examples/unclip_bench_cuda" "$ck" "$OUT"
+    python3 examples/bench/profile_summary.py "$OUT/profile_unet768.csv" --steps 4 || true
+    python3 examples/bench/profile_summary.py "$OUT/profile_vae.csv" --steps 2 || true
   else
     record profile "not run (ncu, unclip_bench_cuda or the checkpoint missing)" 0
   fi
