@@ -77,7 +77,7 @@ void GpuUNetSteps::operator()(const sampling::ModelCall& call) {
 
     const std::vector<std::int64_t> key = ctx.graphs() ? graph_key(rows) : std::vector<std::int64_t>{};
     bool launch = ctx.graphs() && g_.unet_graph.current(ctx) && g_.unet_graph_key == key;
-    if (!launch && ctx.graphs() && warm_ && g_.unet_graph_error.empty()) {
+    if (!launch && ctx.graphs() && warm_ && graph_error_.empty()) {
         g_.unet_graph = CudaBackend::Graph();
         g_.unet_graph_key.clear();
         try {
@@ -86,7 +86,7 @@ void GpuUNetSteps::operator()(const sampling::ModelCall& call) {
             launch = true;
         } catch (const Error& e) {
             if (e.status() != Status::device) throw;
-            g_.unet_graph_error = e.what();
+            graph_error_ = e.what();
         }
     }
     if (launch) {

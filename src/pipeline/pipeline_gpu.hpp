@@ -33,11 +33,10 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
     Scratch scratch{Device::cuda};
     PinnedBuffer pinned;
     std::string description;
-    // The sampling loop's recorded UNet network (GpuUNetSteps), kept from one generate call to the
-    // next: what it was recorded for, and why a recording failed ("" if none did).
+    // The sampling loop's recorded UNet network (GpuUNetSteps) and what it was recorded for, kept
+    // from one generate call to the next.
     CudaBackend::Graph unet_graph;
     std::vector<std::int64_t> unet_graph_key;
-    std::string unet_graph_error;
 
     explicit GpuModels(int device) : ctx(device) {}
     // Grows the arena; waits for queued work first, since growing frees the old buffer.
@@ -64,8 +63,9 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
 // its timestep. With Context::graphs() the rest of the network runs from a CUDA graph: recorded at
 // the second call (the first grows the workspace and makes the GEMM plans, which a recording may
 // not do) and kept in GpuModels, so that the next loop on the same buffers launches it from its
-// first call. A graph that cannot be recorded leaves every call running its kernels one by one,
-// with the same results.
+// first call. When a recording fails, the rest of the loop runs its kernels one by one, with the
+// same results; the next loop tries again (another thread's synchronisation on the same GPU can
+// spoil a recording).
 class GpuUNetSteps {
 public:
     // contexts: [2B, L, width], ys: [2B, adm] (positive rows first; ignored when the UNet has no
@@ -76,9 +76,9 @@ public:
     GpuUNetSteps& operator=(const GpuUNetSteps&) = delete;
     void operator()(const sampling::ModelCall& call);
 
-    // Calls so far that launched the graph; why recording failed ("" if it did not).
+    // Calls so far that launched the graph; why this loop's recording failed ("" if it did not).
     std::size_t graph_launches() const noexcept { return graph_launches_; }
-    const std::string& graph_error() const noexcept { return g_.unet_graph_error; }
+    const std::string& graph_error() const noexcept { return graph_error_; }
 
 private:
     void run_network(std::int64_t rows) const;
@@ -93,6 +93,7 @@ private:
     std::vector<float> timesteps_;
     bool warm_ = false;  // an eager call has run: the workspace and plans are ready for a recording
     std::size_t graph_launches_ = 0;
+    std::string graph_error_;
 };
 
 // Uploads `host`'s components (built on the CPU first: their weight maps know which tensors are
