@@ -4,6 +4,8 @@
 // arithmetic is the reference's, so skipping cropped-away pixels changes nothing.
 #include "unclip/clip_preprocess.hpp"
 
+#include "io/clip_preprocess_detail.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -132,7 +134,7 @@ void check(const Image& image, const ClipPreprocessOptions& o, const float* out)
     if (!out) throw Error(Status::invalid_argument, "clip_preprocess: output is null");
 }
 
-void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out) {
+void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out, const detail::ParallelRows& parallel) {
     const std::int64_t in_h = image.height, in_w = image.width, size = o.size;
     std::int64_t out_h = size, out_w = size;
     const bool resize = !(in_h == size && in_w == size);
@@ -154,8 +156,10 @@ void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out) {
     for (int i = 0; i < 256; ++i) unit[i] = static_cast<float>(i) / 255.0f;
     const std::int64_t channels = image.channels;
     std::vector<float> rows(static_cast<std::size_t>(3 * in_h * size));  // [3, in_h, size] after the width pass
-    for (int c = 0; c < 3; ++c)
-        for (std::int64_t y = 0; y < in_h; ++y) {
+    parallel(3 * in_h, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const auto c = static_cast<int>(r / in_h);
+            const std::int64_t y = r % in_h;
             const std::uint8_t* line = image.pixels.data() + y * in_w * channels + source_channel(image, c);
             for (std::int64_t x = 0; x < size; ++x) {
                 const std::int64_t ox = left + x;
@@ -172,8 +176,11 @@ void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out) {
                 rows[static_cast<std::size_t>((c * in_h + y) * size + x)] = v;
             }
         }
-    for (int c = 0; c < 3; ++c)
-        for (std::int64_t y = 0; y < size; ++y)
+    });
+    parallel(3 * size, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const auto c = static_cast<int>(r / size);
+            const std::int64_t y = r % size;
             for (std::int64_t x = 0; x < size; ++x) {
                 const std::int64_t oy = top + y;
                 const float* col = rows.data() + c * in_h * size + x;
@@ -191,6 +198,8 @@ void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out) {
                 const float q = std::nearbyint(std::clamp(255.0f * v, 0.0f, 255.0f)) / 255.0f;
                 out[(c * size + y) * size + x] = (q - o.mean[static_cast<std::size_t>(c)]) / o.std[static_cast<std::size_t>(c)];
             }
+        }
+    });
 }
 
 // transformers convert_to_rgb: an image with alpha is composited over opaque white with
@@ -223,7 +232,7 @@ Image composite_on_white(const Image& image) {
     return rgb;
 }
 
-void diffusers(const Image& original, const ClipPreprocessOptions& o, float* out) {
+void diffusers(const Image& original, const ClipPreprocessOptions& o, float* out, const detail::ParallelRows& parallel) {
     const Image image = composite_on_white(original);
     const std::int64_t in_h = image.height, in_w = image.width, size = o.size;
     // transformers get_resize_output_image_size (default_to_square=False): the short side becomes
@@ -239,8 +248,10 @@ void diffusers(const Image& original, const ClipPreprocessOptions& o, float* out
     if (do_h) wh = pil_bicubic(in_h, out_h);
 
     std::vector<std::uint8_t> rows(static_cast<std::size_t>(3 * in_h * size));
-    for (int c = 0; c < 3; ++c)
-        for (std::int64_t y = 0; y < in_h; ++y)
+    parallel(3 * in_h, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const auto c = static_cast<int>(r / in_h);
+            const std::int64_t y = r % in_h;
             for (std::int64_t x = 0; x < size; ++x) {
                 const std::int64_t ox = left + x;
                 std::uint8_t v;
@@ -256,9 +267,13 @@ void diffusers(const Image& original, const ClipPreprocessOptions& o, float* out
                 }
                 rows[static_cast<std::size_t>((c * in_h + y) * size + x)] = v;
             }
+        }
+    });
     const double rescale = 1.0 / 255.0;
-    for (int c = 0; c < 3; ++c)
-        for (std::int64_t y = 0; y < size; ++y)
+    parallel(3 * size, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const auto c = static_cast<int>(r / size);
+            const std::int64_t y = r % size;
             for (std::int64_t x = 0; x < size; ++x) {
                 const std::int64_t oy = top + y;
                 const std::uint8_t* col = rows.data() + c * in_h * size + x;
@@ -276,14 +291,23 @@ void diffusers(const Image& original, const ClipPreprocessOptions& o, float* out
                 const auto f = static_cast<float>(static_cast<double>(v) * rescale);
                 out[(c * size + y) * size + x] = (f - o.mean[static_cast<std::size_t>(c)]) / o.std[static_cast<std::size_t>(c)];
             }
+        }
+    });
 }
 
 }  // namespace
 
-void clip_preprocess(const Image& image, const ClipPreprocessOptions& options, float* out) {
+void detail::clip_preprocess(const Image& image, const ClipPreprocessOptions& options, float* out,
+                             const ParallelRows& parallel) {
     check(image, options, out);
-    if (options.method == ClipResize::comfyui) comfyui(image, options, out);
-    else diffusers(image, options, out);
+    if (options.method == ClipResize::comfyui) comfyui(image, options, out, parallel);
+    else diffusers(image, options, out, parallel);
+}
+
+void clip_preprocess(const Image& image, const ClipPreprocessOptions& options, float* out) {
+    detail::clip_preprocess(image, options, out, [](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& rows) {
+        rows(0, n);
+    });
 }
 
 Tensor clip_preprocess(const Image& image, const ClipPreprocessOptions& options) {

@@ -1,17 +1,29 @@
 // The pipeline's text and image encoders.
 #include <cmath>
+#include <cstring>
+#include <functional>
 
+#include "io/clip_preprocess_detail.hpp"
 #include "pipeline/pipeline_impl.hpp"
 #include "unclip/text/prompt.hpp"
 
 namespace unclip::pipeline {
 namespace {
-// FNV-1a over the pixels, the geometry and the preprocessing options: the image-embedding cache key.
+// An FNV-style hash over the pixels, the geometry and the preprocessing options: the
+// image-embedding cache key.
 std::uint64_t image_key(const Image& image, const ClipPreprocessOptions& o) {
     std::uint64_t h = 1469598103934665603ull;
+    // Eight bytes a step (a 512x512 picture in about a tenth of the byte-wise time), the tail byte by byte.
     auto mix = [&](const void* data, std::size_t n) {
         const auto* p = static_cast<const unsigned char*>(data);
-        for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+        std::size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            std::uint64_t word;
+            std::memcpy(&word, p + i, 8);
+            h = (h ^ word) * 1099511628211ull;
+            h ^= h >> 29;
+        }
+        for (; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
     };
     const int header[] = {image.width, image.height, image.channels, static_cast<int>(o.method), o.size, o.crop ? 1 : 0};
     mix(header, sizeof header);
@@ -32,7 +44,11 @@ std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const 
 
     ClipPreprocessOptions o = options;
     o.size = static_cast<int>(vision->config().image_size);
-    const Tensor pixels = clip_preprocess(image, o);
+    Tensor pixels = Tensor::empty(DType::f32, {1, 3, o.size, o.size});
+    detail::clip_preprocess(image, o, pixels.data<float>(),
+                            [&](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& rows) {
+                                impl.ctx.parallel_for(n, 16, rows);
+                            });
     Tensor embedding = Tensor::empty(DType::f32, {1, vision->config().embed_dim});
     if (impl.gpu) {
         GpuModels& g = *impl.gpu;

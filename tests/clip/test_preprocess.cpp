@@ -1,4 +1,8 @@
 #include <cmath>
+#include <cstring>
+
+#include "io/clip_preprocess_detail.hpp"
+#include "unclip/backend/cpu.hpp"
 
 #include "test_support.hpp"
 #include "unclip/clip_preprocess.hpp"
@@ -53,6 +57,31 @@ TEST_CASE("CLIP preprocessing matches ComfyUI and diffusers on odd, non-square, 
         o.crop = true;
         o.method = ClipResize::diffusers;
         CHECK_CLOSE(clip_preprocess(image, o), fx[name + ".diffusers"], kPreprocessDiffusers);
+    }
+}
+
+TEST_CASE("CLIP preprocessing spread over threads (the pipeline's) gives the serial bits for both methods") {
+    const test::Fixture fx("clip/preprocess.safetensors");
+    const CpuBackend::Context pool(3);
+    for (const auto& c : fx.config().at("cases")) {
+        const std::string name = c.at("name");
+        INFO("case " << name);
+        const Image image = fixture_image(fx[name + ".pixels"]);
+        for (const ClipResize method : {ClipResize::comfyui, ClipResize::diffusers}) {
+            ClipPreprocessOptions o;
+            o.size = c.at("size");
+            o.method = method;
+            const Tensor serial = clip_preprocess(image, o);
+            Tensor threaded = Tensor::empty(DType::f32, serial.shape());
+            std::int64_t calls = 0;
+            detail::clip_preprocess(image, o, threaded.data<float>(),
+                                    [&](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& rows) {
+                                        ++calls;
+                                        pool.parallel_for(n, 1, rows);
+                                    });
+            CHECK(calls == 2);  // both passes went through the runner
+            CHECK(std::memcmp(threaded.raw_data(), serial.raw_data(), serial.nbytes()) == 0);
+        }
     }
 }
 
