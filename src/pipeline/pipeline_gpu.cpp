@@ -26,7 +26,7 @@ std::size_t step_bytes(const GpuModels& g, const Tensor& contexts, const Tensor&
     const std::int64_t rows = 2 * latent[0], row_size = latent.numel() / latent[0];
     const auto floats = [](std::int64_t n) { return Scratch::bytes_for<float>(static_cast<std::size_t>(n)); };
     return g.unet->scratch_bytes({rows, latent[1], latent[2], latent[3]}, contexts.dim(1)) + floats(contexts.numel()) +
-           floats(ys.numel()) + 2 * floats(rows * row_size);
+           floats(ys.numel()) + 2 * floats(rows * row_size) + floats(g.unet->context_kv_floats(rows, contexts.dim(1)));
 }
 }  // namespace
 
@@ -41,6 +41,9 @@ GpuUNetSteps::GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& y
     ys_ = g.unet->config().adm_in_channels > 0 ? g.stage(ys.data<const float>(), ys.numel()) : nullptr;
     input_ = g.scratch.take<float>(static_cast<std::size_t>(latent.numel() * 2));
     output_ = g.scratch.take<float>(static_cast<std::size_t>(latent.numel() * 2));
+    // The cross-attentions' keys and values, the same at every step: projected once here.
+    context_kv_ = g.scratch.take<float>(static_cast<std::size_t>(g.unet->context_kv_floats(rows, tokens_)));
+    g.unet->project_context(g.ctx, CView<float>{contexts_, {rows, tokens_, width_}}, context_kv_);
     // The embedding sits below the network's buffers, so every call's network takes the same
     // addresses: the ones a recorded graph holds.
     emb_ = g.scratch.take<float>(static_cast<std::size_t>(rows * g.unet->config().time_embed_dim()));
@@ -49,7 +52,8 @@ GpuUNetSteps::GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& y
 void GpuUNetSteps::run_network(std::int64_t rows) const {
     const Shape shape{rows, latent_[1], latent_[2], latent_[3]};
     g_.unet->forward_embedded(g_.ctx, CView<float>{input_, shape}, CView<float>{emb_, {rows, g_.unet->config().time_embed_dim()}},
-                              CView<float>{contexts_, {rows, tokens_, width_}}, View<float>{output_, shape}, g_.scratch);
+                              CView<float>{contexts_, {rows, tokens_, width_}}, View<float>{output_, shape}, g_.scratch,
+                              context_kv_, 2 * latent_[0]);
 }
 
 std::vector<std::int64_t> GpuUNetSteps::graph_key(std::int64_t rows) const {
@@ -57,7 +61,7 @@ std::vector<std::int64_t> GpuUNetSteps::graph_key(std::int64_t rows) const {
     const CudaBackend::Context& ctx = g_.ctx;
     const CudaBackend::FlashTile tile = ctx.flash_tile();
     return {rows, latent_[1], latent_[2], latent_[3], tokens_, width_, address(contexts_), address(ys_), address(input_),
-            address(output_), address(emb_), ctx.column_limit(), ctx.bias_epilogue(), ctx.rounded_linear_inputs(),
+            address(output_), address(context_kv_), address(emb_), ctx.column_limit(), ctx.bias_epilogue(), ctx.rounded_linear_inputs(),
             tile.warps, tile.warp_rows, tile.blocks_per_sm};
 }
 

@@ -59,7 +59,8 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
 };
 
 // The UNet evaluations of one sampling loop on the GPU. The text contexts and ADM vectors go up
-// once; each call sends its latents up and the prediction back through pinned buffers and embeds
+// once, and the cross-attentions' keys and values are projected from them once; each call sends
+// its latents up and the prediction back through pinned buffers and embeds
 // its timestep. With Context::graphs() the rest of the network runs from a CUDA graph: recorded at
 // the second call (the first grows the workspace and makes the GEMM plans, which a recording may
 // not do) and kept in GpuModels, so that the next loop on the same buffers launches it from its
@@ -89,7 +90,7 @@ private:
     Shape latent_;  // [B, C, h, w]
     std::int64_t tokens_, width_;
     const float *contexts_, *ys_;
-    float *input_, *output_, *emb_;
+    float *input_, *output_, *context_kv_, *emb_;
     std::vector<float> timesteps_;
     bool warm_ = false;  // an eager call has run: the workspace and plans are ready for a recording
     std::size_t graph_launches_ = 0;

@@ -122,6 +122,13 @@ TEST_CASE("a UNet recorded after its timestep embedding replays each step as the
     Tensor golden = Tensor::empty(DType::f32, shape);
     CudaBackend::download(ctx, out.get(), golden.data<float>(), shape.numel());
     CHECK_CLOSE(golden, fx["a.expected"], cuda_test::kHalfTolerance);
+    // The cross-attention keys and values projected once give the same numbers.
+    const DeviceFloats kv(unet.context_kv_floats(batch, context.dim(1)));
+    unet.project_context(ctx, context_view, kv.get());
+    out.poison();
+    unet.forward_embedded(ctx, x_view, emb_view, context_view, out_view, scratch, kv.get(), batch);
+    CHECK(cuda_test::relative_l2(out.read(ctx), std::vector<float>(golden.data<const float>(),
+                                                                    golden.data<const float>() + golden.numel())) < 1e-6);
 
     const CudaBackend::Graph graph =
         CudaBackend::Graph::record(ctx, [&] { unet.forward_embedded(ctx, x_view, emb_view, context_view, out_view, scratch); });

@@ -94,7 +94,7 @@ TEST_CASE("UNet refuses a missing label embedding, a wrong ADM width and a missi
                         Status::invalid_argument, "context [2, 5, 17]");
 }
 
-TEST_CASE("UNet split into embed and forward_embedded (the GPU graph's path) gives forward's bits, and checks the embedding") {
+TEST_CASE("UNet split into embed and forward_embedded (the GPU graph's path), with or without projected context keys and values, gives forward's bits") {
     const test::Fixture fx("unet/unet_tiny_adm.safetensors");
     const auto cfg = test::unet_config(fx.config());
     const nn::UNet<CpuBackend, float> unet(cfg, nn::load_unet<float>(fx.weights("unet."), "", cfg));
@@ -112,6 +112,31 @@ TEST_CASE("UNet split into embed and forward_embedded (the GPU graph's path) giv
                           view_of<float>(out), scratch);
     CHECK(scratch.used() == 0);
     CHECK(std::memcmp(out.raw_data(), whole.raw_data(), out.nbytes()) == 0);
+
+    // Cross-attention keys and values projected once, for this context and for one of twice the
+    // rows whose first half is this one (a CFG loop's positive rows): the same bits again.
+    for (const std::int64_t kv_batch : {batch, 2 * batch}) {
+        INFO("keys and values for " << kv_batch << " context rows");
+        Tensor contexts = Tensor::empty(DType::f32, {kv_batch, context.dim(1), context.dim(2)});
+        for (std::int64_t r = 0; r < kv_batch; ++r)
+            std::copy_n(context.data<const float>() + (r % batch) * context.dim(1) * context.dim(2),
+                        context.dim(1) * context.dim(2), contexts.data<float>() + r * context.dim(1) * context.dim(2));
+        std::vector<float> kv(static_cast<std::size_t>(unet.context_kv_floats(kv_batch, context.dim(1))));
+        unet.project_context(ctx, view_of<const float>(contexts), kv.data());
+        std::fill(out.data<float>(), out.data<float>() + out.numel(), NAN);
+        unet.forward_embedded(ctx, view_of<const float>(x), view_of<const float>(emb), view_of<const float>(context),
+                              view_of<float>(out), scratch, kv.data(), kv_batch);
+        CHECK(std::memcmp(out.raw_data(), whole.raw_data(), out.nbytes()) == 0);
+        // And they are what the cross-attentions read: zeroed, the output changes.
+        std::fill(kv.begin(), kv.end(), 0.0f);
+        unet.forward_embedded(ctx, view_of<const float>(x), view_of<const float>(emb), view_of<const float>(context),
+                              view_of<float>(out), scratch, kv.data(), kv_batch);
+        CHECK(std::memcmp(out.raw_data(), whole.raw_data(), out.nbytes()) != 0);
+    }
+    CHECK_THROWS_STATUS(unet.forward_embedded(ctx, view_of<const float>(x), view_of<const float>(emb),
+                                              view_of<const float>(context), view_of<float>(out), scratch, emb.data<float>(),
+                                              batch - 1),
+                        Status::invalid_argument, "keys and values projected for");
 
     Tensor narrow = Tensor::empty(DType::f32, {batch, ted - 1});
     CHECK_THROWS_STATUS(unet.embed(ctx, t.data<const float>(), y.data<const float>(), view_of<float>(narrow), scratch),

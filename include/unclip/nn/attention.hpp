@@ -90,20 +90,34 @@ public:
         return half && kv_same ? d : DType::f32;
     }
 
+    // Cross-attention's keys and values depend on the context alone, so a sampling loop can project
+    // them once: kv [2, B, Lk, dim] (keys, then values) for context [B, Lk, kv_dim].
+    std::int64_t context_kv_floats(std::int64_t batch, std::int64_t kv_len) const { return 2 * batch * kv_len * cfg_.dim; }
+    void project_context(const typename Backend::Context& ctx, CView<T> context, T* kv) const {
+        if (cfg_.context_dim == 0) throw Error(Status::internal, "Attention: project_context on self-attention");
+        check_context(context, context.shape.rank() == 3 ? context.shape[0] : 0);
+        const std::int64_t rows = context.shape[0] * context.shape[1];
+        k_.forward(ctx, context.data, rows, kv);
+        v_.forward(ctx, context.data, rows, kv + rows * cfg_.dim);
+    }
+
     // x: [B, Lq, dim]; context: [B, Lk, kv_dim], or nullptr for self-attention; y: [B, Lq, dim].
     // accumulate: y += attention(x) (the residual connection), else y = attention(x). y must not alias x.
     // x_rounded (backends with Backend::kRoundedLinearInputs): x's values rounded to
     // rounded_input_dtype(), which the projections of x then read instead (x.data is not read).
+    // context_kv: project_context's output for a context of kv_batch >= B rows, of which the first B
+    // serve (context then only gives the shape; its data is not read).
     void forward(const typename Backend::Context& ctx, CView<T> x, const CView<T>* context, View<T> y, Scratch& scratch,
-                 bool accumulate = false, const void* x_rounded = nullptr) const {
+                 bool accumulate = false, const void* x_rounded = nullptr, const T* context_kv = nullptr,
+                 std::int64_t kv_batch = 0) const {
         if (x.shape.rank() != 3 || x.shape[2] != cfg_.dim)
             throw Error(Status::invalid_argument, "Attention: input " + x.shape.str() + " is not [B, L, " +
                                                       std::to_string(cfg_.dim) + "]");
         const std::int64_t batch = x.shape[0], q_len = x.shape[1];
         const CView<T> kv = context ? *context : x;
-        if (context && (kv.shape.rank() != 3 || kv.shape[0] != batch || kv.shape[2] != cfg_.kv_dim()))
-            throw Error(Status::invalid_argument, "Attention: context " + kv.shape.str() + " is not [" +
-                                                      std::to_string(batch) + ", L, " + std::to_string(cfg_.kv_dim()) + "]");
+        if (context) check_context(kv, batch);
+        if (context_kv && (!context || kv_batch < batch))
+            throw Error(Status::internal, "Attention: projected keys and values without a context of enough rows");
         detail::check_shape("Attention", "output", y.shape, x.shape);
         const std::int64_t kv_len = kv.shape[1];
 
@@ -121,13 +135,20 @@ public:
             else linear.forward(ctx, input, rows, out);
         };
         project(q_, x.data, true, batch * q_len, q);
-        project(k_, kv.data, !context, batch * kv_len, k);
-        project(v_, kv.data, !context, batch * kv_len, v);
+        const T* keys = k;
+        const T* values = v;
+        if (context_kv) {
+            keys = context_kv;
+            values = context_kv + kv_batch * kv_len * cfg_.dim;
+        } else {
+            project(k_, kv.data, !context, batch * kv_len, k);
+            project(v_, kv.data, !context, batch * kv_len, v);
+        }
 
         typename Backend::AttentionArgs a;
         a.q = q;
-        a.k = k;
-        a.v = v;
+        a.k = keys;
+        a.v = values;
         a.out = heads_out;
         a.batch = batch;
         a.q_len = q_len;
@@ -143,6 +164,12 @@ public:
     }
 
 private:
+    void check_context(const CView<T>& context, std::int64_t batch) const {
+        if (context.shape.rank() != 3 || context.shape[0] != batch || batch < 1 || context.shape[2] != cfg_.kv_dim())
+            throw Error(Status::invalid_argument, "Attention: context " + context.shape.str() + " is not [" +
+                                                      std::to_string(batch) + ", L, " + std::to_string(cfg_.kv_dim()) + "]");
+    }
+
     AttentionConfig cfg_;
     Linear<Backend, T> q_, k_, v_, out_;
 };

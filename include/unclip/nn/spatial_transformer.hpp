@@ -103,8 +103,24 @@ public:
         return 3 * Scratch::bytes_for<T>(n) + inner;
     }
 
+    // Every block's cross-attention keys and values for context [B, L, context_dim], in turn
+    // (MultiHeadAttention::project_context), so that forward() need not project them again.
+    std::int64_t context_kv_floats(std::int64_t batch, std::int64_t context_len) const {
+        std::int64_t total = 0;
+        for (const auto& b : blocks_) total += b.attn2.context_kv_floats(batch, context_len);
+        return total;
+    }
+    void project_context(const typename Backend::Context& ctx, CView<T> context, T* kv) const {
+        for (const auto& b : blocks_) {
+            b.attn2.project_context(ctx, context, kv);
+            kv += b.attn2.context_kv_floats(context.shape[0], context.shape[1]);
+        }
+    }
+
     // x: [B, C, h, w]; context: [B, L, context_dim]; y: [B, C, h, w], may be x itself.
-    void forward(const typename Backend::Context& ctx, CView<T> x, CView<T> context, View<T> y, Scratch& scratch) const {
+    // context_kv: project_context's output for kv_batch >= B context rows (the first B serve), or null.
+    void forward(const typename Backend::Context& ctx, CView<T> x, CView<T> context, View<T> y, Scratch& scratch,
+                 const T* context_kv = nullptr, std::int64_t kv_batch = 0) const {
         const std::int64_t c = cfg_.channels;
         if (x.shape.rank() != 4 || x.shape[1] != c)
             throw Error(Status::invalid_argument, "SpatialTransformer: input " + x.shape.str() + " is not [B, " +
@@ -137,7 +153,8 @@ public:
             normalize(b.norm1);
             b.attn1.forward(ctx, normed_tokens, nullptr, stream, scratch, true, work_rounded);
             normalize(b.norm2);
-            b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true, work_rounded);
+            b.attn2.forward(ctx, normed_tokens, &context, stream, scratch, true, work_rounded, context_kv, kv_batch);
+            if (context_kv) context_kv += b.attn2.context_kv_floats(kv_batch, context.shape[1]);
             normalize(b.norm3);
             Scratch::Frame ff_frame(scratch);
             const std::int64_t ff_rows = std::min(kFeedForwardRows, rows);

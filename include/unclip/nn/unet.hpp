@@ -171,8 +171,15 @@ public:
     // network on it. scratch_bytes() covers emb taken from the same arena plus either part.
     void embed(const typename Backend::Context& ctx, const float* timesteps, const T* y, View<T> emb,
                Scratch& scratch) const;
+    // context_kv: project_context's keys and values for kv_batch >= B context rows (the first B
+    // serve), or null to project them from context here.
     void forward_embedded(const typename Backend::Context& ctx, CView<T> x, CView<T> emb, CView<T> context,
-                          View<T> out, Scratch& scratch) const;
+                          View<T> out, Scratch& scratch, const T* context_kv = nullptr, std::int64_t kv_batch = 0) const;
+
+    // Every cross-attention's keys and values depend on the text context alone: a sampling loop
+    // projects them once into kv (context_kv_floats of them) and passes them to each step.
+    std::int64_t context_kv_floats(std::int64_t batch, std::int64_t context_len) const;
+    void project_context(const typename Backend::Context& ctx, CView<T> context, T* kv) const;
 
 private:
     struct LevelBlock {
@@ -187,8 +194,13 @@ private:
     };
     void check_latent(const Shape& x) const;
     Plan plan(const Shape& x, std::int64_t context_len) const;
+    // The transformers in the order project_context lays out their keys and values.
+    std::vector<const SpatialTransformer<Backend, T>*> transformers() const;
+    // kv: the next transformer's keys and values (or null), advanced past them.
+    void run_transformer(const typename Backend::Context& ctx, const SpatialTransformer<Backend, T>& st, View<T> x,
+                         CView<T> context, Scratch& scratch, const T*& kv, std::int64_t kv_batch) const;
     void run_block(const typename Backend::Context& ctx, const LevelBlock& block, CView<T> in, CView<T> emb,
-                   CView<T> context, View<T> out, Scratch& scratch) const;
+                   CView<T> context, View<T> out, Scratch& scratch, const T*& kv, std::int64_t kv_batch) const;
 
     UNetConfig cfg_;
     detail::UNetLayout layout_;

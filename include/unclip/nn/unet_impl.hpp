@@ -119,11 +119,49 @@ std::size_t UNet<Backend, T>::scratch_bytes(const Shape& x, std::int64_t context
 }
 
 template <class Backend, class T>
+std::vector<const SpatialTransformer<Backend, T>*> UNet<Backend, T>::transformers() const {
+    std::vector<const SpatialTransformer<Backend, T>*> all;
+    for (const auto& b : input_blocks_)
+        if (b.attn) all.push_back(&*b.attn);
+    all.push_back(&middle_attn_);
+    for (const auto& b : output_blocks_)
+        if (b.attn) all.push_back(&*b.attn);
+    return all;
+}
+
+template <class Backend, class T>
+std::int64_t UNet<Backend, T>::context_kv_floats(std::int64_t batch, std::int64_t context_len) const {
+    std::int64_t total = 0;
+    for (const auto* t : transformers()) total += t->context_kv_floats(batch, context_len);
+    return total;
+}
+
+template <class Backend, class T>
+void UNet<Backend, T>::project_context(const typename Backend::Context& ctx, CView<T> context, T* kv) const {
+    if (context.shape.rank() != 3 || context.shape[0] < 1 || context.shape[2] != cfg_.context_dim)
+        throw Error(Status::invalid_argument, "UNet: context " + context.shape.str() + " is not [B, L, " +
+                                                  std::to_string(cfg_.context_dim) + "]");
+    for (const auto* t : transformers()) {
+        t->project_context(ctx, context, kv);
+        kv += t->context_kv_floats(context.shape[0], context.shape[1]);
+    }
+}
+
+template <class Backend, class T>
+void UNet<Backend, T>::run_transformer(const typename Backend::Context& ctx, const SpatialTransformer<Backend, T>& st,
+                                       View<T> x, CView<T> context, Scratch& scratch, const T*& kv,
+                                       std::int64_t kv_batch) const {
+    st.forward(ctx, x, context, x, scratch, kv, kv_batch);
+    if (kv) kv += st.context_kv_floats(kv_batch, context.shape[1]);
+}
+
+template <class Backend, class T>
 void UNet<Backend, T>::run_block(const typename Backend::Context& ctx, const LevelBlock& block, CView<T> in,
-                                 CView<T> emb, CView<T> context, View<T> out, Scratch& scratch) const {
+                                 CView<T> emb, CView<T> context, View<T> out, Scratch& scratch, const T*& kv,
+                                 std::int64_t kv_batch) const {
     if (block.res) {
         block.res->forward(ctx, in, emb, out, scratch);
-        if (block.attn) block.attn->forward(ctx, out, context, out, scratch);
+        if (block.attn) run_transformer(ctx, *block.attn, out, context, scratch, kv, kv_batch);
     } else {
         block.resample->forward(ctx, in, out, scratch);
     }
@@ -165,7 +203,8 @@ void UNet<Backend, T>::embed(const typename Backend::Context& ctx, const float* 
 
 template <class Backend, class T>
 void UNet<Backend, T>::forward_embedded(const typename Backend::Context& ctx, CView<T> x, CView<T> emb,
-                                        CView<T> context, View<T> out, Scratch& scratch) const {
+                                        CView<T> context, View<T> out, Scratch& scratch, const T* context_kv,
+                                        std::int64_t kv_batch) const {
     const Plan p = plan(x.shape, context.shape.rank() == 3 ? context.shape[1] : 1);
     const std::int64_t batch = x.shape[0];
     if (context.shape.rank() != 3 || context.shape[0] != batch || context.shape[2] != cfg_.context_dim)
@@ -175,6 +214,10 @@ void UNet<Backend, T>::forward_embedded(const typename Backend::Context& ctx, CV
         throw Error(Status::invalid_argument, "UNet: embedding " + emb.shape.str() + " is not [" + std::to_string(batch) +
                                                   ", " + std::to_string(cfg_.time_embed_dim()) + "]");
     detail::check_shape("UNet", "output", out.shape, Shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]});
+    if (context_kv && kv_batch < batch)
+        throw Error(Status::invalid_argument, "UNet: keys and values projected for " + std::to_string(kv_batch) +
+                                                  " context rows, the latent has " + std::to_string(batch));
+    const T* kv = context_kv;
 
     Scratch::Frame frame(scratch);
     std::vector<View<T>> skips;
@@ -184,7 +227,7 @@ void UNet<Backend, T>::forward_embedded(const typename Backend::Context& ctx, CV
 
     conv_in_.forward(ctx, x, skips[0], scratch);
     for (std::size_t i = 0; i < input_blocks_.size(); ++i)
-        run_block(ctx, input_blocks_[i], skips[i], emb, context, skips[i + 1], scratch);
+        run_block(ctx, input_blocks_[i], skips[i], emb, context, skips[i + 1], scratch, kv, kv_batch);
 
     // Middle, then the decoder side alternating between the two activation buffers.
     int free_buffer = 0;
@@ -195,7 +238,7 @@ void UNet<Backend, T>::forward_embedded(const typename Backend::Context& ctx, CV
     };
     View<T> cur = next_buffer(skips.back().shape);
     middle_res_0_.forward(ctx, skips.back(), emb, cur, scratch);
-    middle_attn_.forward(ctx, cur, context, cur, scratch);
+    run_transformer(ctx, middle_attn_, cur, context, scratch, kv, kv_batch);
     {
         View<T> next = next_buffer(cur.shape);
         middle_res_2_.forward(ctx, cur, emb, next, scratch);
@@ -212,7 +255,7 @@ void UNet<Backend, T>::forward_embedded(const typename Backend::Context& ctx, CV
         Backend::concat_channels(ctx, cur.data, c1, skip.data, c2, cat, batch, spatial);
         View<T> next = next_buffer({batch, layout_.output_blocks[i].out_channels, skip.shape[2], skip.shape[3]});
         block.res->forward(ctx, joined, emb, next, scratch);
-        if (block.attn) block.attn->forward(ctx, next, context, next, scratch);
+        if (block.attn) run_transformer(ctx, *block.attn, next, context, scratch, kv, kv_batch);
         cur = next;
         if (block.resample) {
             const Shape& target = skips.back().shape;
