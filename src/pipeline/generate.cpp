@@ -129,7 +129,7 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         std::copy_n(neg_context.data<const float>(), tokens * width, contexts.data<float>() + (batch + r) * tokens * width);
         if (adm > 0) std::copy(y_positive.begin(), y_positive.end(), ys.data<float>() + r * adm);
     }
-    std::vector<float> timesteps;
+    std::vector<float> timesteps, emb, context_kv;  // the CPU loop's
     std::function<void(const sampling::ModelCall&)> network;
     std::optional<GpuUNetSteps> gpu_steps;  // holds its device buffers until the decode below
     if (impl.gpu) {
@@ -138,13 +138,19 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
     } else {
         const auto& unet = *models.unet;
         impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));
+        // The cross-attentions' keys and values, the same at every step: projected once.
+        context_kv.resize(static_cast<std::size_t>(unet.context_kv_floats(2 * batch, tokens)));
+        unet.project_context(impl.ctx, view_of<const float>(contexts), context_kv.data());
         network = [&](const sampling::ModelCall& call) {
             timesteps.assign(static_cast<std::size_t>(call.rows), call.timestep);
+            emb.resize(static_cast<std::size_t>(call.rows * unet.config().time_embed_dim()));
+            const View<float> emb_view{emb.data(), {call.rows, unet.config().time_embed_dim()}};
             // With guidance off the call has B positive rows; the first rows of contexts/ys serve it.
             const CView<float> context{contexts.data<const float>(), {call.rows, tokens, width}};
-            unet.forward(impl.ctx, CView<float>{call.input, {call.rows, 4, h, w}}, timesteps.data(), context,
-                         adm > 0 ? ys.data<const float>() : nullptr, View<float>{call.output, {call.rows, 4, h, w}},
-                         impl.scratch);
+            unet.embed(impl.ctx, timesteps.data(), adm > 0 ? ys.data<const float>() : nullptr, emb_view, impl.scratch);
+            unet.forward_embedded(impl.ctx, CView<float>{call.input, {call.rows, 4, h, w}}, emb_view, context,
+                                  View<float>{call.output, {call.rows, 4, h, w}}, impl.scratch, context_kv.data(),
+                                  2 * batch);
         };
     }
     const sampling::ModelSchedule schedule = sampling::ModelSchedule::scaled_linear();
