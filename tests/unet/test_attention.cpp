@@ -5,6 +5,7 @@
 
 #include "test_support.hpp"
 #include "unclip/backend/cpu.hpp"
+#include "unclip/nn/attention.hpp"
 
 using namespace unclip;
 
@@ -170,6 +171,50 @@ TEST_CASE("attention refuses zero heads, zero head size and an empty key set") {
     a.head_dim = 4;
     a.kv_len = 0;
     CHECK_THROWS_STATUS(CpuBackend::attention(CpuBackend::Context(1), a), Status::invalid_argument, "no keys");
+}
+
+TEST_CASE("self-attention with adjacent q, k and v weights projects once and gives the three projections' bits") {
+    const std::int64_t d = 48, batch = 2, tokens = 37;
+    for (const bool bias : {false, true}) {
+        INFO("bias " << bias);
+        const nn::AttentionConfig cfg{d, 0, 3, bias, false};
+        // One [3d, d] matrix (and [3d] bias) whose row ranges are q, k and v, and separate copies.
+        const std::vector<float> w = randoms(static_cast<std::size_t>(3 * d * d), 7, 0.2f);
+        const std::vector<float> b = randoms(static_cast<std::size_t>(3 * d), 8, 0.1f);
+        const std::vector<float> wo = randoms(static_cast<std::size_t>(d * d), 9, 0.2f), bo = randoms(static_cast<std::size_t>(d), 10, 0.1f);
+        std::vector<std::vector<float>> apart;
+        for (int i = 0; i < 3; ++i) apart.emplace_back(w.begin() + i * d * d, w.begin() + (i + 1) * d * d);
+        auto weights = [&](const float* q, const float* k, const float* v) {
+            nn::AttentionWeights<float> aw;
+            aw.q.weight = nn::MatrixView{q, DType::f32, {d, d}};
+            aw.k.weight = nn::MatrixView{k, DType::f32, {d, d}};
+            aw.v.weight = nn::MatrixView{v, DType::f32, {d, d}};
+            if (bias) {
+                aw.q.bias = CView<float>{b.data(), {d}};
+                aw.k.bias = CView<float>{b.data() + d, {d}};
+                aw.v.bias = CView<float>{b.data() + 2 * d, {d}};
+            }
+            aw.out.weight = nn::MatrixView{wo.data(), DType::f32, {d, d}};
+            aw.out.bias = CView<float>{bo.data(), {d}};
+            return aw;
+        };
+        const nn::MultiHeadAttention<CpuBackend, float> adjacent(cfg, weights(w.data(), w.data() + d * d, w.data() + 2 * d * d));
+        const nn::MultiHeadAttention<CpuBackend, float> separate(cfg, weights(apart[0].data(), apart[1].data(), apart[2].data()));
+        CHECK(adjacent.fused_projection());
+        CHECK_FALSE(separate.fused_projection());
+        // Swapped k and v are adjacent too, but not in q, k, v order: no fusion.
+        CHECK_FALSE(nn::MultiHeadAttention<CpuBackend, float>(cfg, weights(w.data(), w.data() + 2 * d * d, w.data() + d * d))
+                        .fused_projection());
+
+        const std::vector<float> x = randoms(static_cast<std::size_t>(batch * tokens * d), 11, 1.0f);
+        const CView<float> xv{x.data(), {batch, tokens, d}};
+        const CpuBackend::Context ctx(2);
+        Scratch scratch(adjacent.scratch_bytes(batch, tokens, tokens));
+        std::vector<float> y1(x.size(), NAN), y2(x.size(), NAN);
+        adjacent.forward(ctx, xv, nullptr, View<float>{y1.data(), {batch, tokens, d}}, scratch);
+        separate.forward(ctx, xv, nullptr, View<float>{y2.data(), {batch, tokens, d}}, scratch);
+        CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    }
 }
 
 }  // TEST_SUITE

@@ -2,6 +2,7 @@
 // Multi-head attention shared by the CLIP towers (fused in_proj with biases, optional causal mask)
 // and the UNet's transformer blocks (separate to_q/to_k/to_v without bias, cross-attention over the
 // text context). The score matrix is never materialised: Backend::attention is tiled.
+#include <optional>
 #include <string>
 
 #include "unclip/backend/cpu.hpp"
@@ -67,6 +68,7 @@ public:
           k_({cfg.kv_dim(), cfg.dim, cfg.qkv_bias}, w.k),
           v_({cfg.kv_dim(), cfg.dim, cfg.qkv_bias}, w.v),
           out_({cfg.dim, cfg.dim, true}, w.out) {
+        if (auto fused = adjacent_qkv(cfg, w)) qkv_.emplace(LinearConfig{cfg.dim, 3 * cfg.dim, cfg.qkv_bias}, *fused);
         detail::check_positive("Attention", "heads", cfg.heads);
         if (cfg.dim % cfg.heads != 0)
             throw Error(Status::invalid_argument, "Attention: width " + std::to_string(cfg.dim) +
@@ -122,9 +124,13 @@ public:
         const std::int64_t kv_len = kv.shape[1];
 
         Scratch::Frame frame(scratch);
-        T* q = scratch.take<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim));
-        T* k = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
-        T* v = scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
+        // q, k and v: three buffers, or in self-attention with adjacent weights the column ranges of
+        // one [B, L, 3 dim] projection (the same room).
+        const bool fused = qkv_ && !context;
+        const std::int64_t width = fused ? 3 * cfg_.dim : cfg_.dim;
+        T* q = scratch.take<T>(static_cast<std::size_t>(batch * q_len * width));
+        T* k = fused ? q + cfg_.dim : scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
+        T* v = fused ? q + 2 * cfg_.dim : scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
         T* heads_out = scratch.take<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim));
         const DType rounded = x_rounded ? rounded_input_dtype() : DType::f32;
         if (x_rounded && rounded == DType::f32)
@@ -134,13 +140,16 @@ public:
             if (of_x && x_rounded) linear.forward_rounded(ctx, x_rounded, rounded, rows, out);
             else linear.forward(ctx, input, rows, out);
         };
-        project(q_, x.data, true, batch * q_len, q);
         const T* keys = k;
         const T* values = v;
-        if (context_kv) {
+        if (fused) {
+            project(*qkv_, x.data, true, batch * q_len, q);
+        } else if (context_kv) {
+            project(q_, x.data, true, batch * q_len, q);
             keys = context_kv;
             values = context_kv + kv_batch * kv_len * cfg_.dim;
         } else {
+            project(q_, x.data, true, batch * q_len, q);
             project(k_, kv.data, !context, batch * kv_len, k);
             project(v_, kv.data, !context, batch * kv_len, v);
         }
@@ -155,15 +164,38 @@ public:
         a.kv_len = kv_len;
         a.heads = cfg_.heads;
         a.head_dim = static_cast<int>(cfg_.dim / cfg_.heads);
-        a.q_stride = a.k_stride = a.v_stride = a.out_stride = cfg_.dim;
-        a.q_batch_stride = a.out_batch_stride = q_len * cfg_.dim;
-        a.k_batch_stride = a.v_batch_stride = kv_len * cfg_.dim;
+        a.q_stride = a.k_stride = a.v_stride = width;
+        a.out_stride = cfg_.dim;
+        a.q_batch_stride = q_len * width;
+        a.out_batch_stride = q_len * cfg_.dim;
+        a.k_batch_stride = a.v_batch_stride = kv_len * width;
         a.causal = cfg_.causal;
         Backend::attention(ctx, a);
         out_.forward(ctx, heads_out, batch * q_len, y.data, accumulate);
     }
 
+    // Whether self-attention runs its q, k and v projections as one GEMM (adjacent weights).
+    bool fused_projection() const noexcept { return qkv_.has_value(); }
+
 private:
+    // In self-attention whose q, k and v weights (and biases) lie back to back in memory, as in
+    // CLIP's in_proj and in a GPU copy of the UNet (upload_weights), the [3 dim, dim] matrix they form.
+    static std::optional<LinearWeights<T>> adjacent_qkv(const AttentionConfig& cfg, const AttentionWeights<T>& w) {
+        if (cfg.context_dim != 0) return std::nullopt;
+        const std::int64_t d = cfg.dim;
+        const MatrixView& q = w.q.weight;
+        const auto bytes = d * d * static_cast<std::int64_t>(dtype_size(q.dtype));
+        const auto* base = static_cast<const unsigned char*>(q.data);
+        const bool matrices = w.k.weight.dtype == q.dtype && w.v.weight.dtype == q.dtype && w.k.weight.data == base + bytes &&
+                              w.v.weight.data == base + 2 * bytes;
+        const bool biases = !cfg.qkv_bias || (w.q.bias && w.k.bias && w.v.bias && w.k.bias->data == w.q.bias->data + d &&
+                                              w.v.bias->data == w.q.bias->data + 2 * d);
+        if (!matrices || !biases) return std::nullopt;
+        LinearWeights<T> fused{MatrixView{q.data, q.dtype, {3 * d, d}}, std::nullopt};
+        if (cfg.qkv_bias) fused.bias = CView<T>{w.q.bias->data, {3 * d}};
+        return fused;
+    }
+
     void check_context(const CView<T>& context, std::int64_t batch) const {
         if (context.shape.rank() != 3 || context.shape[0] != batch || batch < 1 || context.shape[2] != cfg_.kv_dim())
             throw Error(Status::invalid_argument, "Attention: context " + context.shape.str() + " is not [" +
@@ -172,6 +204,7 @@ private:
 
     AttentionConfig cfg_;
     Linear<Backend, T> q_, k_, v_, out_;
+    std::optional<Linear<Backend, T>> qkv_;
 };
 
 }  // namespace unclip::nn
