@@ -45,15 +45,22 @@ void memory_info(std::size_t& free_bytes, std::size_t& total_bytes) noexcept {
     }
 }
 
-void* allocate(std::size_t bytes) {
-    void* p = nullptr;
-    const cudaError_t status = cudaMalloc(&p, bytes);
+namespace {
+// p from an allocation call's status: running out is Status::out_of_memory naming `what`.
+void* allocated(void* p, cudaError_t status, std::size_t bytes, const char* what) {
     if (status == cudaErrorMemoryAllocation) {
         cudaGetLastError();
-        throw Error(Status::out_of_memory, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of GPU memory");
+        throw Error(Status::out_of_memory, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of " + what);
     }
     UNCLIP_CUDA_CHECK(status);
     return p;
+}
+}  // namespace
+
+void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, bytes);
+    return allocated(p, status, bytes, "GPU memory");
 }
 
 void deallocate(void* device_pointer) noexcept {
@@ -63,12 +70,7 @@ void deallocate(void* device_pointer) noexcept {
 void* allocate_pinned(std::size_t bytes) {
     void* p = nullptr;
     const cudaError_t status = cudaMallocHost(&p, bytes);
-    if (status == cudaErrorMemoryAllocation) {
-        cudaGetLastError();
-        throw Error(Status::out_of_memory, "CUDA: cannot allocate " + std::to_string(bytes) + " bytes of pinned host memory");
-    }
-    UNCLIP_CUDA_CHECK(status);
-    return p;
+    return allocated(p, status, bytes, "pinned host memory");
 }
 
 void deallocate_pinned(void* host_pointer) noexcept {
