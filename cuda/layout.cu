@@ -7,6 +7,7 @@
 
 #include "check.cuh"
 #include "context.cuh"
+#include "convert.cuh"
 #include "unclip/backend/cuda.hpp"
 
 namespace unclip {
@@ -59,6 +60,34 @@ __global__ void transpose_kernel(const float* __restrict__ x, float* __restrict_
             }
         }
         __syncthreads();  // the next tile overwrites the shared memory
+    }
+}
+
+// transpose_kernel's tiling for channels_to_tokens_rounded: x [batch, channels, spatial] is read with
+// each channel's affine map applied (one fma, scale and shift per image and channel) and written
+// transposed, rounded to To.
+template <class To>
+__global__ void transpose_affine_kernel(const float* __restrict__ x, const float* __restrict__ scale,
+                                        const float* __restrict__ shift, To* __restrict__ y, std::int64_t batch,
+                                        std::int64_t rows, std::int64_t cols) {
+    __shared__ float tile[kTile][kTile + 1];
+    const std::int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+    const std::int64_t tiles = batch * row_tiles * col_tiles;
+    for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        const std::int64_t col_tile = t % col_tiles, rest = t / col_tiles;
+        const std::int64_t r0 = rest % row_tiles * kTile, c0 = col_tile * kTile, b = rest / row_tiles;
+        const float* in = x + b * rows * cols;
+        To* out = y + b * rows * cols;
+        for (int j = threadIdx.y; j < kTile; j += kTileRowsPerPass) {
+            const std::int64_t r = r0 + j, c = c0 + threadIdx.x;
+            if (r < rows && c < cols) tile[j][threadIdx.x] = fmaf(in[r * cols + c], scale[b * rows + r], shift[b * rows + r]);
+        }
+        __syncthreads();
+        for (int j = threadIdx.y; j < kTile; j += kTileRowsPerPass) {
+            const std::int64_t c = c0 + j, r = r0 + threadIdx.x;
+            if (c < cols && r < rows) out[c * rows + r] = cuda::from_float<To>(tile[threadIdx.x][j]);
+        }
+        __syncthreads();
     }
 }
 
@@ -172,6 +201,19 @@ void CudaBackend::channels_to_tokens(const Context& ctx, const float* x, float* 
 void CudaBackend::tokens_to_channels(const Context& ctx, const float* x, float* y, std::int64_t batch,
                                      std::int64_t channels, std::int64_t spatial, bool accumulate) {
     transpose(ctx, x, y, batch, spatial, channels, accumulate);
+}
+
+void CudaBackend::channels_to_tokens_rounded(const Context& ctx, const float* x, const float* scale, const float* shift,
+                                             void* y, DType y_dtype, std::int64_t batch, std::int64_t channels,
+                                             std::int64_t spatial) {
+    cuda::with_half_type(y_dtype, "CUDA channels_to_tokens_rounded", [&](auto half) {
+        using To = decltype(half);
+        if (batch <= 0 || channels <= 0 || spatial <= 0) return;
+        const std::int64_t tiles = batch * ((channels + kTile - 1) / kTile) * ((spatial + kTile - 1) / kTile);
+        transpose_affine_kernel<To><<<cuda::blocks_for(tiles, 1), dim3(kTile, kTileRowsPerPass), 0, ctx.state().stream>>>(
+            x, scale, shift, static_cast<To*>(y), batch, channels, spatial);
+        UNCLIP_CUDA_CHECK_LAUNCH();
+    });
 }
 
 void CudaBackend::upsample_nearest(const Context& ctx, const float* x, float* y, std::int64_t batch,

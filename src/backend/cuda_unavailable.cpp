@@ -120,6 +120,10 @@ void CudaBackend::add(const Context&, const float*, float*, std::int64_t) { unav
 void CudaBackend::gather_rows(const Context&, const float*, const std::int32_t*, std::int64_t, std::int64_t, float*) {
     unavailable("CudaBackend::gather_rows");
 }
+void CudaBackend::channels_to_tokens_rounded(const Context&, const float*, const float*, const float*, void*, DType,
+                                             std::int64_t, std::int64_t, std::int64_t) {
+    unavailable("CudaBackend::channels_to_tokens_rounded");
+}
 void CudaBackend::to_rgb8(const Context&, const float*, std::int64_t, std::int64_t, std::int64_t, std::uint8_t*) {
     unavailable("CudaBackend::to_rgb8");
 }

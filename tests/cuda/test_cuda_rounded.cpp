@@ -1,7 +1,8 @@
 // The ops that hand linear layers their inputs already rounded (CudaBackend::kRoundedLinearInputs):
-// layer_norm_rounded and geglu_rounded must write exactly the fp32 op's values rounded to nearest
+// layer_norm_rounded, geglu_rounded and channels_to_tokens_rounded must write exactly the fp32 op's values rounded to nearest
 // (f16 and bf16, aligned and misaligned outputs, nothing outside them), and linear_rounded on such
 // inputs must give what linear gives on the fp32 values.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -155,6 +156,41 @@ TEST_CASE("geglu_rounded writes the fp32 geglu rounded to f16 or bf16, aligned o
     const GuardedHalves y(4, 0);
     CHECK(failure_of([&] { CudaBackend::geglu_rounded(gpu, nullptr, y.get(), DType::f32, 1, 4); })
               .find("output dtype F32") != std::string::npos);
+    y.read(gpu);  // untouched
+}
+
+TEST_CASE("channels_to_tokens_rounded writes the GroupNorm-mapped tokens rounded to f16 or bf16, and nothing else") {
+    const CudaBackend::Context gpu;
+    struct Shape {
+        std::int64_t batch, channels, spatial;
+    };
+    for (const Shape s : {Shape{1, 1, 1}, Shape{2, 5, 7}, Shape{1, 33, 65}, Shape{2, 320, 24 * 24}}) {
+        CAPTURE(s.batch);
+        CAPTURE(s.channels);
+        CAPTURE(s.spatial);
+        const std::int64_t n = s.batch * s.channels * s.spatial;
+        const std::vector<float> x = random_floats(size_of(n), 51, -3.0f, 3.0f);
+        const std::vector<float> scale = random_floats(size_of(s.batch * s.channels), 52, 0.2f, 2.0f);
+        const std::vector<float> shift = random_floats(size_of(s.batch * s.channels), 53);
+        // The kernel's one fma per value, in the token-major order it writes.
+        std::vector<float> want(size_of(n));
+        for (std::int64_t b = 0; b < s.batch; ++b)
+            for (std::int64_t c = 0; c < s.channels; ++c)
+                for (std::int64_t p = 0; p < s.spatial; ++p) {
+                    const auto affine = size_of(b * s.channels + c);
+                    want[size_of((b * s.spatial + p) * s.channels + c)] =
+                        std::fma(x[size_of((b * s.channels + c) * s.spatial + p)], scale[affine], shift[affine]);
+                }
+        const DeviceFloats dx(gpu, x), dscale(gpu, scale), dshift(gpu, shift);
+        check_rounded_writes(gpu, want, [&](void* y, DType dtype) {
+            CudaBackend::channels_to_tokens_rounded(gpu, dx.get(), dscale.get(), dshift.get(), y, dtype, s.batch, s.channels,
+                                                    s.spatial);
+        });
+    }
+    const GuardedHalves y(4, 0);
+    CHECK(failure_of([&] {
+              CudaBackend::channels_to_tokens_rounded(gpu, nullptr, nullptr, nullptr, y.get(), DType::f32, 1, 2, 2);
+          }).find("output dtype F32") != std::string::npos);
     y.read(gpu);  // untouched
 }
 

@@ -196,6 +196,12 @@ struct CudaBackend {
                                                   std::int64_t cols, float eps);
     UNCLIP_CXX_API static void geglu_rounded(const Context& ctx, const float* x, void* y, DType y_dtype,
                                              std::int64_t rows, std::int64_t inner);
+    // channels_to_tokens of a GroupNorm's output, from its scale and shift (group_norm_affine):
+    // y [B, spatial, C] halves = round(fma(x [B, C, spatial], scale[b, c], shift[b, c])), the
+    // normalised tokens a SpatialTransformer's proj_in reads, with no normalised copy of x written.
+    UNCLIP_CXX_API static void channels_to_tokens_rounded(const Context& ctx, const float* x, const float* scale,
+                                                          const float* shift, void* y, DType y_dtype, std::int64_t batch,
+                                                          std::int64_t channels, std::int64_t spatial);
 
     using Conv2dArgs = backend::Conv2dArgs;
     // conv2d's im2col reads an upsampled input (Conv2dArgs::input_upsample) through the upsampling,

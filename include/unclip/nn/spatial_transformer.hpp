@@ -100,7 +100,7 @@ public:
         for (const auto& b : blocks_)
             inner = std::max({inner, b.attn1.scratch_bytes(batch, tokens, tokens),
                               b.attn2.scratch_bytes(batch, tokens, context_len)});
-        return 3 * Scratch::bytes_for<T>(n) + inner;
+        return 3 * Scratch::bytes_for<T>(n) + 2 * Scratch::bytes_for<T>(static_cast<std::size_t>(batch * c)) + inner;
     }
 
     // Every block's cross-attention keys and values for context [B, L, context_dim], in turn
@@ -133,17 +133,26 @@ public:
         T* normed = scratch.take<T>(n);
         T* t = scratch.take<T>(n);       // the residual stream, [B, tokens, C]
         T* work = scratch.take<T>(n);
-        norm_.forward(ctx, x.data, normed, batch, tokens, false);
-        Backend::channels_to_tokens(ctx, normed, work, batch, c, tokens);
-        proj_in_.forward(ctx, work, rows, t);
-
-        const View<T> stream{t, {batch, tokens, c}};
-        const View<T> normed_tokens{work, {batch, tokens, c}};
         // With rounded inputs (see common_rounded_dtype) the LayerNorms and the GEGLU write their
         // outputs in the weights' half type straight into `work` and `gated` (halves in the fp32
         // buffers), and the linear layers read them as such; normed_tokens then only gives a shape.
+        // So does the GroupNorm, whose map the transpose to tokens applies: no normalised copy.
         const DType rounded = rounded_inputs_on(ctx) ? rounded_ : DType::f32;
         const bool half = rounded != DType::f32;
+        if (half) {
+            T* scale = scratch.take<T>(static_cast<std::size_t>(batch * c));
+            T* shift = scratch.take<T>(static_cast<std::size_t>(batch * c));
+            norm_.affine(ctx, x.data, batch, tokens, scale, shift);
+            channels_to_tokens_rounded(ctx, x.data, scale, shift, work, rounded, batch, c, tokens);
+            proj_in_.forward_rounded(ctx, work, rounded, rows, t);
+        } else {
+            norm_.forward(ctx, x.data, normed, batch, tokens, false);
+            Backend::channels_to_tokens(ctx, normed, work, batch, c, tokens);
+            proj_in_.forward(ctx, work, rows, t);
+        }
+
+        const View<T> stream{t, {batch, tokens, c}};
+        const View<T> normed_tokens{work, {batch, tokens, c}};
         const void* work_rounded = half ? work : nullptr;
         auto normalize = [&](const LayerNorm<Backend, T>& norm) {
             if (half) norm.forward_rounded(ctx, t, work, rounded, rows);
@@ -186,12 +195,12 @@ private:
         Linear<Backend, T> ff_in, ff_out;
     };
 
-    // The half type every linear fed by a LayerNorm or the GEGLU has (f16 or bf16), or f32 when
-    // they differ or are fp32: then the blocks run on fp32 inputs.
+    // The half type every linear fed by a norm or the GEGLU has (f16 or bf16), or f32 when they
+    // differ or are fp32: then the blocks run on fp32 inputs.
     DType common_rounded_dtype() const {
         if (blocks_.empty()) return DType::f32;
         const DType d = blocks_.front().ff_in.weight_dtype();
-        if (d != DType::f16 && d != DType::bf16) return DType::f32;
+        if ((d != DType::f16 && d != DType::bf16) || proj_in_.weight_dtype() != d) return DType::f32;
         for (const auto& b : blocks_)
             if (b.attn1.rounded_input_dtype() != d || b.attn2.rounded_input_dtype() != d || b.ff_in.weight_dtype() != d ||
                 b.ff_out.weight_dtype() != d)
@@ -203,6 +212,17 @@ private:
         if constexpr (Backend::kRoundedLinearInputs) return ctx.rounded_linear_inputs();
         (void)ctx;
         return false;
+    }
+
+    static void channels_to_tokens_rounded(const typename Backend::Context& ctx, const T* x, const T* scale,
+                                           const T* shift, T* y, DType rounded, std::int64_t batch, std::int64_t channels,
+                                           std::int64_t spatial) {
+        if constexpr (Backend::kRoundedLinearInputs) {
+            Backend::channels_to_tokens_rounded(ctx, x, scale, shift, y, rounded, batch, channels, spatial);
+        } else {
+            (void)ctx, (void)x, (void)scale, (void)shift, (void)y, (void)rounded, (void)batch, (void)channels, (void)spatial;
+            throw Error(Status::internal, "SpatialTransformer: this backend has no rounded linear inputs");
+        }
     }
 
     static void geglu_rounded(const typename Backend::Context& ctx, const T* hidden, T* gated, DType rounded,
