@@ -63,7 +63,8 @@ TEST_CASE("CLIP preprocessing matches ComfyUI and diffusers on odd, non-square, 
 TEST_CASE("CLIP preprocessing spread over threads (the pipeline's) gives the serial bits for both methods") {
     const test::Fixture fx("clip/preprocess.safetensors");
     const CpuBackend::Context pool(3);
-    for (const auto& c : fx.config().at("cases")) {
+    const auto cases = fx.config().at("cases");  // a copy: config() returns a temporary
+    for (const auto& c : cases) {
         const std::string name = c.at("name");
         INFO("case " << name);
         const Image image = fixture_image(fx[name + ".pixels"]);
