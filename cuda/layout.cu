@@ -35,41 +35,13 @@ __global__ void concat_kernel(const V* a, std::int64_t a_len, const V* b, std::i
 
 // x [batch, rows, cols] -> y [batch, cols, rows], one 32x32 tile per block step. A (32, 8) block
 // reads the tile row by row into shared memory (coalesced along cols) and writes it column by column
-// (coalesced along rows); the padding column keeps both phases free of bank conflicts.
-template <bool Accumulate>
-__global__ void transpose_kernel(const float* __restrict__ x, float* __restrict__ y, std::int64_t batch,
+// (coalesced along rows); the padding column keeps both phases free of bank conflicts. With scale
+// (and shift, [batch * rows]) each row's affine map is applied as it is read, one fma per value
+// (channels_to_tokens_rounded: a GroupNorm); To is the output type, float or a half type.
+template <class To, bool Accumulate>
+__global__ void transpose_kernel(const float* __restrict__ x, const float* __restrict__ scale,
+                                 const float* __restrict__ shift, To* __restrict__ y, std::int64_t batch,
                                  std::int64_t rows, std::int64_t cols) {
-    __shared__ float tile[kTile][kTile + 1];
-    const std::int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
-    const std::int64_t tiles = batch * row_tiles * col_tiles;
-    for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-        const std::int64_t col_tile = t % col_tiles, rest = t / col_tiles;
-        const std::int64_t r0 = rest % row_tiles * kTile, c0 = col_tile * kTile, b = rest / row_tiles;
-        const float* in = x + b * rows * cols;
-        float* out = y + b * rows * cols;
-        for (int j = threadIdx.y; j < kTile; j += kTileRowsPerPass) {
-            const std::int64_t r = r0 + j, c = c0 + threadIdx.x;
-            if (r < rows && c < cols) tile[j][threadIdx.x] = in[r * cols + c];
-        }
-        __syncthreads();
-        for (int j = threadIdx.y; j < kTile; j += kTileRowsPerPass) {
-            const std::int64_t c = c0 + j, r = r0 + threadIdx.x;
-            if (c < cols && r < rows) {
-                if constexpr (Accumulate) out[c * rows + r] += tile[threadIdx.x][j];
-                else out[c * rows + r] = tile[threadIdx.x][j];
-            }
-        }
-        __syncthreads();  // the next tile overwrites the shared memory
-    }
-}
-
-// transpose_kernel's tiling for channels_to_tokens_rounded: x [batch, channels, spatial] is read with
-// each channel's affine map applied (one fma, scale and shift per image and channel) and written
-// transposed, rounded to To.
-template <class To>
-__global__ void transpose_affine_kernel(const float* __restrict__ x, const float* __restrict__ scale,
-                                        const float* __restrict__ shift, To* __restrict__ y, std::int64_t batch,
-                                        std::int64_t rows, std::int64_t cols) {
     __shared__ float tile[kTile][kTile + 1];
     const std::int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
     const std::int64_t tiles = batch * row_tiles * col_tiles;
@@ -80,14 +52,20 @@ __global__ void transpose_affine_kernel(const float* __restrict__ x, const float
         To* out = y + b * rows * cols;
         for (int j = threadIdx.y; j < kTile; j += kTileRowsPerPass) {
             const std::int64_t r = r0 + j, c = c0 + threadIdx.x;
-            if (r < rows && c < cols) tile[j][threadIdx.x] = fmaf(in[r * cols + c], scale[b * rows + r], shift[b * rows + r]);
+            if (r < rows && c < cols) {
+                const float v = in[r * cols + c];
+                tile[j][threadIdx.x] = scale ? fmaf(v, scale[b * rows + r], shift[b * rows + r]) : v;
+            }
         }
         __syncthreads();
         for (int j = threadIdx.y; j < kTile; j += kTileRowsPerPass) {
             const std::int64_t c = c0 + j, r = r0 + threadIdx.x;
-            if (c < cols && r < rows) out[c * rows + r] = cuda::from_float<To>(tile[threadIdx.x][j]);
+            if (c < cols && r < rows) {
+                if constexpr (Accumulate) out[c * rows + r] += tile[threadIdx.x][j];
+                else out[c * rows + r] = cuda::from_float<To>(tile[threadIdx.x][j]);
+            }
         }
-        __syncthreads();
+        __syncthreads();  // the next tile overwrites the shared memory
     }
 }
 
@@ -141,15 +119,13 @@ __global__ void to_rgb8_kernel(const float* __restrict__ x, std::int64_t batch, 
     }
 }
 
-void transpose(const CudaBackend::Context& ctx, const float* x, float* y, std::int64_t batch, std::int64_t rows,
-               std::int64_t cols, bool accumulate) {
+template <class To, bool Accumulate = false>
+void transpose(const CudaBackend::Context& ctx, const float* x, To* y, std::int64_t batch, std::int64_t rows,
+               std::int64_t cols, const float* scale = nullptr, const float* shift = nullptr) {
     if (batch <= 0 || rows <= 0 || cols <= 0) return;
     const std::int64_t tiles = batch * ((rows + kTile - 1) / kTile) * ((cols + kTile - 1) / kTile);
-    const dim3 block(kTile, kTileRowsPerPass);
-    if (accumulate)
-        transpose_kernel<true><<<cuda::blocks_for(tiles, 1), block, 0, ctx.state().stream>>>(x, y, batch, rows, cols);
-    else
-        transpose_kernel<false><<<cuda::blocks_for(tiles, 1), block, 0, ctx.state().stream>>>(x, y, batch, rows, cols);
+    transpose_kernel<To, Accumulate><<<cuda::blocks_for(tiles, 1), dim3(kTile, kTileRowsPerPass), 0, ctx.state().stream>>>(
+        x, scale, shift, y, batch, rows, cols);
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 }  // namespace
@@ -195,12 +171,13 @@ void CudaBackend::concat_channels(const Context& ctx, const float* a, std::int64
 
 void CudaBackend::channels_to_tokens(const Context& ctx, const float* x, float* y, std::int64_t batch,
                                      std::int64_t channels, std::int64_t spatial) {
-    transpose(ctx, x, y, batch, channels, spatial, false);
+    transpose(ctx, x, y, batch, channels, spatial);
 }
 
 void CudaBackend::tokens_to_channels(const Context& ctx, const float* x, float* y, std::int64_t batch,
                                      std::int64_t channels, std::int64_t spatial, bool accumulate) {
-    transpose(ctx, x, y, batch, spatial, channels, accumulate);
+    if (accumulate) transpose<float, true>(ctx, x, y, batch, spatial, channels);
+    else transpose(ctx, x, y, batch, spatial, channels);
 }
 
 void CudaBackend::channels_to_tokens_rounded(const Context& ctx, const float* x, const float* scale, const float* shift,
@@ -208,11 +185,7 @@ void CudaBackend::channels_to_tokens_rounded(const Context& ctx, const float* x,
                                              std::int64_t spatial) {
     cuda::with_half_type(y_dtype, "CUDA channels_to_tokens_rounded", [&](auto half) {
         using To = decltype(half);
-        if (batch <= 0 || channels <= 0 || spatial <= 0) return;
-        const std::int64_t tiles = batch * ((channels + kTile - 1) / kTile) * ((spatial + kTile - 1) / kTile);
-        transpose_affine_kernel<To><<<cuda::blocks_for(tiles, 1), dim3(kTile, kTileRowsPerPass), 0, ctx.state().stream>>>(
-            x, scale, shift, static_cast<To*>(y), batch, channels, spatial);
-        UNCLIP_CUDA_CHECK_LAUNCH();
+        transpose(ctx, x, static_cast<To*>(y), batch, channels, spatial, scale, shift);
     });
 }
 

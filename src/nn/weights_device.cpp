@@ -1,7 +1,7 @@
 // Device copies of weight maps for modules over CudaBackend.
 #include "nn/weights_device.hpp"
 
-#include <algorithm>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,32 +26,33 @@ DType device_dtype(const WeightMap& host, const std::string& name, DType file, b
 }  // namespace
 
 std::vector<std::vector<std::string>> detail::upload_groups(const WeightMap& host, bool bf16) {
-    std::vector<std::vector<std::string>> groups;
-    std::set<std::string> grouped;
     const auto same_matrix = [&](const std::string& a, const std::string& b) {
         const Tensor* ta = host.find(a);
         const Tensor* tb = host.find(b);
         return ta && tb && host.requested_as_matrix(a) && host.requested_as_matrix(b) && ta->shape() == tb->shape() &&
                device_dtype(host, a, ta->dtype(), bf16) == device_dtype(host, b, tb->dtype(), bf16);
     };
+    // The q, k, v triples first, by their to_q; then every tensor in name order, a triple where its
+    // to_q stands (its to_k, which sorts before, goes with it).
     const std::string q_suffix = "to_q.weight";
+    std::map<std::string, std::vector<std::string>> triples;
+    std::set<std::string> in_triple;
     for (const auto& [name, tensor] : host.tensors()) {
-        if (!host.requested(name) || grouped.count(name)) continue;
-        if (name.size() >= q_suffix.size() && name.compare(name.size() - q_suffix.size(), q_suffix.size(), q_suffix) == 0) {
-            const std::string prefix = name.substr(0, name.size() - q_suffix.size());
-            const std::string k = prefix + "to_k.weight", v = prefix + "to_v.weight";
-            if (tensor.shape().rank() == 2 && tensor.dim(0) == tensor.dim(1) && same_matrix(name, k) && same_matrix(name, v)) {
-                groups.push_back({name, k, v});
-                grouped.insert({name, k, v});
-                continue;
-            }
+        if (name.size() < q_suffix.size() || name.compare(name.size() - q_suffix.size(), q_suffix.size(), q_suffix) != 0)
+            continue;
+        const std::string prefix = name.substr(0, name.size() - q_suffix.size());
+        const std::string k = prefix + "to_k.weight", v = prefix + "to_v.weight";
+        if (tensor.shape().rank() == 2 && tensor.dim(0) == tensor.dim(1) && same_matrix(name, k) && same_matrix(name, v)) {
+            triples[name] = {name, k, v};
+            in_triple.insert({name, k, v});
         }
-        groups.push_back({name});
     }
-    // A to_k met before its to_q went in alone above: take it out again.
-    groups.erase(std::remove_if(groups.begin(), groups.end(),
-                                [&](const auto& g) { return g.size() == 1 && grouped.count(g.front()); }),
-                 groups.end());
+    std::vector<std::vector<std::string>> groups;
+    for (const auto& [name, tensor] : host.tensors()) {
+        if (!host.requested(name)) continue;
+        if (const auto triple = triples.find(name); triple != triples.end()) groups.push_back(triple->second);
+        else if (!in_triple.count(name)) groups.push_back({name});
+    }
     return groups;
 }
 

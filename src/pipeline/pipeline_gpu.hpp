@@ -60,8 +60,8 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
 
 // The UNet evaluations of one sampling loop on the GPU. The text contexts and ADM vectors go up
 // once, and the cross-attentions' keys and values are projected from them once; each call sends
-// its latents up and the prediction back through pinned buffers and embeds
-// its timestep. With Context::graphs() the rest of the network runs from a CUDA graph: recorded at
+// its latents up and the prediction back through pinned buffers and embeds its timestep. With
+// Context::graphs() the rest of the network runs from a CUDA graph: recorded at
 // the second call (the first grows the workspace and makes the GEMM plans, which a recording may
 // not do) and kept in GpuModels, so that the next loop on the same buffers launches it from its
 // first call. When a recording fails, the rest of the loop runs its kernels one by one, with the

@@ -125,12 +125,15 @@ public:
 
         Scratch::Frame frame(scratch);
         // q, k and v: three buffers, or in self-attention with adjacent weights the column ranges of
-        // one [B, L, 3 dim] projection (the same room).
+        // one [B, L, 3 dim] projection (the same room); projected keys and values need none.
         const bool fused = qkv_ && !context;
         const std::int64_t width = fused ? 3 * cfg_.dim : cfg_.dim;
+        const auto kv_buffer = [&] {
+            return context_kv ? nullptr : scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
+        };
         T* q = scratch.take<T>(static_cast<std::size_t>(batch * q_len * width));
-        T* k = fused ? q + cfg_.dim : scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
-        T* v = fused ? q + 2 * cfg_.dim : scratch.take<T>(static_cast<std::size_t>(batch * kv_len * cfg_.dim));
+        T* k = fused ? q + cfg_.dim : kv_buffer();
+        T* v = fused ? q + 2 * cfg_.dim : kv_buffer();
         T* heads_out = scratch.take<T>(static_cast<std::size_t>(batch * q_len * cfg_.dim));
         const DType rounded = x_rounded ? rounded_input_dtype() : DType::f32;
         if (x_rounded && rounded == DType::f32)

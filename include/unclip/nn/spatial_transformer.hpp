@@ -100,7 +100,9 @@ public:
         for (const auto& b : blocks_)
             inner = std::max({inner, b.attn1.scratch_bytes(batch, tokens, tokens),
                               b.attn2.scratch_bytes(batch, tokens, context_len)});
-        return 3 * Scratch::bytes_for<T>(n) + 2 * Scratch::bytes_for<T>(static_cast<std::size_t>(batch * c)) + inner;
+        // The residual stream, the linear inputs, and the normalised input or the GroupNorm's map.
+        return 2 * Scratch::bytes_for<T>(n) +
+               std::max(Scratch::bytes_for<T>(n), 2 * Scratch::bytes_for<T>(static_cast<std::size_t>(batch * c))) + inner;
     }
 
     // Every block's cross-attention keys and values for context [B, L, context_dim], in turn
@@ -130,7 +132,6 @@ public:
         const auto n = static_cast<std::size_t>(rows * c);
 
         Scratch::Frame frame(scratch);
-        T* normed = scratch.take<T>(n);
         T* t = scratch.take<T>(n);       // the residual stream, [B, tokens, C]
         T* work = scratch.take<T>(n);
         // With rounded inputs (see common_rounded_dtype) the LayerNorms and the GEGLU write their
@@ -146,6 +147,7 @@ public:
             channels_to_tokens_rounded(ctx, x.data, scale, shift, work, rounded, batch, c, tokens);
             proj_in_.forward_rounded(ctx, work, rounded, rows, t);
         } else {
+            T* normed = scratch.take<T>(n);
             norm_.forward(ctx, x.data, normed, batch, tokens, false);
             Backend::channels_to_tokens(ctx, normed, work, batch, c, tokens);
             proj_in_.forward(ctx, work, rows, t);
