@@ -50,6 +50,17 @@ bool CudaBackend::Graph::current(const Context&) const noexcept { return false; 
 void CudaBackend::Graph::launch(const Context&) const { unavailable("CudaBackend::Graph::launch"); }
 std::size_t CudaBackend::Graph::operations() const noexcept { return 0; }
 
+struct CudaBackend::Fence::State {};
+CudaBackend::Fence::Fence() noexcept = default;
+CudaBackend::Fence::~Fence() = default;
+CudaBackend::Fence::Fence(Fence&&) noexcept = default;
+CudaBackend::Fence& CudaBackend::Fence::operator=(Fence&&) noexcept = default;
+void CudaBackend::Fence::mark(const Context&) { unavailable("CudaBackend::Fence::mark"); }
+void CudaBackend::Fence::wait() const {}
+void CudaBackend::latent_update(const Context&, const backend::LatentUpdateArgs&) {
+    unavailable("CudaBackend::latent_update");
+}
+
 void CudaBackend::upload(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::upload"); }
 void CudaBackend::download(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::download"); }
 void CudaBackend::copy(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::copy"); }

@@ -34,6 +34,7 @@ void ancestral_step(float from, float to, float eta, float* down, float* up) {
 }
 
 using detail::Run;
+using backend::LatentUpdate;
 
 // sample_euler with s_churn = 0 (ComfyUI's default; also ComfyUI's "ddim").
 void euler(Run& run) {
@@ -41,19 +42,15 @@ void euler(Run& run) {
         const float sigma = run.sigma(i), next = run.sigma(i + 1);
         run.denoise(run.x, sigma, run.denoised);
         run.report(i, sigma, run.x, run.denoised);
-        const float dt = next - sigma;
-        for (std::size_t k = 0; k < run.n; ++k) {
-            const float d = (run.x[k] - run.denoised[k]) / sigma;
-            run.x[k] = run.x[k] + d * dt;
-        }
+        // d = (x - denoised) / sigma; x = x + d * dt
+        run.update(LatentUpdate::euler, run.x, {run.x, run.x, run.denoised}, {sigma, next - sigma});
     }
 }
 
 // ComfyUI's sample_euler_ancestral (not the RF variant): the last step lands on the prediction.
 void euler_ancestral(Run& run) {
-    NoiseSampler& noise = run.noise_sampler();
     const auto eta = static_cast<float>(run.options.eta), s_noise = static_cast<float>(run.options.s_noise);
-    std::vector<float>& eps = run.scratch(0);
+    float* eps = run.scratch(0);
     for (int i = 0; i < run.steps(); ++i) {
         const float sigma = run.sigma(i), next = run.sigma(i + 1);
         run.denoise(run.x, sigma, run.denoised);
@@ -61,73 +58,58 @@ void euler_ancestral(Run& run) {
         ancestral_step(sigma, next, eta, &down, &up);
         run.report(i, sigma, run.x, run.denoised);
         if (down == 0.0f) {
-            std::copy(run.denoised, run.denoised + run.n, run.x);
+            run.copy(run.x, run.denoised);
             continue;
         }
-        noise.sample(sigma, next, eps.data(), run.n);
-        const float dt = down - sigma;
-        for (std::size_t k = 0; k < run.n; ++k) {
-            const float d = (run.x[k] - run.denoised[k]) / sigma;
-            run.x[k] = run.x[k] + d * dt + eps[k] * s_noise * up;
-        }
+        run.noise(sigma, next, eps);
+        run.update(LatentUpdate::euler_noisy, run.x, {run.x, run.denoised, eps}, {sigma, down - sigma, s_noise, up});
     }
 }
 
 // sample_heun: Euler on the last step (sigma_next = 0), the trapezoid rule elsewhere.
 void heun(Run& run) {
-    std::vector<float>& d = run.scratch(0);
-    std::vector<float>& x2 = run.scratch(1);
-    std::vector<float>& denoised2 = run.scratch(2);
+    float* x2 = run.scratch(0);
+    float* denoised2 = run.scratch(1);
     for (int i = 0; i < run.steps(); ++i) {
         const float sigma = run.sigma(i), next = run.sigma(i + 1);
         run.denoise(run.x, sigma, run.denoised);
-        for (std::size_t k = 0; k < run.n; ++k) d[k] = (run.x[k] - run.denoised[k]) / sigma;
         run.report(i, sigma, run.x, run.denoised);
         const float dt = next - sigma;
         if (next == 0.0f) {
-            for (std::size_t k = 0; k < run.n; ++k) run.x[k] = run.x[k] + d[k] * dt;
+            run.update(LatentUpdate::euler, run.x, {run.x, run.x, run.denoised}, {sigma, dt});
             continue;
         }
-        for (std::size_t k = 0; k < run.n; ++k) x2[k] = run.x[k] + d[k] * dt;
-        run.denoise(x2.data(), next, denoised2.data());
-        for (std::size_t k = 0; k < run.n; ++k) {
-            const float d2 = (x2[k] - denoised2[k]) / next;
-            run.x[k] = run.x[k] + (d[k] + d2) / 2.0f * dt;
-        }
+        run.update(LatentUpdate::euler, x2, {run.x, run.x, run.denoised}, {sigma, dt});
+        run.denoise(x2, next, denoised2);
+        run.update(LatentUpdate::heun, run.x, {run.x, run.denoised, x2, denoised2}, {sigma, next, dt});
     }
 }
 
 // sample_dpm_2: a midpoint step in log-sigma; Euler on the last step.
 void dpm_2(Run& run) {
-    std::vector<float>& d = run.scratch(0);
-    std::vector<float>& x2 = run.scratch(1);
-    std::vector<float>& denoised2 = run.scratch(2);
+    float* x2 = run.scratch(0);
+    float* denoised2 = run.scratch(1);
     for (int i = 0; i < run.steps(); ++i) {
         const float sigma = run.sigma(i), next = run.sigma(i + 1);
         run.denoise(run.x, sigma, run.denoised);
-        for (std::size_t k = 0; k < run.n; ++k) d[k] = (run.x[k] - run.denoised[k]) / sigma;
         run.report(i, sigma, run.x, run.denoised);
         if (next == 0.0f) {
-            const float dt = next - sigma;
-            for (std::size_t k = 0; k < run.n; ++k) run.x[k] = run.x[k] + d[k] * dt;
+            run.update(LatentUpdate::euler, run.x, {run.x, run.x, run.denoised}, {sigma, next - sigma});
             continue;
         }
         // torch.lerp(a, b, 0.5) = b - (b - a) * 0.5
         const float log_a = std::log(sigma), log_b = std::log(next);
         const float mid = std::exp(log_b - (log_b - log_a) * 0.5f);
         const float dt1 = mid - sigma, dt2 = next - sigma;
-        for (std::size_t k = 0; k < run.n; ++k) x2[k] = run.x[k] + d[k] * dt1;
-        run.denoise(x2.data(), mid, denoised2.data());
-        for (std::size_t k = 0; k < run.n; ++k) {
-            const float d2 = (x2[k] - denoised2[k]) / mid;
-            run.x[k] = run.x[k] + d2 * dt2;
-        }
+        run.update(LatentUpdate::euler, x2, {run.x, run.x, run.denoised}, {sigma, dt1});
+        run.denoise(x2, mid, denoised2);
+        run.update(LatentUpdate::euler, run.x, {run.x, x2, denoised2}, {mid, dt2});
     }
 }
 
 // sample_dpmpp_2m: t = -log(sigma); first order on the first and the last step.
 void dpmpp_2m(Run& run) {
-    std::vector<float>& old_denoised = run.scratch(0);
+    float* old_denoised = run.scratch(0);
     const auto t_fn = [](float s) { return -std::log(s); };
     const auto sigma_fn = [](float t) { return std::exp(-t); };
     for (int i = 0; i < run.steps(); ++i) {
@@ -139,26 +121,23 @@ void dpmpp_2m(Run& run) {
         const float ratio = sigma_fn(t_next) / sigma_fn(t);
         const float phi = std::expm1(-h);
         if (i == 0 || next == 0.0f) {
-            for (std::size_t k = 0; k < run.n; ++k) run.x[k] = ratio * run.x[k] - phi * run.denoised[k];
+            run.combine(run.x, ratio, run.x, -phi, run.denoised);
         } else {
             const float h_last = t - t_fn(run.sigma(i - 1));
             const float r = h_last / h;
             const float a = 1.0f + 1.0f / (2.0f * r), b = 1.0f / (2.0f * r);
-            for (std::size_t k = 0; k < run.n; ++k) {
-                const float denoised_d = a * run.denoised[k] - b * old_denoised[k];
-                run.x[k] = ratio * run.x[k] - phi * denoised_d;
-            }
+            // x = ratio x - phi (a denoised - b old_denoised)
+            run.update(LatentUpdate::combine_nested, run.x, {run.x, run.denoised, old_denoised}, {ratio, -phi, a, -b});
         }
-        std::copy(run.denoised, run.denoised + run.n, old_denoised.begin());
+        run.copy(old_denoised, run.denoised);
     }
 }
 
 // ComfyUI's sample_dpmpp_2m_sde, solver_type "midpoint" (the default); lambda = -log(sigma).
 void dpmpp_2m_sde(Run& run) {
-    NoiseSampler& noise = run.noise_sampler();
     const auto eta = static_cast<float>(run.options.eta), s_noise = static_cast<float>(run.options.s_noise);
-    std::vector<float>& old_denoised = run.scratch(0);
-    std::vector<float>& eps = run.scratch(1);
+    float* old_denoised = run.scratch(0);
+    float* eps = run.scratch(1);
     bool have_old = false;
     float h = 0.0f, h_last = 0.0f;
     for (int i = 0; i < run.steps(); ++i) {
@@ -166,7 +145,7 @@ void dpmpp_2m_sde(Run& run) {
         run.denoise(run.x, sigma, run.denoised);
         run.report(i, sigma, run.x, run.denoised);
         if (next == 0.0f) {
-            std::copy(run.denoised, run.denoised + run.n, run.x);
+            run.copy(run.x, run.denoised);
         } else {
             const float lambda_s = -std::log(sigma), lambda_t = -std::log(next);
             h = lambda_t - lambda_s;
@@ -174,19 +153,19 @@ void dpmpp_2m_sde(Run& run) {
             const float alpha_t = next * std::exp(lambda_t);
             const float decay = next / sigma * std::exp(-h * eta);
             const float gain = alpha_t * -std::expm1(-h_eta);
-            for (std::size_t k = 0; k < run.n; ++k) run.x[k] = decay * run.x[k] + gain * run.denoised[k];
+            run.combine(run.x, decay, run.x, gain, run.denoised);
             if (have_old) {
                 const float r = h_last / h;
                 const float c = 0.5f * alpha_t * -std::expm1(-h_eta) * (1.0f / r);
-                for (std::size_t k = 0; k < run.n; ++k) run.x[k] = run.x[k] + c * (run.denoised[k] - old_denoised[k]);
+                run.update(LatentUpdate::add_scaled_difference, run.x, {run.x, run.denoised, old_denoised}, {c});
             }
             if (eta > 0.0f && s_noise > 0.0f) {
-                noise.sample(sigma, next, eps.data(), run.n);
+                run.noise(sigma, next, eps);
                 const float c = next * std::sqrt(-std::expm1(-2.0f * h * eta)) * s_noise;
-                for (std::size_t k = 0; k < run.n; ++k) run.x[k] = run.x[k] + eps[k] * c;
+                run.combine(run.x, 1.0f, run.x, c, eps);  // x + eps * c
             }
         }
-        std::copy(run.denoised, run.denoised + run.n, old_denoised.begin());
+        run.copy(old_denoised, run.denoised);
         have_old = true;
         h_last = h;
     }
@@ -195,19 +174,18 @@ void dpmpp_2m_sde(Run& run) {
 // ComfyUI's sample_dpmpp_sde (r = 1/2): an ancestral half step to the geometric midpoint, a model
 // evaluation there, then the full step with the midpoint prediction.
 void dpmpp_sde(Run& run) {
-    NoiseSampler& noise = run.noise_sampler();
     const auto eta = static_cast<float>(run.options.eta), s_noise = static_cast<float>(run.options.s_noise);
     const float r = 0.5f, fac = 1.0f / (2.0f * r);
-    std::vector<float>& x2 = run.scratch(0);
-    std::vector<float>& denoised2 = run.scratch(1);
-    std::vector<float>& eps = run.scratch(2);
+    float* x2 = run.scratch(0);
+    float* denoised2 = run.scratch(1);
+    float* eps = run.scratch(2);
     const bool noisy = eta > 0.0f && s_noise > 0.0f;
     for (int i = 0; i < run.steps(); ++i) {
         const float sigma = run.sigma(i), next = run.sigma(i + 1);
         run.denoise(run.x, sigma, run.denoised);
         run.report(i, sigma, run.x, run.denoised);
         if (next == 0.0f) {
-            std::copy(run.denoised, run.denoised + run.n, run.x);
+            run.copy(run.x, run.denoised);
             continue;
         }
         const float lambda_s = -std::log(sigma), lambda_t = -std::log(next);
@@ -223,26 +201,23 @@ void dpmpp_sde(Run& run) {
         float h_ = -std::log(sd) - lambda_s;
         float decay = alpha_s1 / alpha_s * std::exp(-h_);
         float gain = alpha_s1 * std::expm1(-h_);
-        for (std::size_t k = 0; k < run.n; ++k) x2[k] = decay * run.x[k] - gain * run.denoised[k];
+        run.combine(x2, decay, run.x, -gain, run.denoised);
         if (noisy) {
-            noise.sample(sigma, sigma_s1, eps.data(), run.n);
-            const float c = alpha_s1 * s_noise * su;
-            for (std::size_t k = 0; k < run.n; ++k) x2[k] = x2[k] + eps[k] * c;
+            run.noise(sigma, sigma_s1, eps);
+            run.combine(x2, 1.0f, x2, alpha_s1 * s_noise * su, eps);
         }
-        run.denoise(x2.data(), sigma_s1, denoised2.data());
+        run.denoise(x2, sigma_s1, denoised2);
 
         ancestral_step(std::exp(-lambda_s), std::exp(-lambda_t), eta, &sd, &su);
         h_ = -std::log(sd) - lambda_s;
         decay = alpha_t / alpha_s * std::exp(-h_);
         gain = alpha_t * std::expm1(-h_);
-        for (std::size_t k = 0; k < run.n; ++k) {
-            const float denoised_d = (1.0f - fac) * run.denoised[k] + fac * denoised2[k];
-            run.x[k] = decay * run.x[k] - gain * denoised_d;
-        }
+        // x = decay x - gain ((1 - fac) denoised + fac denoised2)
+        run.update(LatentUpdate::combine_nested, run.x, {run.x, run.denoised, denoised2},
+                   {decay, -gain, 1.0f - fac, fac});
         if (noisy) {
-            noise.sample(sigma, next, eps.data(), run.n);
-            const float c = alpha_t * s_noise * su;
-            for (std::size_t k = 0; k < run.n; ++k) run.x[k] = run.x[k] + eps[k] * c;
+            run.noise(sigma, next, eps);
+            run.combine(run.x, 1.0f, run.x, alpha_t * s_noise * su, eps);
         }
     }
 }
@@ -259,32 +234,50 @@ std::uint64_t splitmix64(std::uint64_t z) {
 
 namespace detail {
 
-Run::Run(Sampler sampler_, const DenoiseFn& denoise_fn, float* x_, std::size_t n_, const std::vector<float>& sigmas_,
-         const SamplerOptions& options_)
-    : sampler(sampler_), options(options_), x(x_), n(n_), denoise_fn_(denoise_fn), sigmas_(sigmas_),
-      denoised_buffer_(n_) {
-    denoised = denoised_buffer_.data();
-}
+Run::Run(LatentOps& ops_, Sampler sampler_, const DenoiseFn& denoise_fn, float* x_, std::size_t n_,
+         const std::vector<float>& sigmas_, const SamplerOptions& options_, bool report_latents)
+    : ops(ops_), sampler(sampler_), options(options_), x(x_), n(n_), denoised(ops_.buffer(n_)), denoise_fn_(denoise_fn),
+      sigmas_(sigmas_), report_latents_(report_latents) {}
 
 void Run::denoise(const float* input, float sigma, float* out) { denoise_fn_(input, sigma, out); }
 
 void Run::report(int step, float sigma, const float* sample, const float* prediction) {
+    ops.step_queued();
     if (!options.on_step) return;
     StepInfo info;
     info.step = step;
     info.steps = steps();
     info.sigma = sigma;
-    info.x = sample;
-    info.denoised = prediction;
+    if (report_latents_) {
+        info.x = ops.host_view(sample, n, host_x_);
+        info.denoised = ops.host_view(prediction, n, host_denoised_);
+    }
     info.numel = n;
     if (!options.on_step(info))
         throw Error(Status::cancelled, std::string("sampling cancelled at step ") + std::to_string(step + 1) + " of " +
                                            std::to_string(steps()) + " (" + sampler_name(sampler) + ")");
 }
 
-std::vector<float>& Run::scratch(std::size_t index) {
-    while (scratch_.size() <= index) scratch_.emplace_back(n);
+float* Run::scratch(std::size_t index) {
+    while (scratch_.size() <= index) scratch_.push_back(ops.buffer(n));
     return scratch_[index];
+}
+
+void Run::noise(float sigma, float sigma_next, float* out) {
+    host_noise_.resize(n);
+    noise_sampler().sample(sigma, sigma_next, host_noise_.data(), n);
+    ops.upload(host_noise_.data(), out, n);
+}
+
+void Run::update(backend::LatentUpdate kind, float* out, std::initializer_list<const float*> inputs,
+                 std::initializer_list<float> constants) {
+    backend::LatentUpdateArgs args;
+    args.kind = kind;
+    args.out = out;
+    args.n = static_cast<std::int64_t>(n);
+    std::copy(inputs.begin(), inputs.begin() + std::min<std::size_t>(inputs.size(), std::size(args.in)), args.in);
+    std::copy(constants.begin(), constants.begin() + std::min<std::size_t>(constants.size(), std::size(args.c)), args.c);
+    ops.update(args);
 }
 
 NoiseSampler& Run::noise_sampler() {
@@ -400,26 +393,32 @@ void BrownianNoiseSampler::sample(float sigma, float sigma_next, float* out, std
     known_.erase(known_.upper_bound(top), known_.end());
 }
 
-void sample(Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n, const std::vector<float>& sigmas,
-            const SamplerOptions& options) {
+namespace detail {
+
+void check_sample_arguments(const DenoiseFn& denoise, const float* x, std::size_t n, const std::vector<float>& sigmas,
+                            const SamplerOptions& options, bool check_x_values) {
     if (!denoise) throw Error(Status::invalid_argument, "sample: the denoiser callback is empty");
     if (x == nullptr || n == 0) throw Error(Status::invalid_argument, "sample: x is empty");
     if (sigmas.size() < 2)
         throw Error(Status::invalid_argument,
                     "sample: need at least 2 sigmas (got " + std::to_string(sigmas.size()) + ")");
-    detail::require_all_finite("sigmas", sigmas.data(), sigmas.size());
+    require_all_finite("sigmas", sigmas.data(), sigmas.size());
     for (std::size_t i = 0; i + 1 < sigmas.size(); ++i)
         if (!(sigmas[i] > 0))
             throw Error(Status::invalid_argument, "sample: sigmas[" + std::to_string(i) + "] = " +
-                                                      detail::format_number(sigmas[i]) +
+                                                      format_number(sigmas[i]) +
                                                       " must be > 0 (only the last sigma may be 0)");
     if (sigmas.back() < 0)
         throw Error(Status::invalid_argument, "sample: the last sigma must be >= 0");
-    detail::require_at_least("eta", options.eta, 0.0);
-    detail::require_at_least("s_noise", options.s_noise, 0.0);
-    detail::require_all_finite("x", x, n);
+    require_at_least("eta", options.eta, 0.0);
+    require_at_least("s_noise", options.s_noise, 0.0);
+    if (check_x_values) require_all_finite("x", x, n);
+}
 
-    detail::Run run(sampler, denoise, x, n, sigmas, options);
+void sample_with(LatentOps& ops, Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n,
+                 const std::vector<float>& sigmas, const SamplerOptions& options, bool report_latents) {
+    check_sample_arguments(denoise, x, n, sigmas, options, false);
+    Run run(ops, sampler, denoise, x, n, sigmas, options, report_latents);
     switch (sampler) {
         case Sampler::euler:
         case Sampler::ddim: euler(run); return;
@@ -429,10 +428,19 @@ void sample(Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n, 
         case Sampler::dpmpp_2m: dpmpp_2m(run); return;
         case Sampler::dpmpp_2m_sde: dpmpp_2m_sde(run); return;
         case Sampler::dpmpp_sde: dpmpp_sde(run); return;
-        case Sampler::uni_pc: detail::uni_pc(run, false); return;
-        case Sampler::uni_pc_bh2: detail::uni_pc(run, true); return;
+        case Sampler::uni_pc: uni_pc(run, false); return;
+        case Sampler::uni_pc_bh2: uni_pc(run, true); return;
     }
     throw Error(Status::invalid_argument, "sample: unknown sampler value " + std::to_string(static_cast<int>(sampler)));
+}
+
+}  // namespace detail
+
+void sample(Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n, const std::vector<float>& sigmas,
+            const SamplerOptions& options) {
+    detail::check_sample_arguments(denoise, x, n, sigmas, options, true);
+    detail::HostLatentOps ops;
+    detail::sample_with(ops, sampler, denoise, x, n, sigmas, options);
 }
 
 std::vector<float> ksampler_sigmas(const ModelSchedule& model, Scheduler scheduler, Sampler sampler, int steps,
@@ -462,28 +470,33 @@ std::vector<float> ksampler_sigmas(const ModelSchedule& model, Scheduler schedul
     return sigmas;
 }
 
-std::vector<float> ksample(const KSamplerParams& params, const ModelSchedule& model, const DenoiseFn& denoise,
-                           const std::vector<float>& latent) {
+detail::KSampleStart detail::ksample_start(const KSamplerParams& params, const ModelSchedule& model,
+                                           const std::vector<float>& latent) {
     if (latent.empty()) throw Error(Status::invalid_argument, "ksample: the latent is empty");
-    detail::require_all_finite("latent", latent.data(), latent.size());
-    const std::vector<float> sigmas = ksampler_sigmas(model, params.scheduler, params.sampler, params.steps, params.denoise);
-
+    require_all_finite("latent", latent.data(), latent.size());
+    KSampleStart start;
+    start.sigmas = ksampler_sigmas(model, params.scheduler, params.sampler, params.steps, params.denoise);
     // comfy/sample.py prepare_noise: one torch.randn over the whole latent.
-    std::vector<float> x = TorchGenerator(params.seed, params.kernel).randn(latent.size());
+    start.x = TorchGenerator(params.seed, params.kernel).randn(latent.size());
     // comfy/samplers.py Sampler.max_denoise and EPS.noise_scaling, float32.
-    const float sigma0 = sigmas.front(), sigma_max = model.sigma_max();
+    const float sigma0 = start.sigmas.front(), sigma_max = model.sigma_max();
     const bool max_denoise =
         std::fabs(static_cast<double>(sigma_max) - sigma0) <= 1e-5 * std::max<double>(std::fabs(sigma_max), std::fabs(sigma0)) ||
         sigma0 > sigma_max;
     const float scale = max_denoise ? std::sqrt(1.0f + sigma0 * sigma0) : sigma0;
-    for (std::size_t k = 0; k < x.size(); ++k) x[k] = x[k] * scale + latent[k];
+    for (std::size_t k = 0; k < start.x.size(); ++k) start.x[k] = start.x[k] * scale + latent[k];
+    return start;
+}
 
+std::vector<float> ksample(const KSamplerParams& params, const ModelSchedule& model, const DenoiseFn& denoise,
+                           const std::vector<float>& latent) {
+    detail::KSampleStart start = detail::ksample_start(params, model, latent);
     SamplerOptions options;
     options.seed = params.seed;
     options.kernel = params.kernel;
     options.on_step = params.on_step;
-    sample(params.sampler, denoise, x, sigmas, options);
-    return x;
+    sample(params.sampler, denoise, start.x, start.sigmas, options);
+    return std::move(start.x);
 }
 
 }  // namespace unclip::sampling

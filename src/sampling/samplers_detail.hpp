@@ -1,18 +1,37 @@
 #pragma once
-// The state one sampler run shares with the loops in samplers.cpp and uni_pc.cpp.
+// The state one sampler run shares with the loops in samplers.cpp and uni_pc.cpp, and the entry
+// point that runs a sampler on latents in any LatentOps memory.
 #include <cstddef>
-#include <deque>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
+#include "sampling/latent_ops.hpp"
 #include "unclip/sampling/samplers.hpp"
 
 namespace unclip::sampling::detail {
 
+// Runs `sampler` as sample() does, with x (n floats) and every buffer in `ops`' memory; `denoise`
+// reads and writes that memory too. report_latents false: the step callback gets null x and
+// denoised pointers (and the values are not copied to the host for it).
+void sample_with(LatentOps& ops, Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n,
+                 const std::vector<float>& sigmas, const SamplerOptions& options, bool report_latents = true);
+
+// comfy/sample.py prepare_noise and the noise scaling of KSampler.sample (see ksample()): the
+// sigma list and the noised starting sample, on the host.
+struct KSampleStart {
+    std::vector<float> sigmas, x;
+};
+KSampleStart ksample_start(const KSamplerParams& params, const ModelSchedule& model, const std::vector<float>& latent);
+
+// Checks sample()'s arguments on the host values of x.
+void check_sample_arguments(const DenoiseFn& denoise, const float* x, std::size_t n, const std::vector<float>& sigmas,
+                            const SamplerOptions& options, bool check_x_values);
+
 class Run {
 public:
-    Run(Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n, const std::vector<float>& sigmas,
-        const SamplerOptions& options);
+    Run(LatentOps& ops, Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n,
+        const std::vector<float>& sigmas, const SamplerOptions& options, bool report_latents);
 
     int steps() const noexcept { return static_cast<int>(sigmas_.size()) - 1; }
     float sigma(int i) const noexcept { return sigmas_[static_cast<std::size_t>(i)]; }
@@ -21,11 +40,21 @@ public:
     void denoise(const float* input, float sigma, float* out);
     // Calls options.on_step; throws Error(Status::cancelled) when it returns false.
     void report(int step, float sigma, const float* sample, const float* prediction);
-    // A zero-initialised buffer of n floats, kept for the run.
-    std::vector<float>& scratch(std::size_t index);
-    // options.noise, or the sampler's default built from options.seed.
-    NoiseSampler& noise_sampler();
+    // A zeroed buffer of n floats, kept for the run.
+    float* scratch(std::size_t index);
+    // n values of the noise sampler (options.noise or the sampler's default) into `out`.
+    void noise(float sigma, float sigma_next, float* out);
 
+    // Queues one update over n values; pointers in ops' memory, at most five inputs.
+    void update(backend::LatentUpdate kind, float* out, std::initializer_list<const float*> inputs,
+                std::initializer_list<float> constants);
+    void copy(float* dst, const float* src) { update(backend::LatentUpdate::copy, dst, {src}, {}); }
+    // dst = c0 * a + c1 * b
+    void combine(float* dst, float c0, const float* a, float c1, const float* b) {
+        update(backend::LatentUpdate::combine, dst, {a, b}, {c0, c1});
+    }
+
+    LatentOps& ops;
     const Sampler sampler;
     const SamplerOptions& options;
     float* const x;        // [n], updated in place
@@ -33,10 +62,12 @@ public:
     float* denoised;       // [n], the last prediction
 
 private:
+    NoiseSampler& noise_sampler();
     const DenoiseFn& denoise_fn_;
     const std::vector<float>& sigmas_;
-    std::vector<float> denoised_buffer_;
-    std::deque<std::vector<float>> scratch_;  // a deque: references stay valid as it grows
+    const bool report_latents_;
+    std::vector<float*> scratch_;
+    std::vector<float> host_noise_, host_x_, host_denoised_;
     std::unique_ptr<NoiseSampler> default_noise_;
 };
 

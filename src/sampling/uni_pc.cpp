@@ -15,6 +15,8 @@ namespace unclip::sampling::detail {
 
 namespace {
 
+using backend::LatentUpdate;
+
 // SigmaConvert in float32, operation for operation: ComfyUI evaluates it on float32 tensors, and
 // near sigma = 0.001 (where a final 0 is moved to) 1 - exp(2 log alpha) cancels badly: sigma_vp
 // comes out as 2^-10 instead of 0.000999999 and lambda as 6.9315 instead of 6.9078. Reproducing
@@ -29,7 +31,7 @@ float lambda_of(float s) {
 
 struct Entry {
     float t;
-    std::vector<float> m;  // the data prediction at t
+    float* m;  // the data prediction at t
 };
 
 // Solves the k x k system a * x = b (k <= 3) by Gaussian elimination with partial pivoting.
@@ -58,27 +60,20 @@ std::vector<double> solve(std::vector<std::vector<double>> a, std::vector<double
 
 class UniPC {
 public:
-    UniPC(Run& run, bool bh2) : run_(run), bh2_(bh2), x_k_(run.n), d_(run.n) {}
+    UniPC(Run& run, bool bh2) : run_(run), bh2_(bh2), x_k_(run.ops.buffer(run.n)), d_(run.ops.buffer(run.n)) {}
 
     // UniPC.data_prediction_fn over model_wrapper(predict_eps_sigma): x is in VP scale.
-    void predict(const float* x, float t, std::vector<float>& m) {
-        const std::size_t n = run_.n;
-        const float to_k = std::sqrt(t * t + 1.0f);
-        for (std::size_t k = 0; k < n; ++k) x_k_[k] = x[k] * to_k;
-        run_.denoise(x_k_.data(), t, d_.data());
-        const float sigma_t = sigma_vp_of(t), alpha_t = alpha_of(t);
-        m.resize(n);
-        for (std::size_t k = 0; k < n; ++k) {
-            const float eps = (x_k_[k] - d_[k]) / t;
-            m[k] = (x[k] - sigma_t * eps) / alpha_t;
-        }
+    void predict(const float* x, float t, float* m) {
+        run_.update(LatentUpdate::scale, x_k_, {x}, {std::sqrt(t * t + 1.0f)});
+        run_.denoise(x_k_, t, d_);
+        // eps = (x_k - D) / t; m = (x - sigma_t eps) / alpha_t
+        run_.update(LatentUpdate::data_prediction, m, {x, x_k_, d_}, {sigma_vp_of(t), t, alpha_of(t)});
     }
 
-    // multistep_uni_pc_bh_update: from the newest history entry to t with order p; returns the
-    // corrector's model evaluation (at the predicted sample) in m_t when use_corrector.
-    void update(std::vector<float>& x, const std::deque<Entry>& history, float t, int p, bool use_corrector,
-                std::vector<float>& m_t) {
-        const std::size_t n = run_.n;
+    // multistep_uni_pc_bh_update: from the newest history entry to t with order p, x updated in
+    // place; when use_corrector, m_t receives the corrector's model evaluation (at the predicted
+    // sample).
+    void update(float* x, const std::deque<Entry>& history, float t, int p, bool use_corrector, float* m_t) {
         const Entry& newest = history.back();
         const float lambda_s0 = lambda_of(newest.t), lambda_t = lambda_of(t);
         const float sigma_s0 = sigma_vp_of(newest.t), sigma_t = sigma_vp_of(t);
@@ -86,16 +81,13 @@ public:
         const float h = lambda_t - lambda_s0;
 
         std::vector<double> rks;
-        // (m_i - m_0) / r_i, newest-but-one first, in buffers kept across steps.
+        // (m_i - m_0) / r_i, newest-but-one first.
         const auto differences = static_cast<std::size_t>(p - 1);
-        if (d1s_.size() < differences) d1s_.resize(differences);
         for (int i = 1; i < p; ++i) {
             const Entry& older = history[history.size() - 1 - static_cast<std::size_t>(i)];
             const float rk = (lambda_of(older.t) - lambda_s0) / h;
             rks.push_back(rk);
-            std::vector<float>& d1 = d1s_[static_cast<std::size_t>(i - 1)];
-            d1.resize(n);
-            for (std::size_t k = 0; k < n; ++k) d1[k] = (older.m[k] - newest.m[k]) / rk;
+            run_.update(LatentUpdate::difference_over, d1(static_cast<std::size_t>(i - 1)), {older.m, newest.m}, {rk});
         }
         rks.push_back(1.0);
 
@@ -133,50 +125,64 @@ public:
         const float c_x = sigma_t / sigma_s0;
         const auto c_m = static_cast<float>(alpha_t * h_phi_1);
         const auto c_b = static_cast<float>(alpha_t * b_h);
-        std::vector<float>& x_base = run_.scratch(0);
-        for (std::size_t k = 0; k < n; ++k) x_base[k] = c_x * x[k] - c_m * newest.m[k];
+        float* x_base = run_.scratch(0);
+        run_.combine(x_base, c_x, x, -c_m, newest.m);
 
-        // At most two differences (order <= 3): written out, so the loops over n vectorise.
-        const float* d1_0 = differences > 0 ? d1s_[0].data() : nullptr;
-        const float* d1_1 = differences > 1 ? d1s_[1].data() : nullptr;
-        const float rho_p0 = differences > 0 ? static_cast<float>(rhos_p[0]) : 0.0f;
-        const float rho_p1 = differences > 1 ? static_cast<float>(rhos_p[1]) : 0.0f;
-        std::vector<float>& x_pred = run_.scratch(1);
-        for (std::size_t k = 0; k < n; ++k) {
-            float pred_res = 0.0f;
-            if (differences > 0) pred_res += d1_0[k] * rho_p0;
-            if (differences > 1) pred_res += d1_1[k] * rho_p1;
-            x_pred[k] = x_base[k] - c_b * pred_res;
-        }
+        // At most two differences (order <= 3).
+        const float* d1_0 = differences > 0 ? d1(0) : nullptr;
+        const float* d1_1 = differences > 1 ? d1(1) : nullptr;
+        const auto rho = [&](const std::vector<double>& rhos, std::size_t i) {
+            return i < differences ? static_cast<float>(rhos[i]) : 0.0f;
+        };
+        backend::LatentUpdateArgs combination;
+        combination.kind = LatentUpdate::uni_pc;
+        combination.n = static_cast<std::int64_t>(run_.n);
+        combination.count = static_cast<int>(differences);
+        combination.in[0] = x_base;
+        combination.in[1] = d1_0;
+        combination.in[2] = d1_1;
+        combination.c[0] = c_b;
+        float* x_pred = run_.scratch(1);
         if (!use_corrector) {
-            x.swap(x_pred);
+            combination.out = x;
+            combination.c[1] = rho(rhos_p, 0);
+            combination.c[2] = rho(rhos_p, 1);
+            run_.ops.update(combination);
             return;
         }
-        predict(x_pred.data(), t, m_t);
-        const auto rho_last = static_cast<float>(rhos_c.back());
-        const float rho_c0 = differences > 0 ? static_cast<float>(rhos_c[0]) : 0.0f;
-        const float rho_c1 = differences > 1 ? static_cast<float>(rhos_c[1]) : 0.0f;
-        for (std::size_t k = 0; k < n; ++k) {
-            float corr_res = 0.0f;
-            if (differences > 0) corr_res += d1_0[k] * rho_c0;
-            if (differences > 1) corr_res += d1_1[k] * rho_c1;
-            const float d1_t = m_t[k] - newest.m[k];
-            x[k] = x_base[k] - c_b * (corr_res + rho_last * d1_t);
-        }
+        combination.out = x_pred;
+        combination.c[1] = rho(rhos_p, 0);
+        combination.c[2] = rho(rhos_p, 1);
+        run_.ops.update(combination);
+        predict(x_pred, t, m_t);
+        // x = x_base - c_b (sum rho_c d1 + rho_last (m_t - m_0))
+        combination.out = x;
+        combination.c[1] = rho(rhos_c, 0);
+        combination.c[2] = rho(rhos_c, 1);
+        combination.c[3] = static_cast<float>(rhos_c.back());
+        combination.in[3] = m_t;
+        combination.in[4] = newest.m;
+        run_.ops.update(combination);
     }
 
-    void report(int step, float t, const std::vector<float>& x, const std::vector<float>& m) {
-        if (!run_.options.on_step) return;
-        const float to_k = 1.0f / alpha_of(t);
-        for (std::size_t k = 0; k < run_.n; ++k) x_k_[k] = x[k] * to_k;
-        run_.report(step, t, x_k_.data(), m.data());
+    void report(int step, float t, const float* x, const float* m) {
+        if (!run_.options.on_step) {
+            run_.ops.step_queued();
+            return;
+        }
+        run_.update(LatentUpdate::scale, x_k_, {x}, {1.0f / alpha_of(t)});
+        run_.report(step, t, x_k_, m);
     }
 
 private:
+    float* d1(std::size_t i) {
+        while (d1s_.size() <= i) d1s_.push_back(run_.ops.buffer(run_.n));
+        return d1s_[i];
+    }
     Run& run_;
     bool bh2_;
-    std::vector<float> x_k_, d_;
-    std::vector<std::vector<float>> d1s_;
+    float *x_k_, *d_;
+    std::vector<float*> d1s_;
 };
 
 }  // namespace
@@ -188,38 +194,41 @@ void uni_pc(Run& run, bool bh2) {
     const int steps = static_cast<int>(ts.size()) - 1;
     const int order = std::min(3, static_cast<int>(ts.size()) - 2);
 
-    const std::size_t n = run.n;
-    const float to_vp = std::sqrt(1.0f + ts[0] * ts[0]);
-    std::vector<float> x(run.x, run.x + n);
-    for (float& v : x) v = v / to_vp;
+    float* x = run.ops.buffer(run.n);
+    run.update(LatentUpdate::divide, x, {run.x}, {std::sqrt(1.0f + ts[0] * ts[0])});
 
     UniPC solver(run, bh2);
+    // The history's data predictions: order entries, plus one for the corrector's newest.
+    std::vector<float*> free_predictions;
+    for (int i = 0; i <= std::max(order, 1); ++i) free_predictions.push_back(run.ops.buffer(run.n));
+    const auto take = [&] {
+        float* m = free_predictions.back();
+        free_predictions.pop_back();
+        return m;
+    };
     std::deque<Entry> history;
-    history.push_back({ts[0], {}});
-    solver.predict(x.data(), ts[0], history.back().m);
+    history.push_back({ts[0], take()});
+    solver.predict(x, ts[0], history.back().m);
     solver.report(0, ts[0], x, history.back().m);
 
     // UniPC.sample: a warm-up of increasing order, then order `order` lowered towards the end
     // (lower_order_final); the corrector's model evaluation is reused as the next history value,
     // so the run costs `steps` evaluations. With one step (order 0) ComfyUI does no update at all.
-    std::vector<float> m_t;
     for (int k = 1; order > 0 && k <= steps; ++k) {
         const int p = k < order ? k : std::min(order, steps + 1 - k);
         const bool use_corrector = k < steps;
+        float* m_t = use_corrector ? take() : nullptr;
         solver.update(x, history, ts[static_cast<std::size_t>(k)], p, use_corrector, m_t);
         if (!use_corrector) break;
-        // The history takes m_t's storage, and the entry it drops lends its storage to the next m_t.
-        history.push_back({ts[static_cast<std::size_t>(k)], std::move(m_t)});
-        m_t = {};
+        history.push_back({ts[static_cast<std::size_t>(k)], m_t});
         if (static_cast<int>(history.size()) > order) {
-            m_t = std::move(history.front().m);
+            free_predictions.push_back(history.front().m);
             history.pop_front();
         }
         solver.report(k, ts[static_cast<std::size_t>(k)], x, history.back().m);
     }
 
-    const float from_vp = alpha_of(ts.back());
-    for (std::size_t k = 0; k < n; ++k) run.x[k] = x[k] / from_vp;
+    run.update(LatentUpdate::divide, run.x, {x}, {alpha_of(ts.back())});
 }
 
 }  // namespace unclip::sampling::detail

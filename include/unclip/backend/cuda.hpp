@@ -16,6 +16,7 @@
 #include <string>
 
 #include "unclip/backend/args.hpp"
+#include "unclip/backend/latent_update.hpp"
 #include "unclip/detail/export.hpp"
 #include "unclip/dtype.hpp"
 #include "unclip/scratch.hpp"
@@ -158,6 +159,27 @@ struct CudaBackend {
         struct State;
         std::unique_ptr<State> state_;
     };
+
+    // A point in a context's queue. wait() returns once the work queued before the last mark()
+    // has run (at once before the first mark), and reports an error that work raised. A sampling
+    // loop marks each step and waits for the step before, so the host stays one step ahead.
+    class UNCLIP_CXX_API Fence {
+    public:
+        Fence() noexcept;
+        ~Fence();
+        Fence(Fence&&) noexcept;
+        Fence& operator=(Fence&&) noexcept;
+        void mark(const Context& ctx);
+        void wait() const;
+
+    private:
+        struct State;
+        std::unique_ptr<State> state_;
+    };
+
+    // One sampler update (unclip/backend/latent_update.hpp) over device latents; the results
+    // match the CPU's update_on_host up to the host compiler's fused multiply-adds.
+    UNCLIP_CXX_API static void latent_update(const Context& ctx, const backend::LatentUpdateArgs& args);
 
     // Host <-> device copies of n floats on the context's stream. upload returns once the host
     // buffer may be reused; download waits for the data (and so for all queued work).
