@@ -133,8 +133,8 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
     std::function<void(const sampling::ModelCall&)> network;
     std::optional<GpuUNetSteps> gpu_steps;  // holds its device buffers until the decode below
     if (impl.gpu) {
-        gpu_steps.emplace(*impl.gpu, contexts, ys, Shape{batch, 4, h, w});
-        network = std::ref(*gpu_steps);
+        gpu_steps.emplace(*impl.gpu, contexts, ys, Shape{batch, 4, h, w}, kGpuSamplerLatents);
+        network = std::ref(*gpu_steps);  // the loop below runs on the device (ksample_on_gpu)
     } else {
         const auto& unet = *models.unet;
         impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));
@@ -199,7 +199,14 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         }
         return p.on_progress(progress);
     };
-    const std::vector<float> sampled = sampling::ksample(ks, schedule, denoise, latent);
+    std::vector<float> sampled;
+    if (gpu_steps) {
+        const LatentHold hold{mask_weights, noise};
+        sampled = ksample_on_gpu(*gpu_steps, impl.gpu->ctx, ks, schedule, denoiser.config(), latent,
+                                 p.mask ? &hold : nullptr, p.preview && static_cast<bool>(p.on_progress));
+    } else {
+        sampled = sampling::ksample(ks, schedule, denoise, latent);
+    }
     gpu_steps.reset();  // the decode below reserves its own arena
     if (impl.cancelled.load()) throw Error(Status::cancelled, "generate: cancelled");
 

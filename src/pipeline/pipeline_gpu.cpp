@@ -22,20 +22,25 @@ Scratch& reserved(GpuModels& g, std::size_t bytes) {
     return g.scratch;
 }
 
-std::size_t step_bytes(const GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent) {
+std::size_t step_bytes(const GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent,
+                       std::size_t sampler_latents) {
     const std::int64_t rows = 2 * latent[0], row_size = latent.numel() / latent[0];
     const auto floats = [](std::int64_t n) { return Scratch::bytes_for<float>(static_cast<std::size_t>(n)); };
     return g.unet->scratch_bytes({rows, latent[1], latent[2], latent[3]}, contexts.dim(1)) + floats(contexts.numel()) +
-           floats(ys.numel()) + 2 * floats(rows * row_size) + floats(g.unet->context_kv_floats(rows, contexts.dim(1)));
+           floats(ys.numel()) + 2 * floats(rows * row_size) + floats(g.unet->context_kv_floats(rows, contexts.dim(1))) +
+           floats(static_cast<std::int64_t>(sampler_latents) * latent.numel()) +
+           floats(rows * g.unet->config().time_embed_dim());
 }
 }  // namespace
 
-GpuUNetSteps::GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent)
+GpuUNetSteps::GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent,
+                           std::size_t sampler_latents)
     : g_(g),
-      frame_(reserved(g, step_bytes(g, contexts, ys, latent))),
+      frame_(reserved(g, step_bytes(g, contexts, ys, latent, sampler_latents))),
       latent_(latent),
       tokens_(contexts.dim(1)),
-      width_(contexts.dim(2)) {
+      width_(contexts.dim(2)),
+      sampler_floats_(sampler_latents * static_cast<std::size_t>(latent.numel())) {
     const std::int64_t rows = 2 * latent[0];
     contexts_ = g.stage(contexts.data<const float>(), contexts.numel());
     ys_ = g.unet->config().adm_in_channels > 0 ? g.stage(ys.data<const float>(), ys.numel()) : nullptr;
@@ -44,6 +49,7 @@ GpuUNetSteps::GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& y
     // The cross-attentions' keys and values, the same at every step: projected once here.
     context_kv_ = g.scratch.take<float>(static_cast<std::size_t>(g.unet->context_kv_floats(rows, tokens_)));
     g.unet->project_context(g.ctx, CView<float>{contexts_, {rows, tokens_, width_}}, context_kv_);
+    sampler_pool_ = sampler_floats_ > 0 ? g.scratch.take<float>(sampler_floats_) : nullptr;
     // The embedding sits below the network's buffers, so every call's network takes the same
     // addresses: the ones a recorded graph holds.
     emb_ = g.scratch.take<float>(static_cast<std::size_t>(rows * g.unet->config().time_embed_dim()));
@@ -61,7 +67,7 @@ std::vector<std::int64_t> GpuUNetSteps::graph_key(std::int64_t rows) const {
     const CudaBackend::Context& ctx = g_.ctx;
     const CudaBackend::FlashTile tile = ctx.flash_tile();
     return {rows, latent_[1], latent_[2], latent_[3], tokens_, width_, address(contexts_), address(ys_), address(input_),
-            address(output_), address(context_kv_), address(emb_), ctx.column_limit(), ctx.bias_epilogue(), ctx.rounded_linear_inputs(),
+            address(output_), address(context_kv_), address(emb_), static_cast<std::int64_t>(g_.scratch.used()), ctx.column_limit(), ctx.bias_epilogue(), ctx.rounded_linear_inputs(),
             tile.warps, tile.warp_rows, tile.blocks_per_sm};
 }
 
@@ -75,7 +81,16 @@ void GpuUNetSteps::operator()(const sampling::ModelCall& call) {
     float* staging = g_.pinned.floats(static_cast<std::size_t>(n));
     std::memcpy(staging, call.input, static_cast<std::size_t>(n) * sizeof(float));
     CudaBackend::upload(ctx, staging, input_, n);
-    timesteps_.assign(static_cast<std::size_t>(rows), call.timestep);
+    forward(rows, call.timestep);
+    CudaBackend::download(ctx, output_, staging, n);
+    std::memcpy(call.output, staging, static_cast<std::size_t>(n) * sizeof(float));
+}
+
+void GpuUNetSteps::forward(std::int64_t rows, float timestep) {
+    if (rows < 1 || rows > 2 * latent_[0])
+        throw Error(Status::internal, "GpuUNetSteps: " + std::to_string(rows) + " rows for latents " + latent_.str());
+    CudaBackend::Context& ctx = g_.ctx;
+    timesteps_.assign(static_cast<std::size_t>(rows), timestep);
     // With guidance off the call has B positive rows; the first rows of contexts and ys serve it.
     g_.unet->embed(ctx, timesteps_.data(), ys_, View<float>{emb_, {rows, g_.unet->config().time_embed_dim()}}, g_.scratch);
 
@@ -100,8 +115,6 @@ void GpuUNetSteps::operator()(const sampling::ModelCall& call) {
         run_network(rows);
         warm_ = true;
     }
-    CudaBackend::download(ctx, output_, staging, n);
-    std::memcpy(call.output, staging, static_cast<std::size_t>(n) * sizeof(float));
 }
 
 void GpuModels::reserve(std::size_t bytes) {

@@ -9,7 +9,9 @@
 
 #include "pipeline/pipeline_models.hpp"
 #include "unclip/backend/cuda.hpp"
+#include "sampling/latent_ops.hpp"
 #include "unclip/sampling/denoiser.hpp"
+#include "unclip/sampling/samplers.hpp"
 
 namespace unclip::pipeline {
 
@@ -59,23 +61,33 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
 };
 
 // The UNet evaluations of one sampling loop on the GPU. The text contexts and ADM vectors go up
-// once, and the cross-attentions' keys and values are projected from them once; each call sends
-// its latents up and the prediction back through pinned buffers and embeds its timestep. With
-// Context::graphs() the rest of the network runs from a CUDA graph: recorded at
-// the second call (the first grows the workspace and makes the GEMM plans, which a recording may
-// not do) and kept in GpuModels, so that the next loop on the same buffers launches it from its
-// first call. When a recording fails, the rest of the loop runs its kernels one by one, with the
-// same results; the next loop tries again (another thread's synchronisation on the same GPU can
-// spoil a recording).
+// once, and the cross-attentions' keys and values are projected from them once. forward() runs
+// the network from input() to output() on the device (the GPU sampling loop, ksample_on_gpu,
+// writes and reads them there); operator() is the same evaluation between host arrays, through
+// pinned buffers. Each evaluation embeds its timestep. With Context::graphs() the rest of the
+// network runs from a CUDA graph: recorded at the second call (the first grows the workspace and
+// makes the GEMM plans, which a recording may not do) and kept in GpuModels, so that the next loop
+// on the same buffers launches it from its first call. When a recording fails, the rest of the
+// loop runs its kernels one by one, with the same results; the next loop tries again (another
+// thread's synchronisation on the same GPU can spoil a recording).
 class GpuUNetSteps {
 public:
     // contexts: [2B, L, width], ys: [2B, adm] (positive rows first; ignored when the UNet has no
-    // label embedding), latent: [B, C, h, w]. Takes its device buffers from g.scratch, which must
-    // not change until this object is gone.
-    GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent);
+    // label embedding), latent: [B, C, h, w]; `sampler_latents` more latents of device memory are
+    // reserved for the sampling loop (latents()). Takes its device buffers from g.scratch, which
+    // must not change until this object is gone.
+    GpuUNetSteps(GpuModels& g, const Tensor& contexts, const Tensor& ys, const Shape& latent,
+                 std::size_t sampler_latents = 0);
     GpuUNetSteps(const GpuUNetSteps&) = delete;
     GpuUNetSteps& operator=(const GpuUNetSteps&) = delete;
     void operator()(const sampling::ModelCall& call);
+    // input() [rows, C, h, w] -> output(), rows in [1, 2B]: B positive rows, then B negative.
+    void forward(std::int64_t rows, float timestep);
+    float* input() const noexcept { return input_; }
+    float* output() const noexcept { return output_; }
+    // sampler_latents * B * C * h * w floats.
+    float* latents() const noexcept { return sampler_pool_; }
+    std::size_t latents_floats() const noexcept { return sampler_floats_; }
 
     // Calls so far that launched the graph; why this loop's recording failed ("" if it did not).
     std::size_t graph_launches() const noexcept { return graph_launches_; }
@@ -89,13 +101,32 @@ private:
     Scratch::Frame frame_;
     Shape latent_;  // [B, C, h, w]
     std::int64_t tokens_, width_;
+    std::size_t sampler_floats_;
     const float *contexts_, *ys_;
-    float *input_, *output_, *context_kv_, *emb_;
+    float *input_, *output_, *context_kv_, *sampler_pool_, *emb_;
     std::vector<float> timesteps_;
     bool warm_ = false;  // an eager call has run: the workspace and plans are ready for a recording
     std::size_t graph_launches_ = 0;
     std::string graph_error_;
 };
+
+// Inpainting's held region (SetLatentNoiseMask): per latent value, the weight of the sample
+// (1 inside the mask) and the initial noise that re-noises the original outside it.
+struct LatentHold {
+    const std::vector<float>& mask_weights;
+    const std::vector<float>& noise;
+};
+
+// The KSampler run of generate() on the GPU: sampling::ksample(params, schedule, denoiser, latent)
+// with the CFG denoiser of `config` over steps' network, and every latent kept on the device from
+// the first step to the last (steps must reserve kGpuSamplerLatents). report_latents: the step
+// callback reads StepInfo::denoised and x (each then comes back to the host); otherwise they are
+// null. The initial noise and the ancestral samplers' noise are drawn on the host, as on the CPU.
+inline constexpr std::size_t kGpuSamplerLatents = sampling::detail::kMaxLatentBuffers + 5;
+std::vector<float> ksample_on_gpu(GpuUNetSteps& steps, const CudaBackend::Context& ctx,
+                                  const sampling::KSamplerParams& params, const sampling::ModelSchedule& schedule,
+                                  const sampling::DenoiserConfig& config, const std::vector<float>& latent,
+                                  const LatentHold* hold, bool report_latents);
 
 // Uploads `host`'s components (built on the CPU first: their weight maps know which tensors are
 // matrices) to GPU `device`. bf16: fp32 matrices become bf16 instead of fp16. Throws

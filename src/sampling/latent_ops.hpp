@@ -19,8 +19,8 @@ inline constexpr std::size_t kMaxLatentBuffers = 16;
 class LatentOps {
 public:
     virtual ~LatentOps() = default;
-    // n floats in this memory, zeroed, kept for the object's lifetime. Throws
-    // Error(Status::internal) past kMaxLatentBuffers or the reserved space.
+    // n floats in this memory (unspecified until written), kept for the object's lifetime.
+    // Throws Error(Status::internal) past kMaxLatentBuffers or the reserved space.
     virtual float* buffer(std::size_t n) = 0;
     virtual void update(const backend::LatentUpdateArgs& args) = 0;
     // host -> this memory; the host buffer may be reused once it returns.

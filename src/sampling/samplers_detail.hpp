@@ -40,7 +40,7 @@ public:
     void denoise(const float* input, float sigma, float* out);
     // Calls options.on_step; throws Error(Status::cancelled) when it returns false.
     void report(int step, float sigma, const float* sample, const float* prediction);
-    // A zeroed buffer of n floats, kept for the run.
+    // A buffer of n floats (unspecified until written), kept for the run.
     float* scratch(std::size_t index);
     // n values of the noise sampler (options.noise or the sampler's default) into `out`.
     void noise(float sigma, float sigma_next, float* out);
