@@ -6,6 +6,8 @@
 #include <optional>
 #include <numeric>
 
+#include "pipeline/gpu_latent_ops.hpp"
+#include "pipeline/ksampler_node.hpp"
 #include "pipeline/pipeline_impl.hpp"
 #include "unclip/nn/noise_aug.hpp"
 #include "unclip/sampling/conditioning.hpp"
@@ -120,7 +122,7 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
     }
     const std::int64_t row_size = 4 * h * w;
 
-    // The UNet behind the denoiser: rows [0, B) positive, [B, 2B) negative.
+    // The conditioning rows: [0, B) positive, [B, 2B) negative.
     const std::int64_t width = pos_context.dim(2);
     Tensor contexts = Tensor::empty(DType::f32, {2 * batch, tokens, width});
     Tensor ys = Tensor::zeros(DType::f32, {2 * batch, std::max<std::int64_t>(adm, 1)});
@@ -129,36 +131,6 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         std::copy_n(neg_context.data<const float>(), tokens * width, contexts.data<float>() + (batch + r) * tokens * width);
         if (adm > 0) std::copy(y_positive.begin(), y_positive.end(), ys.data<float>() + r * adm);
     }
-    std::vector<float> timesteps, emb, context_kv;  // the CPU loop's
-    std::function<void(const sampling::ModelCall&)> network;
-    std::optional<GpuUNetSteps> gpu_steps;  // holds its device buffers until the decode below
-    if (impl.gpu) {
-        gpu_steps.emplace(*impl.gpu, contexts, ys, Shape{batch, 4, h, w}, kGpuSamplerLatents);
-        network = std::ref(*gpu_steps);  // the loop below runs on the device (ksample_on_gpu)
-    } else {
-        const auto& unet = *models.unet;
-        impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));
-        // The cross-attentions' keys and values, the same at every step: projected once.
-        context_kv.resize(static_cast<std::size_t>(unet.context_kv_floats(2 * batch, tokens)));
-        unet.project_context(impl.ctx, view_of<const float>(contexts), context_kv.data());
-        network = [&](const sampling::ModelCall& call) {
-            timesteps.assign(static_cast<std::size_t>(call.rows), call.timestep);
-            emb.resize(static_cast<std::size_t>(call.rows * unet.config().time_embed_dim()));
-            const View<float> emb_view{emb.data(), {call.rows, unet.config().time_embed_dim()}};
-            // With guidance off the call has B positive rows; the first rows of contexts/ys serve it.
-            const CView<float> context{contexts.data<const float>(), {call.rows, tokens, width}};
-            unet.embed(impl.ctx, timesteps.data(), adm > 0 ? ys.data<const float>() : nullptr, emb_view, impl.scratch);
-            unet.forward_embedded(impl.ctx, CView<float>{call.input, {call.rows, 4, h, w}}, emb_view, context,
-                                  View<float>{call.output, {call.rows, 4, h, w}}, impl.scratch, context_kv.data(),
-                                  2 * batch);
-        };
-    }
-    const sampling::ModelSchedule schedule = sampling::ModelSchedule::scaled_linear();
-    const sampling::Prediction prediction =
-        cfg.prediction == io::Prediction::v ? sampling::Prediction::v : sampling::Prediction::eps;
-    sampling::Denoiser denoiser(schedule, {prediction, batch, row_size, p.cfg_scale}, network);
-    sampling::DenoiseFn denoise = std::ref(denoiser);
-
     // SetLatentNoiseMask (comfy/samplers.py KSamplerX0Inpaint): outside the mask the sample is held
     // at the noised original and the prediction at the original.
     std::vector<float> mask_weights, noise;
@@ -169,15 +141,8 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         // KSamplerX0Inpaint re-noises the held region with the initial noise; ComfyUI's ddim
         // sampler hands it a separate CPU noise seeded seed + 1 instead (spec §8.2).
         sampling::TorchGenerator(sampler == sampling::Sampler::ddim ? p.seed + 1 : p.seed).randn(noise.data(), noise.size());
-        denoise = [&, inner = denoise](const float* x, float sigma, float* out) {
-            std::vector<float> held(latent.size());
-            for (std::size_t i = 0; i < held.size(); ++i)
-                held[i] = x[i] * mask_weights[i] + (latent[i] + sigma * noise[i]) * (1.0f - mask_weights[i]);
-            inner(held.data(), sigma, out);
-            for (std::size_t i = 0; i < held.size(); ++i)
-                out[i] = out[i] * mask_weights[i] + latent[i] * (1.0f - mask_weights[i]);
-        };
     }
+    const LatentHold hold{mask_weights, noise};
 
     sampling::KSamplerParams ks;
     ks.sampler = sampler;
@@ -199,13 +164,46 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         }
         return p.on_progress(progress);
     };
+    const bool report_latents = p.preview && static_cast<bool>(p.on_progress);
+    const sampling::ModelSchedule schedule = sampling::ModelSchedule::scaled_linear();
+    const sampling::DenoiserConfig denoiser{
+        cfg.prediction == io::Prediction::v ? sampling::Prediction::v : sampling::Prediction::eps, batch, row_size,
+        p.cfg_scale};
+
+    // The UNet behind the denoiser: rows [0, B) positive, [B, 2B) negative; on the GPU every
+    // latent of the loop stays on the device.
     std::vector<float> sampled;
-    if (gpu_steps) {
-        const LatentHold hold{mask_weights, noise};
-        sampled = ksample_on_gpu(*gpu_steps, impl.gpu->ctx, ks, schedule, denoiser.config(), latent,
-                                 p.mask ? &hold : nullptr, p.preview && static_cast<bool>(p.on_progress));
+    std::optional<GpuUNetSteps> gpu_steps;  // holds its device buffers until the decode below
+    if (impl.gpu) {
+        gpu_steps.emplace(*impl.gpu, contexts, ys, Shape{batch, 4, h, w}, kKSamplerBuffers);
+        CudaLatentOps ops(impl.gpu->ctx, gpu_steps->latents(), gpu_steps->latents_floats());
+        const sampling::ModelFn network = [&](const sampling::ModelCall& call) {
+            gpu_steps->forward(call.rows, call.timestep);
+        };
+        sampled = run_ksampler(ops, network, gpu_steps->input(), gpu_steps->output(), ks, schedule, denoiser, latent,
+                               p.mask ? &hold : nullptr, report_latents);
     } else {
-        sampled = sampling::ksample(ks, schedule, denoise, latent);
+        const auto& unet = *models.unet;
+        impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));
+        // The cross-attentions' keys and values, the same at every step: projected once.
+        std::vector<float> context_kv(static_cast<std::size_t>(unet.context_kv_floats(2 * batch, tokens)));
+        unet.project_context(impl.ctx, view_of<const float>(contexts), context_kv.data());
+        std::vector<float> timesteps, emb, model_input(static_cast<std::size_t>(2 * batch * row_size)),
+            model_output(model_input.size());
+        const sampling::ModelFn network = [&](const sampling::ModelCall& call) {
+            timesteps.assign(static_cast<std::size_t>(call.rows), call.timestep);
+            emb.resize(static_cast<std::size_t>(call.rows * unet.config().time_embed_dim()));
+            const View<float> emb_view{emb.data(), {call.rows, unet.config().time_embed_dim()}};
+            // With guidance off the call has B positive rows; the first rows of contexts/ys serve it.
+            const CView<float> context{contexts.data<const float>(), {call.rows, tokens, width}};
+            unet.embed(impl.ctx, timesteps.data(), adm > 0 ? ys.data<const float>() : nullptr, emb_view, impl.scratch);
+            unet.forward_embedded(impl.ctx, CView<float>{call.input, {call.rows, 4, h, w}}, emb_view, context,
+                                  View<float>{call.output, {call.rows, 4, h, w}}, impl.scratch, context_kv.data(),
+                                  2 * batch);
+        };
+        sampling::detail::HostLatentOps ops(kKSamplerBuffers);
+        sampled = run_ksampler(ops, network, model_input.data(), model_output.data(), ks, schedule, denoiser, latent,
+                               p.mask ? &hold : nullptr, report_latents);
     }
     gpu_steps.reset();  // the decode below reserves its own arena
     if (impl.cancelled.load()) throw Error(Status::cancelled, "generate: cancelled");

@@ -9,9 +9,7 @@
 
 #include "pipeline/pipeline_models.hpp"
 #include "unclip/backend/cuda.hpp"
-#include "sampling/latent_ops.hpp"
 #include "unclip/sampling/denoiser.hpp"
-#include "unclip/sampling/samplers.hpp"
 
 namespace unclip::pipeline {
 
@@ -62,8 +60,8 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
 
 // The UNet evaluations of one sampling loop on the GPU. The text contexts and ADM vectors go up
 // once, and the cross-attentions' keys and values are projected from them once. forward() runs
-// the network from input() to output() on the device (the GPU sampling loop, ksample_on_gpu,
-// writes and reads them there); operator() is the same evaluation between host arrays, through
+// the network from input() to output() on the device (generate's sampling loop writes and reads
+// them there, run_ksampler over CudaLatentOps); operator() is the same evaluation between host arrays, through
 // pinned buffers. Each evaluation embeds its timestep. With Context::graphs() the rest of the
 // network runs from a CUDA graph: recorded at the second call (the first grows the workspace and
 // makes the GEMM plans, which a recording may not do) and kept in GpuModels, so that the next loop
@@ -109,24 +107,6 @@ private:
     std::size_t graph_launches_ = 0;
     std::string graph_error_;
 };
-
-// Inpainting's held region (SetLatentNoiseMask): per latent value, the weight of the sample
-// (1 inside the mask) and the initial noise that re-noises the original outside it.
-struct LatentHold {
-    const std::vector<float>& mask_weights;
-    const std::vector<float>& noise;
-};
-
-// The KSampler run of generate() on the GPU: sampling::ksample(params, schedule, denoiser, latent)
-// with the CFG denoiser of `config` over steps' network, and every latent kept on the device from
-// the first step to the last (steps must reserve kGpuSamplerLatents). report_latents: the step
-// callback reads StepInfo::denoised and x (each then comes back to the host); otherwise they are
-// null. The initial noise and the ancestral samplers' noise are drawn on the host, as on the CPU.
-inline constexpr std::size_t kGpuSamplerLatents = sampling::detail::kMaxLatentBuffers + 5;
-std::vector<float> ksample_on_gpu(GpuUNetSteps& steps, const CudaBackend::Context& ctx,
-                                  const sampling::KSamplerParams& params, const sampling::ModelSchedule& schedule,
-                                  const sampling::DenoiserConfig& config, const std::vector<float>& latent,
-                                  const LatentHold* hold, bool report_latents);
 
 // Uploads `host`'s components (built on the CPU first: their weight maps know which tensors are
 // matrices) to GPU `device`. bf16: fp32 matrices become bf16 instead of fp16. Throws

@@ -24,8 +24,8 @@ void update_on_host(const backend::LatentUpdateArgs& args) {
 }
 
 float* HostLatentOps::buffer(std::size_t n) {
-    if (buffers_.size() >= kMaxLatentBuffers)
-        throw Error(Status::internal, "sampling: a run took more than " + std::to_string(kMaxLatentBuffers) +
+    if (buffers_.size() >= max_buffers_)
+        throw Error(Status::internal, "sampling: a run took more than " + std::to_string(max_buffers_) +
                                           " latent buffers");
     return buffers_.emplace_back(n, 0.0f).data();
 }

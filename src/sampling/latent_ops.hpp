@@ -12,15 +12,16 @@
 
 namespace unclip::sampling::detail {
 
-// Buffers one run takes at most (UniPC of order 3 takes 12); the GPU ops reserve this many
-// before the loop, so that nothing is allocated inside it.
+// Buffers one sampler run takes at most (UniPC of order 3 takes 12); the GPU reserves room for
+// them before the loop, so that nothing is allocated inside it.
 inline constexpr std::size_t kMaxLatentBuffers = 16;
 
 class LatentOps {
 public:
     virtual ~LatentOps() = default;
     // n floats in this memory (unspecified until written), kept for the object's lifetime.
-    // Throws Error(Status::internal) past kMaxLatentBuffers or the reserved space.
+    // Throws Error(Status::internal) past the ops' limit (HostLatentOps: a buffer count; the
+    // GPU's: the space reserved).
     virtual float* buffer(std::size_t n) = 0;
     virtual void update(const backend::LatentUpdateArgs& args) = 0;
     // host -> this memory; the host buffer may be reused once it returns.
@@ -34,12 +35,14 @@ public:
 
 class HostLatentOps final : public LatentOps {
 public:
+    explicit HostLatentOps(std::size_t max_buffers = kMaxLatentBuffers) noexcept : max_buffers_(max_buffers) {}
     float* buffer(std::size_t n) override;
     void update(const backend::LatentUpdateArgs& args) override;
     void upload(const float* host, float* dst, std::size_t n) override;
     const float* host_view(const float* src, std::size_t, std::vector<float>&) override { return src; }
 
 private:
+    std::size_t max_buffers_;
     std::deque<std::vector<float>> buffers_;  // a deque: the data stays where it is as it grows
 };
 
