@@ -3,14 +3,16 @@
 // that serves as the machine's ceiling. One component per process, so that the peak RSS it
 // reports belongs to that component alone. examples/bench/run_all.sh runs them all.
 //
-//   bench_components --component gemm|text|vision|unet|vae [--checkpoint FILE] [--size N]
-//                    [--threads 2] [--repeats 3] [--no-warmup]
+//   bench_components --component gemm|text|vision|unet|vae|sampler [--checkpoint FILE] [--size N]
+//                    [--threads 2] [--repeats 3] [--no-warmup] [--sampler uni_pc_bh2]
 //
 //   gemm    CpuBackend::gemm, N x N x N (default 4096)
 //   text    the prompt encode (ComfyUI's SD 2.x text path: one 77-token chunk, pooled if present)
 //   vision  the CLIP vision tower on one 224x224 image
 //   unet    one CFG step: batch 2, 77-token context, ADM vector, latent N/8 (default 768 px)
 //   vae     one whole-image decode of a 1x4xN/8xN/8 latent (default 768 px), untiled
+//   sampler the host arithmetic of 20 steps of --sampler (normal schedule) on a 1x4xN/8xN/8
+//           latent (default 768 px), the model a single multiply (no checkpoint)
 //
 // The last line of output is "RESULT " followed by one JSON object: the sorted run times, their
 // median, the peak RSS (VmHWM) and the RSS after loading, the scratch size and, for the UNet, a
@@ -34,6 +36,7 @@
 #include "unclip/io/random_checkpoint.hpp"
 #include "unclip/module_configs.hpp"
 #include "unclip/nn/instances.hpp"
+#include "unclip/sampling/samplers.hpp"
 #include "unclip/text/prompt.hpp"
 
 using namespace unclip;
@@ -105,7 +108,7 @@ double mib(std::size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
 int main(int argc, char** argv) {
     std::string checkpoint = (std::filesystem::temp_directory_path() / "unclip-bench-unclip-h-f16.safetensors").string();
-    std::string component;
+    std::string component, sampler_name = "uni_pc_bh2";
     int size = 0, threads = 2, repeats = 3;
     bool warmup = true;
     for (int i = 1; i < argc; ++i) {
@@ -117,17 +120,22 @@ int main(int argc, char** argv) {
         else if (arg == "--threads") threads = std::atoi(next().c_str());
         else if (arg == "--repeats") repeats = std::atoi(next().c_str());
         else if (arg == "--no-warmup") warmup = false;
+        else if (arg == "--sampler") sampler_name = next();
         else {
             std::fprintf(stderr, "bench_components: unknown argument %s\n", arg.c_str());
             return 2;
         }
     }
-    if (component != "gemm" && component != "text" && component != "vision" && component != "unet" && component != "vae") {
-        std::fprintf(stderr, "bench_components: --component gemm|text|vision|unet|vae is required\n");
+    if (component != "gemm" && component != "text" && component != "vision" && component != "unet" && component != "vae" &&
+        component != "sampler") {
+        std::fprintf(stderr, "bench_components: --component gemm|text|vision|unet|vae|sampler is required\n");
         return 2;
     }
     if (size <= 0)
-        size = component == "gemm" ? 4096 : component == "unet" || component == "vae" ? 768 : component == "text" ? 77 : 224;
+        size = component == "gemm"                                                    ? 4096
+               : component == "unet" || component == "vae" || component == "sampler" ? 768
+               : component == "text"                                                  ? 77
+                                                                                      : 224;
 
     try {
         const CpuBackend::Context ctx(threads);
@@ -148,6 +156,21 @@ int main(int argc, char** argv) {
             time_it([&] {
                 CpuBackend::gemm(ctx, false, false, n, n, n, 1.0f, a.data<const float>(), n, b.data<const float>(), n,
                                  0.0f, c.data<float>(), n);
+            });
+        } else if (component == "sampler") {
+            const sampling::Sampler sampler = sampling::sampler_from_name(sampler_name);
+            const std::size_t n = static_cast<std::size_t>(4 * (size / 8) * (size / 8));
+            const std::vector<float> sigmas = sampling::ksampler_sigmas(
+                sampling::ModelSchedule::scaled_linear(), sampling::Scheduler::normal, sampler, 20);
+            const sampling::DenoiseFn model = [n](const float* x, float sigma, float* out) {
+                for (std::size_t i = 0; i < n; ++i) out[i] = x[i] * (1.0f / (1.0f + sigma));
+            };
+            std::vector<float> x;
+            loaded();
+            r.note = sampler_name + ", 20 steps";
+            time_it([&] {
+                x.assign(n, 0.3f);
+                sampling::sample(sampler, model, x, sigmas);
             });
         } else {
             if (!std::filesystem::exists(checkpoint)) {
@@ -223,7 +246,7 @@ int main(int argc, char** argv) {
             }
         }
         const double median = r.seconds[r.seconds.size() / 2];
-        std::printf("unclip %-7s %5d px, %d threads: %.3f s (median of %zu%s), load %.1f s, peak RSS %.0f MiB\n",
+        std::printf("unclip %-7s %5d px, %d threads: %.4g s (median of %zu%s), load %.1f s, peak RSS %.0f MiB\n",
                     component.c_str(), size, threads, median, r.seconds.size(), warmup ? " after a warm-up" : ", no warm-up",
                     r.load_s, proc_status_mib("VmHWM"));
         std::printf("RESULT %s\n", to_json(component, size, threads, repeats, warmup, r).c_str());
