@@ -14,14 +14,8 @@
 namespace unclip {
 namespace {
 
-// One axis of a separable resize: for output index i, weights w[i * taps + j] apply to input
-// indices first[i] + j, j < count[i].
-template <class W>
-struct AxisWeights {
-    std::vector<std::int64_t> first, count;
-    std::vector<W> w;
-    std::int64_t taps = 0;
-};
+using detail::AxisWeights;
+using backend::kPilPrecisionBits;
 
 // PyTorch UpSampleKernel.cpp, antialiased bicubic for float tensors (HelperInterpCubic::aa_filter
 // with a = -0.5, _compute_indices_min_size_weights_aa), keeping its float/double mix: the scale,
@@ -75,8 +69,6 @@ double pil_cubic(double x) {
     return 0.0;
 }
 
-constexpr int kPilPrecisionBits = 32 - 8 - 2;
-
 AxisWeights<std::int32_t> pil_bicubic(std::int64_t in, std::int64_t out) {
     AxisWeights<std::int32_t> r;
     const double scale = static_cast<double>(in) / static_cast<double>(out);
@@ -113,14 +105,7 @@ AxisWeights<std::int32_t> pil_bicubic(std::int64_t in, std::int64_t out) {
     return r;
 }
 
-std::uint8_t pil_clip8(std::int64_t v) {
-    return static_cast<std::uint8_t>(std::clamp<std::int64_t>(v >> kPilPrecisionBits, 0, 255));
-}
-
-// Source channel of output channel c: grey is replicated, alpha ignored.
-int source_channel(const Image& image, int c) { return image.channels < 3 ? 0 : c; }
-
-void check(const Image& image, const ClipPreprocessOptions& o, const float* out) {
+void check(const Image& image, const ClipPreprocessOptions& o) {
     if (image.width <= 0 || image.height <= 0 || image.channels < 1 || image.channels > 4 ||
         image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
                                     static_cast<std::size_t>(image.channels))
@@ -131,10 +116,9 @@ void check(const Image& image, const ClipPreprocessOptions& o, const float* out)
         throw Error(Status::invalid_argument, "clip_preprocess: size must be 1..4096, got " + std::to_string(o.size));
     for (const float s : o.std)
         if (!(s > 0.0f)) throw Error(Status::invalid_argument, "clip_preprocess: std must be positive");
-    if (!out) throw Error(Status::invalid_argument, "clip_preprocess: output is null");
 }
 
-void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out, const detail::ParallelRows& parallel) {
+void plan_comfyui(const Image& image, const ClipPreprocessOptions& o, detail::ClipResamplePlan& plan) {
     const std::int64_t in_h = image.height, in_w = image.width, size = o.size;
     std::int64_t out_h = size, out_w = size;
     const bool resize = !(in_h == size && in_w == size);
@@ -145,59 +129,31 @@ void comfyui(const Image& image, const ClipPreprocessOptions& o, float* out, con
         out_w = static_cast<std::int64_t>(std::nearbyint(scale * static_cast<double>(in_w)));
     }
     if (!resize) out_h = in_h, out_w = in_w;
-    const std::int64_t top = (out_h - size) / 2, left = (out_w - size) / 2;
-    const bool do_w = out_w != in_w, do_h = out_h != in_h;
-    AxisWeights<float> ww, wh;
-    if (do_w) ww = torch_aa_bicubic(in_w, out_w);
-    if (do_h) wh = torch_aa_bicubic(in_h, out_h);
+    plan.resample.top = (out_h - size) / 2;
+    plan.resample.left = (out_w - size) / 2;
+    if (out_w != in_w) plan.torch_width = torch_aa_bicubic(in_w, out_w);
+    if (out_h != in_h) plan.torch_height = torch_aa_bicubic(in_h, out_h);
+    plan.resample.torch_width = plan.torch_width.view();
+    plan.resample.torch_height = plan.torch_height.view();
+}
 
+void run_comfyui(const backend::ClipResample& r, float* out, const detail::ParallelRows& parallel) {
+    const std::int64_t in_h = r.image.height, size = r.size;
     // LoadImage's float32 image: u8 / 255, looked up (the same values) instead of divided per tap.
     float unit[256];
     for (int i = 0; i < 256; ++i) unit[i] = static_cast<float>(i) / 255.0f;
-    const std::int64_t channels = image.channels;
     std::vector<float> rows(static_cast<std::size_t>(3 * in_h * size));  // [3, in_h, size] after the width pass
     parallel(3 * in_h, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const auto c = static_cast<int>(r / in_h);
-            const std::int64_t y = r % in_h;
-            const std::uint8_t* line = image.pixels.data() + y * in_w * channels + source_channel(image, c);
-            for (std::int64_t x = 0; x < size; ++x) {
-                const std::int64_t ox = left + x;
-                float v;
-                if (do_w) {
-                    const auto i = static_cast<std::size_t>(ox);
-                    const float* w = ww.w.data() + ox * ww.taps;
-                    const std::uint8_t* p = line + ww.first[i] * channels;
-                    v = unit[p[0]] * w[0];
-                    for (std::int64_t j = 1; j < ww.count[i]; ++j) v += unit[p[j * channels]] * w[j];
-                } else {
-                    v = unit[line[ox * channels]];
-                }
-                rows[static_cast<std::size_t>((c * in_h + y) * size + x)] = v;
-            }
+        for (std::int64_t row = r0; row < r1; ++row) {
+            const auto c = static_cast<int>(row / in_h);
+            for (std::int64_t x = 0; x < size; ++x)
+                rows[static_cast<std::size_t>(row * size + x)] = backend::torch_width_pass(r, unit, c, row % in_h, x);
         }
     });
     parallel(3 * size, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const auto c = static_cast<int>(r / size);
-            const std::int64_t y = r % size;
-            for (std::int64_t x = 0; x < size; ++x) {
-                const std::int64_t oy = top + y;
-                const float* col = rows.data() + c * in_h * size + x;
-                float v;
-                if (do_h) {
-                    const auto i = static_cast<std::size_t>(oy);
-                    const float* w = wh.w.data() + oy * wh.taps;
-                    const std::int64_t first = wh.first[i];
-                    v = col[first * size] * w[0];
-                    for (std::int64_t j = 1; j < wh.count[i]; ++j) v += col[(first + j) * size] * w[j];
-                } else {
-                    v = col[oy * size];
-                }
-                // torch.clip(255 * x, 0, 255).round() / 255, then (x - mean) / std, all float32.
-                const float q = std::nearbyint(std::clamp(255.0f * v, 0.0f, 255.0f)) / 255.0f;
-                out[(c * size + y) * size + x] = (q - o.mean[static_cast<std::size_t>(c)]) / o.std[static_cast<std::size_t>(c)];
-            }
+        for (std::int64_t row = r0; row < r1; ++row) {
+            const auto c = static_cast<int>(row / size);
+            for (std::int64_t x = 0; x < size; ++x) out[row * size + x] = backend::torch_height_pass(r, rows.data(), c, row % size, x);
         }
     });
 }
@@ -232,76 +188,71 @@ Image composite_on_white(const Image& image) {
     return rgb;
 }
 
-void diffusers(const Image& original, const ClipPreprocessOptions& o, float* out, const detail::ParallelRows& parallel) {
-    const Image image = composite_on_white(original);
-    const std::int64_t in_h = image.height, in_w = image.width, size = o.size;
+void plan_diffusers(const Image& original, const ClipPreprocessOptions& o, detail::ClipResamplePlan& plan) {
+    if (original.channels == 2 || original.channels == 4) {
+        plan.composited = composite_on_white(original);
+        plan.resample.image = {plan.composited.pixels.data(), plan.composited.width, plan.composited.height,
+                               plan.composited.channels};
+    }
+    const std::int64_t in_h = original.height, in_w = original.width, size = o.size;
     // transformers get_resize_output_image_size (default_to_square=False): the short side becomes
     // size, the long one int(size * long / short).
     const std::int64_t short_side = std::min(in_h, in_w), long_side = std::max(in_h, in_w);
     const auto new_long = static_cast<std::int64_t>(static_cast<double>(size) * static_cast<double>(long_side) /
                                                     static_cast<double>(short_side));
     const std::int64_t out_h = in_h <= in_w ? size : new_long, out_w = in_h <= in_w ? new_long : size;
-    const std::int64_t top = (out_h - size) / 2, left = (out_w - size) / 2;
-    const bool do_w = out_w != in_w, do_h = out_h != in_h;
-    AxisWeights<std::int32_t> ww, wh;
-    if (do_w) ww = pil_bicubic(in_w, out_w);
-    if (do_h) wh = pil_bicubic(in_h, out_h);
+    plan.resample.top = (out_h - size) / 2;
+    plan.resample.left = (out_w - size) / 2;
+    if (out_w != in_w) plan.pil_width = pil_bicubic(in_w, out_w);
+    if (out_h != in_h) plan.pil_height = pil_bicubic(in_h, out_h);
+    plan.resample.pil_width = plan.pil_width.view();
+    plan.resample.pil_height = plan.pil_height.view();
+}
 
+void run_diffusers(const backend::ClipResample& r, float* out, const detail::ParallelRows& parallel) {
+    const std::int64_t in_h = r.image.height, size = r.size;
     std::vector<std::uint8_t> rows(static_cast<std::size_t>(3 * in_h * size));
     parallel(3 * in_h, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const auto c = static_cast<int>(r / in_h);
-            const std::int64_t y = r % in_h;
-            for (std::int64_t x = 0; x < size; ++x) {
-                const std::int64_t ox = left + x;
-                std::uint8_t v;
-                if (do_w) {
-                    const auto i = static_cast<std::size_t>(ox);
-                    const std::int32_t* w = ww.w.data() + ox * ww.taps;
-                    std::int64_t ss = std::int64_t{1} << (kPilPrecisionBits - 1);
-                    for (std::int64_t j = 0; j < ww.count[i]; ++j)
-                        ss += image.at(static_cast<int>(ww.first[i] + j), static_cast<int>(y), source_channel(image, c)) * w[j];
-                    v = pil_clip8(ss);
-                } else {
-                    v = image.at(static_cast<int>(ox), static_cast<int>(y), source_channel(image, c));
-                }
-                rows[static_cast<std::size_t>((c * in_h + y) * size + x)] = v;
-            }
+        for (std::int64_t row = r0; row < r1; ++row) {
+            const auto c = static_cast<int>(row / in_h);
+            for (std::int64_t x = 0; x < size; ++x)
+                rows[static_cast<std::size_t>(row * size + x)] = backend::pil_width_pass(r, c, row % in_h, x);
         }
     });
-    const double rescale = 1.0 / 255.0;
     parallel(3 * size, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const auto c = static_cast<int>(r / size);
-            const std::int64_t y = r % size;
-            for (std::int64_t x = 0; x < size; ++x) {
-                const std::int64_t oy = top + y;
-                const std::uint8_t* col = rows.data() + c * in_h * size + x;
-                std::uint8_t v;
-                if (do_h) {
-                    const auto i = static_cast<std::size_t>(oy);
-                    const std::int32_t* w = wh.w.data() + oy * wh.taps;
-                    std::int64_t ss = std::int64_t{1} << (kPilPrecisionBits - 1);
-                    for (std::int64_t j = 0; j < wh.count[i]; ++j) ss += col[(wh.first[i] + j) * size] * w[j];
-                    v = pil_clip8(ss);
-                } else {
-                    v = col[oy * size];
-                }
-                // transformers rescale (float64 multiply, stored as float32), then normalise in float32.
-                const auto f = static_cast<float>(static_cast<double>(v) * rescale);
-                out[(c * size + y) * size + x] = (f - o.mean[static_cast<std::size_t>(c)]) / o.std[static_cast<std::size_t>(c)];
-            }
+        for (std::int64_t row = r0; row < r1; ++row) {
+            const auto c = static_cast<int>(row / size);
+            for (std::int64_t x = 0; x < size; ++x) out[row * size + x] = backend::pil_height_pass(r, rows.data(), c, row % size, x);
         }
     });
 }
 
 }  // namespace
 
+std::unique_ptr<detail::ClipResamplePlan> detail::plan_clip_preprocess(const Image& image,
+                                                                       const ClipPreprocessOptions& options) {
+    check(image, options);
+    auto plan = std::make_unique<ClipResamplePlan>();
+    backend::ClipResample& r = plan->resample;
+    r.image = {image.pixels.data(), image.width, image.height, image.channels};
+    r.size = options.size;
+    r.pil = options.method == ClipResize::diffusers;
+    for (std::size_t c = 0; c < 3; ++c) r.mean[c] = options.mean[c], r.std[c] = options.std[c];
+    if (r.pil) plan_diffusers(image, options, *plan);
+    else plan_comfyui(image, options, *plan);
+    return plan;
+}
+
+void detail::run_clip_preprocess(const ClipResamplePlan& plan, float* out, const ParallelRows& parallel) {
+    if (!out) throw Error(Status::invalid_argument, "clip_preprocess: output is null");
+    if (plan.resample.pil) run_diffusers(plan.resample, out, parallel);
+    else run_comfyui(plan.resample, out, parallel);
+}
+
 void detail::clip_preprocess(const Image& image, const ClipPreprocessOptions& options, float* out,
                              const ParallelRows& parallel) {
-    check(image, options, out);
-    if (options.method == ClipResize::comfyui) comfyui(image, options, out, parallel);
-    else diffusers(image, options, out, parallel);
+    if (!out) throw Error(Status::invalid_argument, "clip_preprocess: output is null");
+    run_clip_preprocess(*plan_clip_preprocess(image, options), out, parallel);
 }
 
 void clip_preprocess(const Image& image, const ClipPreprocessOptions& options, float* out) {
