@@ -61,6 +61,14 @@ void CudaBackend::latent_update(const Context&, const backend::LatentUpdateArgs&
     unavailable("CudaBackend::latent_update");
 }
 
+void CudaBackend::upload_bytes(const Context&, const void*, void*, std::size_t) { unavailable("CudaBackend::upload_bytes"); }
+void CudaBackend::vae_input(const Context&, const backend::ImageBytes&, std::int64_t, std::int64_t, std::int64_t,
+                            std::int64_t, float*) {
+    unavailable("CudaBackend::vae_input");
+}
+void CudaBackend::clip_resample(const Context&, const backend::ClipResample&, void*, float*) {
+    unavailable("CudaBackend::clip_resample");
+}
 void CudaBackend::upload(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::upload"); }
 void CudaBackend::download(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::download"); }
 void CudaBackend::copy(const Context&, const float*, float*, std::int64_t) { unavailable("CudaBackend::copy"); }

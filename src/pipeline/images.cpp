@@ -20,6 +20,17 @@ std::uint8_t to_byte(float unit) {
     // SaveImage: clip(255 x, 0, 255) then a truncating cast to uint8.
     return static_cast<std::uint8_t>(std::clamp(unit * 255.0f, 0.0f, 255.0f));
 }
+// A caller's image: 1-4 channels and a pixel buffer of exactly width x height x channels bytes.
+void check_pixels(const Image& image, const char* what) {
+    if (image.channels < 1 || image.channels > 4 || image.width <= 0 || image.height <= 0 ||
+        image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
+                                   static_cast<std::size_t>(image.channels))
+        throw Error(Status::invalid_argument, std::string(what) + ": " + std::to_string(image.width) + "x" +
+                                                  std::to_string(image.height) + "x" + std::to_string(image.channels) +
+                                                  " image with " + std::to_string(image.pixels.size()) +
+                                                  " bytes of pixels (1-4 channels, width x height x channels bytes)");
+}
+
 Image empty_image(std::int64_t height, std::int64_t width) {
     Image image;
     image.width = static_cast<int>(width);
@@ -101,28 +112,40 @@ Tensor encode_latent(Pipeline::Impl& impl, const Image& image) {
     const auto& vae = *impl.models->vae;
     const int f = vae.config().downscale();
     check_image_size(image.width, image.height, impl.options.image_limits);
+    check_pixels(image, "init image");
     const int width = image.width / f * f, height = image.height / f * f;
     if (width == 0 || height == 0)
         throw Error(Status::bad_image, "init image is " + std::to_string(image.width) + "x" + std::to_string(image.height) +
                                            ", smaller than one latent pixel (" + std::to_string(f) + "x" + std::to_string(f) + ")");
     // VAEEncode crops the excess centred: offset (side % 8) // 2 on each axis.
     const int x0 = (image.width % f) / 2, y0 = (image.height % f) / 2;
-    Tensor pixels = Tensor::empty(DType::f32, {1, 3, height, width});
-    float* dst = pixels.data<float>();
-    const std::int64_t plane = static_cast<std::int64_t>(width) * height;
-    for (int y = 0; y < height; ++y)
-        for (int x = 0; x < width; ++x)
-            for (int c = 0; c < 3; ++c) {
-                const int source_channel = image.channels >= 3 ? c : 0;  // grey is replicated, alpha dropped
-                const float unit = image.at(x0 + x, y0 + y, source_channel) / 255.0f;
-                dst[c * plane + static_cast<std::int64_t>(y) * width + x] = 2.0f * unit - 1.0f;
-            }
+    const backend::ImageBytes bytes{image.pixels.data(), image.width, image.height, image.channels};
+    const Shape pixel_shape{1, 3, height, width};
     Tensor moments = Tensor::empty(DType::f32, {1, 2 * vae.config().embed_dim, height / f, width / f});
     if (impl.gpu) {
+        // The bytes go up (a quarter of the floats) and become the encoder's input there.
         GpuModels& g = *impl.gpu;
-        g.run(pixels, moments, g.vae->encode_scratch_bytes(pixels.shape()),
-              [&](CView<float> in, View<float> out) { g.vae->encode(g.ctx, in, out, g.scratch); });
+        g.ctx.activate();
+        g.reserve(g.vae->encode_scratch_bytes(pixel_shape) + Scratch::bytes_for<std::uint8_t>(image.pixels.size()) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(pixel_shape.numel() + moments.numel())));
+        Scratch::Frame frame(g.scratch);
+        backend::ImageBytes device_bytes = bytes;
+        auto* device_pixels = g.scratch.take<std::uint8_t>(image.pixels.size());
+        CudaBackend::upload_bytes(g.ctx, image.pixels.data(), device_pixels, image.pixels.size());
+        device_bytes.pixels = device_pixels;
+        const View<float> input{g.scratch.take<float>(static_cast<std::size_t>(pixel_shape.numel())), pixel_shape};
+        const View<float> output{g.scratch.take<float>(static_cast<std::size_t>(moments.numel())), moments.shape()};
+        CudaBackend::vae_input(g.ctx, device_bytes, x0, y0, height, width, input.data);
+        g.vae->encode(g.ctx, input, output, g.scratch);
+        CudaBackend::download(g.ctx, output.data, moments.data<float>(), moments.numel());
     } else {
+        Tensor pixels = Tensor::empty(DType::f32, pixel_shape);
+        float* dst = pixels.data<float>();
+        const std::int64_t plane = static_cast<std::int64_t>(width) * height;
+        for (int c = 0; c < 3; ++c)
+            for (int y = 0; y < height; ++y)
+                for (int x = 0; x < width; ++x)
+                    dst[c * plane + static_cast<std::int64_t>(y) * width + x] = backend::vae_input_at(bytes, x0, y0, c, y, x);
         impl.reserve(vae.encode_scratch_bytes(pixels.shape()));
         vae.encode(impl.ctx, view_of<const float>(pixels), view_of<float>(moments), impl.scratch);
     }
@@ -150,6 +173,7 @@ Image latent_preview(const float* latent, std::int64_t height, std::int64_t widt
 
 std::vector<float> latent_mask(const Image& mask, std::int64_t height, std::int64_t width) {
     if (mask.width <= 0 || mask.height <= 0 || mask.pixels.empty()) throw Error(Status::bad_image, "mask image is empty");
+    check_pixels(mask, "mask");
     const bool alpha = mask.channels == 2 || mask.channels == 4;
     auto weight = [&](int x, int y) {
         const float v = mask.at(x, y, alpha ? mask.channels - 1 : 0) / 255.0f;

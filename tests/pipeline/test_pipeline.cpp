@@ -280,6 +280,20 @@ TEST_CASE("bad generation parameters are refused naming the parameter") {
     expect([](GenerateParams& p) { p.images[0].strength = NAN; }, "strength");
     expect([](GenerateParams& p) { p.images[0] = {std::nullopt, std::vector<float>(7, 0.0f), 1.0f, 0.0f}; }, "embedding has 7 values");
     expect([](GenerateParams& p) { p.batch_count = 0; }, "batch_count");
+    // Images whose pixel buffers do not match their sizes are refused before a byte is read.
+    expect([](GenerateParams& p) {
+        p.init_image = sample_image(64, 48, 3);
+        p.init_image->pixels.resize(100);
+    }, "init image: 64x48x3 image with 100 bytes");
+    expect([](GenerateParams& p) {
+        p.init_image = sample_image(64, 48, 3);
+        p.init_image->channels = 5;
+    }, "1-4 channels");
+    expect([](GenerateParams& p) {
+        p.init_image = sample_image(64, 48, 3);
+        p.mask = sample_image(64, 48, 1);  // three channels
+        p.mask->pixels.pop_back();
+    }, "mask: 64x48x3 image with 9215 bytes");
     GenerateParams huge = small_params();
     huge.width = 65536;
     CHECK_THROWS_STATUS(pipeline.generate(huge), Status::bad_image, "65536");

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "unclip/backend/args.hpp"
+#include "unclip/backend/image_prep.hpp"
 #include "unclip/backend/latent_update.hpp"
 #include "unclip/detail/export.hpp"
 #include "unclip/dtype.hpp"
@@ -288,6 +289,17 @@ struct CudaBackend {
     UNCLIP_CXX_API static void to_rgb8(const Context& ctx, const float* x, std::int64_t batch, std::int64_t height,
                                        std::int64_t width, std::uint8_t* y);
     // n bytes from the device into host memory, on the context's stream; waits for them.
+    // Host -> device copy of n bytes on the context's stream; returns once the host buffer may be
+    // reused, as upload does.
+    UNCLIP_CXX_API static void upload_bytes(const Context& ctx, const void* host, void* device, std::size_t n);
+    // VAEEncode's input [3, height, width] from the image's crop at (x0, y0) (image.pixels on the
+    // device), as the CPU computes it (backend::vae_input_at).
+    UNCLIP_CXX_API static void vae_input(const Context& ctx, const backend::ImageBytes& image, std::int64_t x0,
+                                         std::int64_t y0, std::int64_t height, std::int64_t width, float* out);
+    // A CLIP resampling (unclip/clip_preprocess.hpp; every pointer in `resample` on the device) into
+    // out [3, size, size]; rows: 3 * image.height * size * 4 bytes of scratch for the width pass.
+    UNCLIP_CXX_API static void clip_resample(const Context& ctx, const backend::ClipResample& resample, void* rows,
+                                             float* out);
     UNCLIP_CXX_API static void download_bytes(const Context& ctx, const void* device, void* host, std::size_t n);
 };
 
