@@ -137,25 +137,31 @@ void plan_comfyui(const Image& image, const ClipPreprocessOptions& o, detail::Cl
     plan.resample.torch_height = plan.torch_height.view();
 }
 
-void run_comfyui(const backend::ClipResample& r, float* out, const detail::ParallelRows& parallel) {
+// The width pass into rows [3, image height, size] of Row, then the height pass into out.
+template <class Row, class WidthPass, class HeightPass>
+void run_passes(const backend::ClipResample& r, float* out, const detail::ParallelRows& parallel, WidthPass width,
+                HeightPass height) {
     const std::int64_t in_h = r.image.height, size = r.size;
+    std::vector<Row> rows(static_cast<std::size_t>(3 * in_h * size));
+    parallel(3 * in_h, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t row = r0; row < r1; ++row)
+            for (std::int64_t x = 0; x < size; ++x)
+                rows[static_cast<std::size_t>(row * size + x)] = width(static_cast<int>(row / in_h), row % in_h, x);
+    });
+    parallel(3 * size, [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t row = r0; row < r1; ++row)
+            for (std::int64_t x = 0; x < size; ++x)
+                out[row * size + x] = height(rows.data(), static_cast<int>(row / size), row % size, x);
+    });
+}
+
+void run_comfyui(const backend::ClipResample& r, float* out, const detail::ParallelRows& parallel) {
     // LoadImage's float32 image: u8 / 255, looked up (the same values) instead of divided per tap.
     float unit[256];
     for (int i = 0; i < 256; ++i) unit[i] = static_cast<float>(i) / 255.0f;
-    std::vector<float> rows(static_cast<std::size_t>(3 * in_h * size));  // [3, in_h, size] after the width pass
-    parallel(3 * in_h, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t row = r0; row < r1; ++row) {
-            const auto c = static_cast<int>(row / in_h);
-            for (std::int64_t x = 0; x < size; ++x)
-                rows[static_cast<std::size_t>(row * size + x)] = backend::torch_width_pass(r, unit, c, row % in_h, x);
-        }
-    });
-    parallel(3 * size, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t row = r0; row < r1; ++row) {
-            const auto c = static_cast<int>(row / size);
-            for (std::int64_t x = 0; x < size; ++x) out[row * size + x] = backend::torch_height_pass(r, rows.data(), c, row % size, x);
-        }
-    });
+    run_passes<float>(
+        r, out, parallel, [&](int c, std::int64_t y, std::int64_t x) { return backend::torch_width_pass(r, unit, c, y, x); },
+        [&](const float* rows, int c, std::int64_t y, std::int64_t x) { return backend::torch_height_pass(r, rows, c, y, x); });
 }
 
 // transformers convert_to_rgb: an image with alpha is composited over opaque white with
@@ -210,21 +216,11 @@ void plan_diffusers(const Image& original, const ClipPreprocessOptions& o, detai
 }
 
 void run_diffusers(const backend::ClipResample& r, float* out, const detail::ParallelRows& parallel) {
-    const std::int64_t in_h = r.image.height, size = r.size;
-    std::vector<std::uint8_t> rows(static_cast<std::size_t>(3 * in_h * size));
-    parallel(3 * in_h, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t row = r0; row < r1; ++row) {
-            const auto c = static_cast<int>(row / in_h);
-            for (std::int64_t x = 0; x < size; ++x)
-                rows[static_cast<std::size_t>(row * size + x)] = backend::pil_width_pass(r, c, row % in_h, x);
-        }
-    });
-    parallel(3 * size, [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t row = r0; row < r1; ++row) {
-            const auto c = static_cast<int>(row / size);
-            for (std::int64_t x = 0; x < size; ++x) out[row * size + x] = backend::pil_height_pass(r, rows.data(), c, row % size, x);
-        }
-    });
+    run_passes<std::uint8_t>(
+        r, out, parallel, [&](int c, std::int64_t y, std::int64_t x) { return backend::pil_width_pass(r, c, y, x); },
+        [&](const std::uint8_t* rows, int c, std::int64_t y, std::int64_t x) {
+            return backend::pil_height_pass(r, rows, c, y, x);
+        });
 }
 
 }  // namespace
