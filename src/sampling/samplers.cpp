@@ -272,11 +272,14 @@ void Run::noise(float sigma, float sigma_next, float* out) {
 void Run::update(backend::LatentUpdate kind, float* out, std::initializer_list<const float*> inputs,
                  std::initializer_list<float> constants) {
     backend::LatentUpdateArgs args;
+    if (inputs.size() > std::size(args.in) || constants.size() > std::size(args.c))
+        throw Error(Status::internal, "sampling: an update with " + std::to_string(inputs.size()) + " inputs and " +
+                                          std::to_string(constants.size()) + " constants");
     args.kind = kind;
     args.out = out;
     args.n = static_cast<std::int64_t>(n);
-    std::copy(inputs.begin(), inputs.begin() + std::min<std::size_t>(inputs.size(), std::size(args.in)), args.in);
-    std::copy(constants.begin(), constants.begin() + std::min<std::size_t>(constants.size(), std::size(args.c)), args.c);
+    std::copy(inputs.begin(), inputs.end(), args.in);
+    std::copy(constants.begin(), constants.end(), args.c);
     ops.update(args);
 }
 
