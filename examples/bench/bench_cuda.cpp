@@ -274,8 +274,9 @@ int main(int argc, char** argv) {
             for (std::size_t i = 0; i < picture.pixels.size(); ++i) picture.pixels[i] = static_cast<std::uint8_t>((i * 31) % 251);
             params.images.push_back({picture, {}, 1.0f, 0.0f});
             // Where the end to end's time goes: until the first step's progress call (text and
-            // image encoders, noise augmentation, the first UNet step), between progress calls
-            // (a sampling step with its host round trip), after the last (VAE decode, pixels).
+            // image encoders, noise augmentation; the loop reports a step once it is queued and
+            // the step before it has run), between progress calls (a sampling step), after the
+            // last (the last step, the VAE decode, the pixels).
             using Clock = std::chrono::steady_clock;
             Clock::time_point start, last;
             std::vector<double> prologue, steps, epilogue;
