@@ -34,7 +34,9 @@ std::vector<float> run_ksampler(sampling::detail::LatentOps& ops, const sampling
         ops.upload(hold->mask_weights.data(), weights, n);
         ops.upload(latent.data(), original, n);
         ops.upload(hold->noise.data(), noise, n);
-        denoise = [&, inner = denoise](const float* input, float sigma, float* denoised) {
+        // The buffers' pointers by value: they are locals of this block, the lambda outlives it.
+        denoise = [&, held, weights, original, noise, inner = denoise](const float* input, float sigma,
+                                                                       float* denoised) {
             backend::LatentUpdateArgs args;
             args.kind = backend::LatentUpdate::hold_sample;
             args.out = held;
