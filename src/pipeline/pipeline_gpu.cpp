@@ -66,9 +66,11 @@ std::vector<std::int64_t> GpuUNetSteps::graph_key(std::int64_t rows) const {
     const auto address = [](const void* p) { return static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)); };
     const CudaBackend::Context& ctx = g_.ctx;
     const CudaBackend::FlashTile tile = ctx.flash_tile();
+    // The arena's fill level: where the network's own scratch begins.
+    const auto scratch_top = static_cast<std::int64_t>(g_.scratch.used());
     return {rows, latent_[1], latent_[2], latent_[3], tokens_, width_, address(contexts_), address(ys_), address(input_),
-            address(output_), address(context_kv_), address(emb_), static_cast<std::int64_t>(g_.scratch.used()), ctx.column_limit(), ctx.bias_epilogue(), ctx.rounded_linear_inputs(),
-            tile.warps, tile.warp_rows, tile.blocks_per_sm};
+            address(output_), address(context_kv_), address(emb_), scratch_top, ctx.column_limit(), ctx.bias_epilogue(),
+            ctx.rounded_linear_inputs(), tile.warps, tile.warp_rows, tile.blocks_per_sm};
 }
 
 void GpuUNetSteps::operator()(const sampling::ModelCall& call) {
