@@ -283,7 +283,7 @@ from diffusers import StableUnCLIPImg2ImgPipeline, UniPCMultistepScheduler"; the
     local sanitizer
     sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)"
     if [ -n "$sanitizer" ]; then
-      run_stage memcheck 120 45 "$OUT/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 99 \
+      run_stage memcheck 160 45 "$OUT/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 99 \
         "$build/tests/unclip_tests_cuda" --test-case="*end to end*"
       grep -E "ERROR SUMMARY|test cases:|assertions:|Device not supported|No test cases" "$OUT/memcheck.log" | tail -n 5
       if grep -qE "test cases: *0 " "$OUT/memcheck.log"; then
