@@ -94,6 +94,7 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     bias_epilogue_ = switched_on("UNCLIP_CUDA_LT_EPILOGUE");
     rounded_linear_inputs_ = switched_on("UNCLIP_CUDA_ROUNDED_INPUTS");
     graphs_ = switched_on("UNCLIP_CUDA_GRAPHS");
+    device_sampling_ = switched_on("UNCLIP_CUDA_DEVICE_SAMPLING");
     if (const char* tile = std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
         FlashTile t{0, 0, 1};
         const int fields = std::sscanf(tile, "%dx%dx%d", &t.warps, &t.warp_rows, &t.blocks_per_sm);

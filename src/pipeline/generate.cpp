@@ -174,7 +174,7 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
     // latent of the loop stays on the device.
     std::vector<float> sampled;
     std::optional<GpuUNetSteps> gpu_steps;  // holds its device buffers until the decode below
-    if (impl.gpu) {
+    if (impl.gpu && impl.gpu->ctx.device_sampling()) {
         gpu_steps.emplace(*impl.gpu, contexts, ys, Shape{batch, 4, h, w}, kKSamplerBuffers);
         CudaLatentOps ops(impl.gpu->ctx, gpu_steps->latents(), gpu_steps->latents_floats());
         const sampling::ModelFn network = [&](const sampling::ModelCall& call) {
@@ -182,6 +182,13 @@ std::vector<Image> generate(Pipeline::Impl& impl, const GenerateParams& p) {
         };
         sampled = run_ksampler(ops, network, gpu_steps->input(), gpu_steps->output(), ks, schedule, denoiser, latent,
                                p.mask ? &hold : nullptr, report_latents);
+    } else if (impl.gpu) {
+        // The latents travel to the host and back at every step (Context::set_device_sampling(false)).
+        gpu_steps.emplace(*impl.gpu, contexts, ys, Shape{batch, 4, h, w});
+        std::vector<float> model_input(static_cast<std::size_t>(2 * batch * row_size)), model_output(model_input.size());
+        sampling::detail::HostLatentOps ops(kKSamplerBuffers);
+        sampled = run_ksampler(ops, std::ref(*gpu_steps), model_input.data(), model_output.data(), ks, schedule,
+                               denoiser, latent, p.mask ? &hold : nullptr, report_latents);
     } else {
         const auto& unet = *models.unet;
         impl.reserve(unet.scratch_bytes({2 * batch, 4, h, w}, tokens));

@@ -3,6 +3,7 @@
 // relative L2 error against the CPU backend's fp32 result.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -68,6 +69,18 @@ inline bool all_finite(const std::vector<float>& v) {
         if (!std::isfinite(x)) return false;
     return true;
 }
+
+// Sets an environment variable for one scope (a context's switches read theirs when created).
+class ScopedEnvironment {
+public:
+    ScopedEnvironment(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+    ~ScopedEnvironment() { unsetenv(name_); }
+    ScopedEnvironment(const ScopedEnvironment&) = delete;
+    ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
+
+private:
+    const char* name_;
+};
 
 // fp16 tensor-core results against fp32; bf16 operands get twice the room.
 inline constexpr double kHalfTolerance = 1e-2;

@@ -20,7 +20,7 @@
 #   bench      examples/bench/run_cuda.sh ours + table (unclip CLI --device cuda and, where built,
 #              unclip_bench_cuda's components, vs diffusers)
 #   ab         unclip_bench_cuda (UNet step, VAE decode, warm end to end) with a switch off and on
-#              (UNCLIP_CHECK_AB_SWITCH, default UNCLIP_CUDA_GRAPHS: 0, 1), twice over: bench_ab.log
+#              (UNCLIP_CHECK_AB_SWITCH, a comma list, default UNCLIP_CUDA_GRAPHS: 0, 1), twice over: bench_ab.log
 #   memcheck   compute-sanitizer --tool memcheck on unclip_tests_cuda --test-case="*end to end*"
 #              (after the bench: the slowest check, and the one a short budget can best do without)
 #   profile    ncu --metrics gpu__time_duration.sum, per-kernel summaries of unclip_bench_cuda's UNet
@@ -259,17 +259,23 @@ from diffusers import StableUnCLIPImg2ImgPipeline, UniPCMultistepScheduler"; the
     timeout 60 bash examples/bench/run_cuda.sh table
   fi
 
-  # --- A/B of a switch (UNCLIP_CHECK_AB_SWITCH, default UNCLIP_CUDA_GRAPHS; each is on by default):
-  # off and on, twice, in one call, so the ratios come from one machine at one time ---------------
+  # --- A/B of switches (UNCLIP_CHECK_AB_SWITCH, a comma list, default UNCLIP_CUDA_GRAPHS; each is on
+  # by default, e.g. UNCLIP_CUDA_DEVICE_SAMPLING): off and on, twice each, in one call, so the ratios
+  # come from one machine at one time -------------------------------------------------------------
   local ab_ck="${UNCLIP_BENCH_CHECKPOINT:-/tmp/unclip-bench-unclip-h-f16.safetensors}"
   local ab_switch="${UNCLIP_CHECK_AB_SWITCH:-UNCLIP_CUDA_GRAPHS}"
   if skipped ab; then :
   elif [[ "$skip" == *",bench,"* ]]; then record ab "not run (bench skipped)" 0
   elif [ -x "$build/examples/unclip_bench_cuda" ] && [ -f "$ab_ck" ]; then
-    run_stage ab 150 45 "$OUT/bench_ab.log" bash -c 'for round in 1 2; do
-        for value in 0 1; do
-          echo "== $2=$value (round $round)"
-          env "$2=$value" "$0" --checkpoint "$1" --only unet768,vae,e2e --repeats 5 || exit 1
+    local ab_count
+    ab_count=$(($(tr -cd , <<< "$ab_switch" | wc -c) + 1))
+    run_stage ab $((150 * ab_count)) 45 "$OUT/bench_ab.log" bash -c 'IFS=, read -ra switches <<< "$2"
+      for switch in "${switches[@]}"; do
+        for round in 1 2; do
+          for value in 0 1; do
+            echo "== $switch=$value (round $round)"
+            env "$switch=$value" "$0" --checkpoint "$1" --only unet768,vae,e2e --repeats 5 || exit 1
+          done
         done
       done' "$build/examples/unclip_bench_cuda" "$ab_ck" "$ab_switch"
     grep -E "^== |unet768 |unet768_graph |vae768 |e2e768 |e2e768 phases" "$OUT/bench_ab.log"

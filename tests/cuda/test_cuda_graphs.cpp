@@ -13,20 +13,9 @@
 
 using namespace unclip;
 using cuda_test::DeviceFloats;
+using cuda_test::ScopedEnvironment;
 
 namespace {
-
-// Sets an environment variable for one scope.
-class ScopedEnvironment {
-public:
-    ScopedEnvironment(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-    ~ScopedEnvironment() { unsetenv(name_); }
-    ScopedEnvironment(const ScopedEnvironment&) = delete;
-    ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
-
-private:
-    const char* name_;
-};
 
 std::vector<float> silu_then_gelu(const CudaBackend::Context& ctx, const std::vector<float>& x) {
     const DeviceFloats in(ctx, x), mid(static_cast<std::int64_t>(x.size())), out(static_cast<std::int64_t>(x.size()));

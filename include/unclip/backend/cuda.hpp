@@ -115,6 +115,12 @@ struct CudaBackend {
         // UNCLIP_CUDA_GRAPHS=0 in the environment turns it off for every new context.
         void set_graphs(bool on) noexcept { graphs_ = on; }
         bool graphs() const noexcept { return graphs_; }
+        // Whether the pipeline's sampling loop keeps its latents on the GPU (the samplers' updates
+        // as kernels, nothing back per step) or brings them to the host at every step for the
+        // sampler's arithmetic there. On by default; UNCLIP_CUDA_DEVICE_SAMPLING=0 in the
+        // environment turns it off for every new context (to compare the two).
+        void set_device_sampling(bool on) noexcept { device_sampling_ = on; }
+        bool device_sampling() const noexcept { return device_sampling_; }
         // How many linear calls added their bias in the epilogue so far (tests, benchmarks).
         std::uint64_t bias_epilogue_calls() const noexcept;
         cuda::ContextState& state() const noexcept { return *state_; }
@@ -125,6 +131,7 @@ struct CudaBackend {
         bool bias_epilogue_ = true;
         bool rounded_linear_inputs_ = true;
         bool graphs_ = true;
+        bool device_sampling_ = true;
         FlashTile flash_tile_;
     };
 
