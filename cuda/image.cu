@@ -1,5 +1,5 @@
-// Image preprocessing on the GPU: the VAE encoder's input and the CLIP resamplings, each output
-// value computed by the formulas the CPU uses (unclip/backend/image_prep.hpp). Compiled with
+// Image pre- and post-processing on the GPU: the VAE encoder's input, the decoded pixels' bytes and
+// the CLIP resamplings, each output value computed by the formulas the CPU uses (unclip/backend/image_prep.hpp). Compiled with
 // --fmad=false, as those formulas are written with each multiply and add rounded on its own.
 #include "check.cuh"
 #include "context.cuh"
@@ -22,6 +22,15 @@ __global__ void vae_input_kernel(const ImageBytes image, std::int64_t x0, std::i
         const auto c = static_cast<int>(i / plane);
         const std::int64_t y = (i % plane) / width, x = i % width;
         out[i] = backend::vae_input_at(image, x0, y0, c, y, x);
+    }
+}
+
+// Thread per output pixel: its three channels from the three planes, written next to each other.
+__global__ void to_rgb8_kernel(const float* __restrict__ x, std::int64_t batch, std::int64_t plane,
+                               std::uint8_t* __restrict__ y) {
+    for (std::int64_t i = first_index(); i < batch * plane; i += grid_stride()) {
+        const std::int64_t b = i / plane, p = i - b * plane;
+        for (int c = 0; c < 3; ++c) y[i * 3 + c] = backend::decoded_byte(x[(b * 3 + c) * plane + p]);
     }
 }
 
@@ -76,6 +85,14 @@ void CudaBackend::vae_input(const Context& ctx, const backend::ImageBytes& image
     const std::int64_t n = 3 * height * width;
     if (n <= 0) return;
     vae_input_kernel<<<cuda::blocks_for(n, kThreads), kThreads, 0, ctx.state().stream>>>(image, x0, y0, height, width, out);
+    UNCLIP_CUDA_CHECK(cudaGetLastError());
+}
+
+void CudaBackend::to_rgb8(const Context& ctx, const float* x, std::int64_t batch, std::int64_t height, std::int64_t width,
+                          std::uint8_t* y) {
+    const std::int64_t plane = height * width;
+    if (batch <= 0 || plane <= 0) return;
+    to_rgb8_kernel<<<cuda::blocks_for(batch * plane, kThreads), kThreads, 0, ctx.state().stream>>>(x, batch, plane, y);
     UNCLIP_CUDA_CHECK(cudaGetLastError());
 }
 

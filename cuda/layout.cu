@@ -105,20 +105,6 @@ __global__ void extract_patches_kernel(const float* __restrict__ x, std::int64_t
     }
 }
 
-// Thread per output pixel: its three channels from the three planes, written next to each other.
-// The explicit roundings keep nvcc from fusing anything, so the bytes are the CPU's.
-__global__ void to_rgb8_kernel(const float* __restrict__ x, std::int64_t batch, std::int64_t plane,
-                               std::uint8_t* __restrict__ y) {
-    for (std::int64_t i = first_index(); i < batch * plane; i += grid_stride()) {
-        const std::int64_t b = i / plane, p = i - b * plane;
-        for (int c = 0; c < 3; ++c) {
-            const float unit = __fmul_rn(__fadd_rn(x[(b * 3 + c) * plane + p], 1.0f), 0.5f);
-            const float scaled = fminf(fmaxf(__fmul_rn(unit, 255.0f), 0.0f), 255.0f);
-            y[i * 3 + c] = static_cast<std::uint8_t>(scaled);
-        }
-    }
-}
-
 template <class To, bool Accumulate = false>
 void transpose(const CudaBackend::Context& ctx, const float* x, To* y, std::int64_t batch, std::int64_t rows,
                std::int64_t cols, const float* scale = nullptr, const float* shift = nullptr) {
@@ -226,13 +212,6 @@ void CudaBackend::extract_patches(const Context& ctx, const float* x, std::int64
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 
-void CudaBackend::to_rgb8(const Context& ctx, const float* x, std::int64_t batch, std::int64_t height, std::int64_t width,
-                          std::uint8_t* y) {
-    const std::int64_t plane = height * width;
-    if (batch <= 0 || plane <= 0) return;
-    to_rgb8_kernel<<<cuda::blocks_for(batch * plane, kThreads), kThreads, 0, ctx.state().stream>>>(x, batch, plane, y);
-    UNCLIP_CUDA_CHECK_LAUNCH();
-}
 
 void CudaBackend::download_bytes(const Context& ctx, const void* device, void* host, std::size_t n) {
     cuda::ContextState& state = ctx.state();

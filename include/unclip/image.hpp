@@ -46,6 +46,9 @@ UNCLIP_CXX_API Image image_from_pixels(const std::uint8_t* pixels, int width, in
 // Throws Error(Status::bad_image) "image is WxH, ..." when the size exceeds `limits`, and
 // Error(Status::invalid_argument) when it is not positive.
 UNCLIP_CXX_API void check_image_size(std::int64_t width, std::int64_t height, const ImageLimits& limits = {});
+// Throws Error(Status::invalid_argument), the message starting with `who`, unless the image has a
+// positive size, 1..4 channels and exactly width x height x channels bytes of pixels.
+UNCLIP_CXX_API void check_image_pixels(const Image& image, const std::string& who);
 
 // Keyword/text pairs stored as PNG tEXt chunks (keywords 1-79 Latin-1 characters, no NUL).
 using PngText = std::vector<std::pair<std::string, std::string>>;

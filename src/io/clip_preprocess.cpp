@@ -106,12 +106,7 @@ AxisWeights<std::int32_t> pil_bicubic(std::int64_t in, std::int64_t out) {
 }
 
 void check(const Image& image, const ClipPreprocessOptions& o) {
-    if (image.width <= 0 || image.height <= 0 || image.channels < 1 || image.channels > 4 ||
-        image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
-                                    static_cast<std::size_t>(image.channels))
-        throw Error(Status::invalid_argument, "clip_preprocess: image is empty or its pixel buffer does not match " +
-                                                  std::to_string(image.width) + "x" + std::to_string(image.height) + "x" +
-                                                  std::to_string(image.channels));
+    check_image_pixels(image, "clip_preprocess");
     if (o.size < 1 || o.size > 4096)
         throw Error(Status::invalid_argument, "clip_preprocess: size must be 1..4096, got " + std::to_string(o.size));
     for (const float s : o.std)

@@ -275,13 +275,21 @@ std::vector<std::uint8_t> text_chunk(const std::string& keyword, const std::stri
 }
 }  // namespace
 
-std::vector<std::uint8_t> encode_png(const Image& image, const PngText& text) {
-    if (image.width <= 0 || image.height <= 0 || image.channels < 1 || image.channels > 4 ||
+void check_image_pixels(const Image& image, const std::string& who) {
+    const std::string geometry = std::to_string(image.width) + "x" + std::to_string(image.height) + "x" +
+                                 std::to_string(image.channels) + " with " + std::to_string(image.pixels.size()) +
+                                 " bytes of pixels";
+    if (image.width <= 0 || image.height <= 0 || image.pixels.empty())
+        throw Error(Status::invalid_argument, who + ": image is empty (" + geometry + ")");
+    if (image.channels < 1 || image.channels > 4 ||
         image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
                                    static_cast<std::size_t>(image.channels))
-        throw Error(Status::invalid_argument, "encode_png: image " + std::to_string(image.width) + "x" +
-                                                  std::to_string(image.height) + "x" + std::to_string(image.channels) +
-                                                  " does not match its pixel buffer");
+        throw Error(Status::invalid_argument, who + ": image " + geometry +
+                                                  " (1-4 channels, width x height x channels bytes)");
+}
+
+std::vector<std::uint8_t> encode_png(const Image& image, const PngText& text) {
+    check_image_pixels(image, "encode_png");
     std::vector<std::uint8_t> png;
     auto append = [](void* context, void* data, int size) {
         auto* out = static_cast<std::vector<std::uint8_t>*>(context);

@@ -16,21 +16,6 @@ const nn::VaeTiling kDecodeTiling{64, 8};  // ComfyUI VAEDecodeTiled defaults: 5
 constexpr float kLatentRgb[4][3] = {
     {0.3512f, 0.2297f, 0.3227f}, {0.3250f, 0.4974f, 0.2350f}, {-0.2829f, 0.1762f, 0.2721f}, {-0.2120f, -0.2616f, -0.7177f}};
 
-std::uint8_t to_byte(float unit) {
-    // SaveImage: clip(255 x, 0, 255) then a truncating cast to uint8.
-    return static_cast<std::uint8_t>(std::clamp(unit * 255.0f, 0.0f, 255.0f));
-}
-// A caller's image: 1-4 channels and a pixel buffer of exactly width x height x channels bytes.
-void check_pixels(const Image& image, const char* what) {
-    if (image.channels < 1 || image.channels > 4 || image.width <= 0 || image.height <= 0 ||
-        image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
-                                   static_cast<std::size_t>(image.channels))
-        throw Error(Status::invalid_argument, std::string(what) + ": " + std::to_string(image.width) + "x" +
-                                                  std::to_string(image.height) + "x" + std::to_string(image.channels) +
-                                                  " image with " + std::to_string(image.pixels.size()) +
-                                                  " bytes of pixels (1-4 channels, width x height x channels bytes)");
-}
-
 Image empty_image(std::int64_t height, std::int64_t width) {
     Image image;
     image.width = static_cast<int>(width);
@@ -99,10 +84,8 @@ std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, i
     for (std::int64_t b = 0; b < batch; ++b) {
         Image image = empty_image(h * f, w * f);
         const float* src = pixels.data<const float>() + b * 3 * plane;
-        // The same float operations as CudaBackend::to_rgb8.
         for (std::int64_t p = 0; p < plane; ++p)
-            for (int c = 0; c < 3; ++c)
-                image.pixels[static_cast<std::size_t>(p * 3 + c)] = to_byte((src[c * plane + p] + 1.0f) * 0.5f);
+            for (int c = 0; c < 3; ++c) image.pixels[static_cast<std::size_t>(p * 3 + c)] = backend::decoded_byte(src[c * plane + p]);
         images.push_back(std::move(image));
     }
     return images;
@@ -112,7 +95,7 @@ Tensor encode_latent(Pipeline::Impl& impl, const Image& image) {
     const auto& vae = *impl.models->vae;
     const int f = vae.config().downscale();
     check_image_size(image.width, image.height, impl.options.image_limits);
-    check_pixels(image, "init image");
+    check_image_pixels(image, "init image");
     const int width = image.width / f * f, height = image.height / f * f;
     if (width == 0 || height == 0)
         throw Error(Status::bad_image, "init image is " + std::to_string(image.width) + "x" + std::to_string(image.height) +
@@ -166,14 +149,14 @@ Image latent_preview(const float* latent, std::int64_t height, std::int64_t widt
         for (int c = 0; c < 3; ++c) {
             float v = 0.0f;
             for (int k = 0; k < 4; ++k) v += latent[k * plane + p] * kLatentRgb[k][c];
-            image.pixels[static_cast<std::size_t>(p * 3 + c)] = to_byte(std::clamp((v + 1.0f) * 0.5f, 0.0f, 1.0f));
+            image.pixels[static_cast<std::size_t>(p * 3 + c)] = backend::decoded_byte(v);
         }
     return image;
 }
 
 std::vector<float> latent_mask(const Image& mask, std::int64_t height, std::int64_t width) {
     if (mask.width <= 0 || mask.height <= 0 || mask.pixels.empty()) throw Error(Status::bad_image, "mask image is empty");
-    check_pixels(mask, "mask");
+    check_image_pixels(mask, "mask");
     const bool alpha = mask.channels == 2 || mask.channels == 4;
     auto weight = [&](int x, int y) {
         const float v = mask.at(x, y, alpha ? mask.channels - 1 : 0) / 255.0f;

@@ -284,7 +284,7 @@ TEST_CASE("bad generation parameters are refused naming the parameter") {
     expect([](GenerateParams& p) {
         p.init_image = sample_image(64, 48, 3);
         p.init_image->pixels.resize(100);
-    }, "init image: 64x48x3 image with 100 bytes");
+    }, "init image: image 64x48x3 with 100 bytes");
     expect([](GenerateParams& p) {
         p.init_image = sample_image(64, 48, 3);
         p.init_image->channels = 5;
@@ -293,7 +293,7 @@ TEST_CASE("bad generation parameters are refused naming the parameter") {
         p.init_image = sample_image(64, 48, 3);
         p.mask = sample_image(64, 48, 1);  // three channels
         p.mask->pixels.pop_back();
-    }, "mask: 64x48x3 image with 9215 bytes");
+    }, "mask: image 64x48x3 with 9215 bytes");
     GenerateParams huge = small_params();
     huge.width = 65536;
     CHECK_THROWS_STATUS(pipeline.generate(huge), Status::bad_image, "65536");

@@ -1,7 +1,8 @@
 #pragma once
-// The per-pixel arithmetic of image preprocessing, written once for the CPU's loops
+// The per-pixel arithmetic of image pre- and post-processing, written once for the CPU's loops
 // (src/io/clip_preprocess.cpp, src/pipeline/images.cpp) and the CUDA kernels (cuda/image.cu): the
-// VAE encoder's input and the two CLIP resamplings of unclip/clip_preprocess.hpp. Pointers are the
+// VAE encoder's input, the decoded pixels' bytes and the two CLIP resamplings of
+// unclip/clip_preprocess.hpp. Pointers are the
 // memory of whoever runs the formulas (host for the CPU, device for CUDA).
 #include <cmath>
 #include <cstdint>
@@ -28,6 +29,13 @@ UNCLIP_HOST_DEVICE inline float vae_input_at(const ImageBytes& image, std::int64
                                              std::int64_t y, std::int64_t x) {
     const float unit = static_cast<float>(pixel_at(image, x0 + x, y0 + y, c)) / 255.0f;
     return 2.0f * unit - 1.0f;
+}
+
+// SaveImage's byte for a decoded value in [-1, 1]: (x + 1) / 2 times 255, clamped to [0, 255] (NaN
+// to 0), truncated.
+UNCLIP_HOST_DEVICE inline std::uint8_t decoded_byte(float x) {
+    const float scaled = (x + 1.0f) * 0.5f * 255.0f;
+    return static_cast<std::uint8_t>(scaled > 0.0f ? (scaled < 255.0f ? scaled : 255.0f) : 0.0f);
 }
 
 // One axis of a separable resize: output index i reads input first[i] + j for j < count[i], with
