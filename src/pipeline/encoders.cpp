@@ -3,7 +3,6 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <type_traits>
 
 #include "io/clip_preprocess_detail.hpp"
 #include "pipeline/pipeline_impl.hpp"
@@ -53,37 +52,12 @@ std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const 
         // The image's bytes and the resampling weights go up; the tower's input is made there.
         GpuModels& g = *impl.gpu;
         const backend::ClipResample& r = plan->resample;
-        const std::size_t image_bytes = static_cast<std::size_t>(r.image.width * r.image.height * r.image.channels);
-        const auto axis_bytes = [](const auto& axis) {
-            using W = typename std::decay_t<decltype(axis.w)>::value_type;
-            return Scratch::bytes_for<std::int64_t>(axis.first.size()) * 2 + Scratch::bytes_for<W>(axis.w.size());
-        };
         g.ctx.activate();
-        g.reserve(g.vision->scratch_bytes(1) + Scratch::bytes_for<std::uint8_t>(image_bytes) +
-                  axis_bytes(plan->torch_width) + axis_bytes(plan->torch_height) + axis_bytes(plan->pil_width) +
-                  axis_bytes(plan->pil_height) +
+        g.reserve(g.vision->scratch_bytes(1) + staged_clip_bytes(*plan) +
                   Scratch::bytes_for<float>(static_cast<std::size_t>(3 * r.image.height * r.size + pixel_shape.numel() +
                                                                      embedding.numel())));
         Scratch::Frame frame(g.scratch);
-        const auto stage = [&](const auto& values) {
-            using T = typename std::decay_t<decltype(values)>::value_type;
-            T* device = g.scratch.take<T>(values.size());
-            CudaBackend::upload_bytes(g.ctx, values.data(), device, values.size() * sizeof(T));
-            return static_cast<const T*>(device);
-        };
-        const auto stage_axis = [&](const auto& axis) {
-            decltype(axis.view()) view;
-            if (!axis.empty()) view = {stage(axis.first), stage(axis.count), stage(axis.w), axis.taps};
-            return view;
-        };
-        backend::ClipResample device = r;
-        auto* pixels_on_device = g.scratch.take<std::uint8_t>(image_bytes);
-        CudaBackend::upload_bytes(g.ctx, r.image.pixels, pixels_on_device, image_bytes);
-        device.image.pixels = pixels_on_device;
-        device.torch_width = stage_axis(plan->torch_width);
-        device.torch_height = stage_axis(plan->torch_height);
-        device.pil_width = stage_axis(plan->pil_width);
-        device.pil_height = stage_axis(plan->pil_height);
+        const backend::ClipResample device = stage_clip_resample(g.ctx, g.scratch, *plan);
         float* rows = g.scratch.take<float>(static_cast<std::size_t>(3 * r.image.height * r.size));
         const View<float> pixels{g.scratch.take<float>(static_cast<std::size_t>(pixel_shape.numel())), pixel_shape};
         const View<float> out{g.scratch.take<float>(static_cast<std::size_t>(embedding.numel())), embedding.shape()};

@@ -131,6 +131,45 @@ float* GpuModels::stage(const float* host, std::int64_t n) {
     return device;
 }
 
+namespace {
+std::size_t image_bytes(const backend::ImageBytes& image) {
+    return static_cast<std::size_t>(image.width * image.height * image.channels);
+}
+template <class W>
+std::size_t axis_bytes(const detail::AxisWeights<W>& axis) {
+    return 2 * Scratch::bytes_for<std::int64_t>(axis.first.size()) + Scratch::bytes_for<W>(axis.w.size());
+}
+template <class T>
+const T* stage_values(const CudaBackend::Context& ctx, Scratch& scratch, const T* values, std::size_t n) {
+    T* device = scratch.take<T>(n);
+    CudaBackend::upload_bytes(ctx, values, device, n * sizeof(T));
+    return device;
+}
+template <class W>
+backend::ResizeAxis<W> stage_axis(const CudaBackend::Context& ctx, Scratch& scratch, const detail::AxisWeights<W>& axis) {
+    if (axis.empty()) return {};
+    return {stage_values(ctx, scratch, axis.first.data(), axis.first.size()),
+            stage_values(ctx, scratch, axis.count.data(), axis.count.size()),
+            stage_values(ctx, scratch, axis.w.data(), axis.w.size()), axis.taps};
+}
+}  // namespace
+
+std::size_t staged_clip_bytes(const detail::ClipResamplePlan& plan) {
+    return Scratch::bytes_for<std::uint8_t>(image_bytes(plan.resample.image)) + axis_bytes(plan.torch_width) +
+           axis_bytes(plan.torch_height) + axis_bytes(plan.pil_width) + axis_bytes(plan.pil_height);
+}
+
+backend::ClipResample stage_clip_resample(const CudaBackend::Context& ctx, Scratch& scratch,
+                                          const detail::ClipResamplePlan& plan) {
+    backend::ClipResample device = plan.resample;
+    device.image.pixels = stage_values(ctx, scratch, plan.resample.image.pixels, image_bytes(plan.resample.image));
+    device.torch_width = stage_axis(ctx, scratch, plan.torch_width);
+    device.torch_height = stage_axis(ctx, scratch, plan.torch_height);
+    device.pil_width = stage_axis(ctx, scratch, plan.pil_width);
+    device.pil_height = stage_axis(ctx, scratch, plan.pil_height);
+    return device;
+}
+
 std::unique_ptr<GpuModels> load_gpu_models(const Models& host, int device, bool bf16) {
     auto g = std::make_unique<GpuModels>(device);
     g->description = cuda::device_description();

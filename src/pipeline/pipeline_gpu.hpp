@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "io/clip_preprocess_detail.hpp"
 #include "pipeline/pipeline_models.hpp"
 #include "unclip/backend/cuda.hpp"
 #include "unclip/sampling/denoiser.hpp"
@@ -43,19 +44,6 @@ struct GpuModels : ComponentWeights, ComponentModules<CudaBackend> {
     void reserve(std::size_t bytes);
     // n floats from the arena, filled from host memory (the caller holds a Scratch::Frame).
     float* stage(const float* host, std::int64_t n);
-    // One module pass between host tensors: `input` goes up, fn(device input, device output) runs
-    // on an arena of `module_bytes` more, and the result comes back into `output` (fp32, contiguous).
-    template <class Fn>
-    void run(const Tensor& input, Tensor& output, std::size_t module_bytes, Fn&& fn) {
-        const auto in_count = static_cast<std::size_t>(input.numel()), out_count = static_cast<std::size_t>(output.numel());
-        ctx.activate();
-        reserve(module_bytes + Scratch::bytes_for<float>(in_count) + Scratch::bytes_for<float>(out_count));
-        Scratch::Frame frame(scratch);
-        const CView<float> device_input{stage(input.data<const float>(), input.numel()), input.shape()};
-        const View<float> device_output{scratch.take<float>(out_count), output.shape()};
-        fn(device_input, device_output);
-        CudaBackend::download(ctx, device_output.data, output.data<float>(), output.numel());
-    }
 };
 
 // The UNet evaluations of one sampling loop on the GPU. The text contexts and ADM vectors go up
@@ -107,6 +95,13 @@ private:
     std::size_t graph_launches_ = 0;
     std::string graph_error_;
 };
+
+// CLIP preprocessing on the GPU: the plan's image bytes and resampling weights staged in `scratch`
+// (device memory; the caller holds a Scratch::Frame and has reserved staged_clip_bytes(plan)), as
+// CudaBackend::clip_resample reads them.
+std::size_t staged_clip_bytes(const detail::ClipResamplePlan& plan);
+backend::ClipResample stage_clip_resample(const CudaBackend::Context& ctx, Scratch& scratch,
+                                          const detail::ClipResamplePlan& plan);
 
 // Uploads `host`'s components (built on the CPU first: their weight maps know which tensors are
 // matrices) to GPU `device`. bf16: fp32 matrices become bf16 instead of fp16. Throws

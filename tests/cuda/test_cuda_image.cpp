@@ -5,7 +5,7 @@
 #include <string>
 
 #include "cuda_test_support.hpp"
-#include "io/clip_preprocess_detail.hpp"
+#include "pipeline/pipeline_gpu.hpp"
 #include "test_support.hpp"
 
 using namespace unclip;
@@ -24,27 +24,11 @@ Image pattern(int width, int height, int channels, unsigned seed) {
     return image;
 }
 
-// Device bytes, freed on scope exit.
-struct DeviceBytes {
-    explicit DeviceBytes(std::size_t n) : data(static_cast<std::uint8_t*>(cuda::allocate(n > 0 ? n : 1))) {}
-    ~DeviceBytes() { cuda::deallocate(data); }
-    DeviceBytes(const DeviceBytes&) = delete;
-    DeviceBytes& operator=(const DeviceBytes&) = delete;
-    std::uint8_t* data;
-};
-
-template <class T>
-const T* upload(const CudaBackend::Context& ctx, const std::vector<T>& values, std::vector<std::unique_ptr<DeviceBytes>>& keep) {
-    keep.push_back(std::make_unique<DeviceBytes>(values.size() * sizeof(T)));
-    CudaBackend::upload_bytes(ctx, values.data(), keep.back()->data, values.size() * sizeof(T));
-    return reinterpret_cast<const T*>(keep.back()->data);
-}
-
-template <class W>
-backend::ResizeAxis<W> upload_axis(const CudaBackend::Context& ctx, const detail::AxisWeights<W>& axis,
-                                   std::vector<std::unique_ptr<DeviceBytes>>& keep) {
-    if (axis.empty()) return {};
-    return {upload(ctx, axis.first, keep), upload(ctx, axis.count, keep), upload(ctx, axis.w, keep), axis.taps};
+// The image's bytes in device memory taken from `scratch`.
+backend::ImageBytes on_device(const CudaBackend::Context& ctx, Scratch& scratch, const Image& image) {
+    std::uint8_t* pixels = scratch.take<std::uint8_t>(image.pixels.size());
+    CudaBackend::upload_bytes(ctx, image.pixels.data(), pixels, image.pixels.size());
+    return {pixels, image.width, image.height, image.channels};
 }
 
 }  // namespace
@@ -63,9 +47,8 @@ TEST_CASE("the VAE encoder's input on the GPU is the CPU's, for RGB, grey and RG
             for (std::int64_t y = 0; y < height; ++y)
                 for (std::int64_t x = 0; x < width; ++x)
                     expected[static_cast<std::size_t>((c * height + y) * width + x)] = backend::vae_input_at(host, x0, y0, c, y, x);
-        std::vector<std::unique_ptr<DeviceBytes>> keep;
-        backend::ImageBytes device = host;
-        device.pixels = upload(ctx, image.pixels, keep);
+        Scratch scratch(Device::cuda, Scratch::bytes_for<std::uint8_t>(image.pixels.size()));
+        const backend::ImageBytes device = on_device(ctx, scratch, image);
         const DeviceFloats out(3 * height * width);
         CudaBackend::vae_input(ctx, device, x0, y0, height, width, out.get());
         CHECK(out.read(ctx) == expected);
@@ -98,16 +81,9 @@ TEST_CASE("CLIP preprocessing on the GPU matches the CPU for both methods, resiz
         std::vector<float> expected(static_cast<std::size_t>(3 * size * size));
         detail::run_clip_preprocess(*plan, expected.data(), [](std::int64_t n, const auto& rows) { rows(0, n); });
 
-        std::vector<std::unique_ptr<DeviceBytes>> keep;
-        backend::ClipResample device = plan->resample;
+        Scratch scratch(Device::cuda, pipeline::staged_clip_bytes(*plan));
+        const backend::ClipResample device = pipeline::stage_clip_resample(ctx, scratch, *plan);
         const backend::ImageBytes& source = plan->resample.image;
-        device.image.pixels = upload(ctx, std::vector<std::uint8_t>(source.pixels, source.pixels + source.width * source.height *
-                                                                                                   source.channels),
-                                     keep);
-        device.torch_width = upload_axis(ctx, plan->torch_width, keep);
-        device.torch_height = upload_axis(ctx, plan->torch_height, keep);
-        device.pil_width = upload_axis(ctx, plan->pil_width, keep);
-        device.pil_height = upload_axis(ctx, plan->pil_height, keep);
         const DeviceFloats rows(3 * source.height * size), out(3 * size * size);
         CudaBackend::clip_resample(ctx, device, rows.get(), out.get());
         const std::vector<float> got = out.read(ctx);
