@@ -37,25 +37,9 @@ std::vector<float> run_ksampler(sampling::detail::LatentOps& ops, const sampling
         // The buffers' pointers by value: they are locals of this block, the lambda outlives it.
         denoise = [&, held, weights, original, noise, inner = denoise](const float* input, float sigma,
                                                                        float* denoised) {
-            backend::LatentUpdateArgs args;
-            args.kind = backend::LatentUpdate::hold_sample;
-            args.out = held;
-            args.in[0] = input;
-            args.in[1] = weights;
-            args.in[2] = original;
-            args.in[3] = noise;
-            args.c[0] = sigma;
-            args.n = static_cast<std::int64_t>(n);
-            ops.update(args);
+            ops.apply(backend::LatentUpdate::hold_sample, held, n, {input, weights, original, noise}, {sigma});
             inner(held, sigma, denoised);
-            args = {};
-            args.kind = backend::LatentUpdate::hold_prediction;
-            args.out = denoised;
-            args.in[0] = denoised;
-            args.in[1] = weights;
-            args.in[2] = original;
-            args.n = static_cast<std::int64_t>(n);
-            ops.update(args);
+            ops.apply(backend::LatentUpdate::hold_prediction, denoised, n, {denoised, weights, original});
         };
     }
 

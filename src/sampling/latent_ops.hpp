@@ -6,6 +6,7 @@
 // between steps.
 #include <cstddef>
 #include <deque>
+#include <initializer_list>
 #include <vector>
 
 #include "unclip/backend/latent_update.hpp"
@@ -31,6 +32,11 @@ public:
     // A step's work has been queued: the ops may wait here so that the queue runs at most a step
     // ahead of the caller (a step callback then reports, and cancels, work that has run).
     virtual void step_queued() {}
+
+    // update() of `kind` over n values into out, from at most five inputs and four constants (in
+    // LatentUpdateArgs' order); throws Error(Status::internal) for more.
+    void apply(backend::LatentUpdate kind, float* out, std::size_t n, std::initializer_list<const float*> inputs,
+               std::initializer_list<float> constants = {});
 };
 
 class HostLatentOps final : public LatentOps {

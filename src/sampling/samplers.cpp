@@ -269,20 +269,6 @@ void Run::noise(float sigma, float sigma_next, float* out) {
     ops.upload(host_noise_.data(), out, n);
 }
 
-void Run::update(backend::LatentUpdate kind, float* out, std::initializer_list<const float*> inputs,
-                 std::initializer_list<float> constants) {
-    backend::LatentUpdateArgs args;
-    if (inputs.size() > std::size(args.in) || constants.size() > std::size(args.c))
-        throw Error(Status::internal, "sampling: an update with " + std::to_string(inputs.size()) + " inputs and " +
-                                          std::to_string(constants.size()) + " constants");
-    args.kind = kind;
-    args.out = out;
-    args.n = static_cast<std::int64_t>(n);
-    std::copy(inputs.begin(), inputs.end(), args.in);
-    std::copy(constants.begin(), constants.end(), args.c);
-    ops.update(args);
-}
-
 NoiseSampler& Run::noise_sampler() {
     if (options.noise != nullptr) return *options.noise;
     if (!default_noise_) {
@@ -398,8 +384,10 @@ void BrownianNoiseSampler::sample(float sigma, float sigma_next, float* out, std
 
 namespace detail {
 
+namespace {
+// Everything sample_with() can check without reading x's values (they may be device memory).
 void check_sample_arguments(const DenoiseFn& denoise, const float* x, std::size_t n, const std::vector<float>& sigmas,
-                            const SamplerOptions& options, bool check_x_values) {
+                            const SamplerOptions& options) {
     if (!denoise) throw Error(Status::invalid_argument, "sample: the denoiser callback is empty");
     if (x == nullptr || n == 0) throw Error(Status::invalid_argument, "sample: x is empty");
     if (sigmas.size() < 2)
@@ -415,12 +403,12 @@ void check_sample_arguments(const DenoiseFn& denoise, const float* x, std::size_
         throw Error(Status::invalid_argument, "sample: the last sigma must be >= 0");
     require_at_least("eta", options.eta, 0.0);
     require_at_least("s_noise", options.s_noise, 0.0);
-    if (check_x_values) require_all_finite("x", x, n);
 }
+}  // namespace
 
 void sample_with(LatentOps& ops, Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n,
                  const std::vector<float>& sigmas, const SamplerOptions& options, bool report_latents) {
-    check_sample_arguments(denoise, x, n, sigmas, options, false);
+    check_sample_arguments(denoise, x, n, sigmas, options);
     Run run(ops, sampler, denoise, x, n, sigmas, options, report_latents);
     switch (sampler) {
         case Sampler::euler:
@@ -441,7 +429,7 @@ void sample_with(LatentOps& ops, Sampler sampler, const DenoiseFn& denoise, floa
 
 void sample(Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n, const std::vector<float>& sigmas,
             const SamplerOptions& options) {
-    detail::check_sample_arguments(denoise, x, n, sigmas, options, true);
+    if (x != nullptr) detail::require_all_finite("x", x, n);  // the rest: sample_with
     detail::HostLatentOps ops;
     detail::sample_with(ops, sampler, denoise, x, n, sigmas, options);
 }

@@ -24,10 +24,6 @@ struct KSampleStart {
 };
 KSampleStart ksample_start(const KSamplerParams& params, const ModelSchedule& model, const std::vector<float>& latent);
 
-// Checks sample()'s arguments on the host values of x.
-void check_sample_arguments(const DenoiseFn& denoise, const float* x, std::size_t n, const std::vector<float>& sigmas,
-                            const SamplerOptions& options, bool check_x_values);
-
 class Run {
 public:
     Run(LatentOps& ops, Sampler sampler, const DenoiseFn& denoise, float* x, std::size_t n,
@@ -45,9 +41,11 @@ public:
     // n values of the noise sampler (options.noise or the sampler's default) into `out`.
     void noise(float sigma, float sigma_next, float* out);
 
-    // Queues one update over n values; pointers in ops' memory, at most five inputs.
+    // Queues one update over n values (LatentOps::apply); pointers in ops' memory.
     void update(backend::LatentUpdate kind, float* out, std::initializer_list<const float*> inputs,
-                std::initializer_list<float> constants);
+                std::initializer_list<float> constants) {
+        ops.apply(kind, out, n, inputs, constants);
+    }
     void copy(float* dst, const float* src) { update(backend::LatentUpdate::copy, dst, {src}, {}); }
     // dst = c0 * a + c1 * b
     void combine(float* dst, float c0, const float* a, float c1, const float* b) {

@@ -70,19 +70,11 @@ std::vector<UpdateCase> update_cases(std::int64_t n) {
     return cases;
 }
 
-// D(x, sigma) of Gaussian data with mean mu and variance s2 per value, queued through ops on its memory.
+// D(x, sigma) of Gaussian data with mean mu (per value) and variance s2, queued through ops on its memory.
 sampling::DenoiseFn gaussian_denoiser(sd::LatentOps& ops, const float* mu, std::size_t n) {
     return [&ops, mu, n](const float* x, float sigma, float* out) {
         const float s2 = 0.64f, keep = s2 / (s2 + sigma * sigma);
-        LatentUpdateArgs args;
-        args.kind = LatentUpdate::combine;
-        args.out = out;
-        args.in[0] = x;
-        args.in[1] = mu;
-        args.c[0] = keep;
-        args.c[1] = 1.0f - keep;
-        args.n = static_cast<std::int64_t>(n);
-        ops.update(args);
+        ops.apply(LatentUpdate::combine, out, n, {x, mu}, {keep, 1.0f - keep});
     };
 }
 
