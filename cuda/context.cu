@@ -7,6 +7,7 @@
 
 #include "check.cuh"
 #include "context.cuh"
+#include "cudnn_conv.cuh"
 #include "unclip/error.hpp"
 
 namespace unclip::cuda {
@@ -29,6 +30,7 @@ void* ContextState::workspace(std::size_t bytes) {
 
 ContextState::~ContextState() {
     if (stream) cudaStreamSynchronize(stream);
+    cudnn.reset();
     if (blas) cublasDestroy(blas);
     if (blas_workspace) cudaFree(blas_workspace);
     if (workspace_data) cudaFree(workspace_data);
@@ -95,6 +97,7 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     rounded_linear_inputs_ = switched_on("UNCLIP_CUDA_ROUNDED_INPUTS");
     graphs_ = switched_on("UNCLIP_CUDA_GRAPHS");
     device_sampling_ = switched_on("UNCLIP_CUDA_DEVICE_SAMPLING");
+    cudnn_convolutions_ = switched_on("UNCLIP_CUDA_CUDNN");
     if (const char* tile = std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
         FlashTile t{0, 0, 1};
         const int fields = std::sscanf(tile, "%dx%dx%d", &t.warps, &t.warp_rows, &t.blocks_per_sm);
@@ -131,5 +134,11 @@ void CudaBackend::Context::reserve_workspace(std::size_t bytes) const { state_->
 std::size_t CudaBackend::Context::workspace_bytes() const noexcept { return state_->workspace_capacity; }
 
 std::uint64_t CudaBackend::Context::bias_epilogue_calls() const noexcept { return state_->bias_epilogue_calls; }
+
+std::uint64_t CudaBackend::Context::cudnn_convolution_calls() const noexcept { return state_->cudnn_convolution_calls; }
+
+std::string CudaBackend::Context::convolution_path() const { return cuda::convolution_path(*this); }
+
+void CudaBackend::Context::prepare_convolutions() const { cuda::prepare_convolutions(*this); }
 
 }  // namespace unclip

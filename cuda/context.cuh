@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,7 @@
 namespace unclip::cuda {
 
 struct LtPlans;  // cuBLASLt handle, workspace and GEMM plans (linear_lt.cu)
+struct CudnnConvolutions;  // cuDNN handle and convolution plans (cudnn_conv.cu)
 
 struct ContextState {
     int device = 0;
@@ -52,6 +54,12 @@ struct ContextState {
     // Made on the first fused-bias linear call; released after the stream.
     std::shared_ptr<LtPlans> lt_plans;
     std::uint64_t bias_epilogue_calls = 0;
+
+    // Made on the first convolution cuDNN may run; released before the stream. cudnn_error: why
+    // this context runs without it (cuDNN not loaded, or its handle refused).
+    std::shared_ptr<CudnnConvolutions> cudnn;
+    std::string cudnn_error;
+    std::uint64_t cudnn_convolution_calls = 0;
 };
 
 // Whether p may be read as `bytes`-wide vectors (16: float4).

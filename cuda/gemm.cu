@@ -10,6 +10,8 @@
 #include "convert.cuh"
 #include "elementwise.cuh"
 #include "im2col.cuh"
+#include "im2col_launch.cuh"
+#include "cudnn_conv.cuh"
 #include "linear_lt.cuh"
 #include "unclip/error.hpp"
 
@@ -47,9 +49,16 @@ cudaDataType_t operand_type(DType dtype) {
     }
 }
 
-// Columns of `images` images from `image` on; first_image: the first one's index in the batch
-// (where its input_affine values start).
-void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t first_image,
+void check_gemm_sizes(const char* what, std::int64_t m, std::int64_t n, std::int64_t k) {
+    constexpr std::int64_t kMaxInt = 0x7fffffff;
+    if (m < 0 || n < 0 || k < 0 || m > kMaxInt || n > kMaxInt || k > kMaxInt)
+        throw Error(Status::invalid_argument, std::string(what) + ": sizes " + std::to_string(m) + "x" + std::to_string(n) +
+                                                  "x" + std::to_string(k) + " are negative or beyond cuBLAS's int range");
+}
+
+}  // namespace
+
+void cuda::launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t first_image,
                    std::int64_t images, void* col, DType dtype, std::int64_t out_w, std::int64_t row0, std::int64_t rows) {
     cuda::PlaneAffine f;
     if (a.input_affine) {
@@ -87,15 +96,6 @@ void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const 
 #undef UNCLIP_IM2COL
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
-
-void check_gemm_sizes(const char* what, std::int64_t m, std::int64_t n, std::int64_t k) {
-    constexpr std::int64_t kMaxInt = 0x7fffffff;
-    if (m < 0 || n < 0 || k < 0 || m > kMaxInt || n > kMaxInt || k > kMaxInt)
-        throw Error(Status::invalid_argument, std::string(what) + ": sizes " + std::to_string(m) + "x" + std::to_string(n) +
-                                                  "x" + std::to_string(k) + " are negative or beyond cuBLAS's int range");
-}
-
-}  // namespace
 
 void CudaBackend::gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                        float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
@@ -176,6 +176,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
     if (a.input_affine && (!a.input_affine->scale || !a.input_affine->shift))
         throw Error(Status::invalid_argument, "CUDA conv2d: input_affine needs scale and shift");
     a.check_input_upsample("CUDA conv2d");
+    if (cuda::cudnn_conv2d(ctx, a)) return;
     // A mapped or upsampled input always goes through im2col, which applies the map and reads
     // each stored value for its 2x2 block.
     const bool pointwise = a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&
@@ -193,7 +194,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
         if (!pointwise || a.weight_dtype != DType::f32) {
             void* buffer = s.workspace(static_cast<std::size_t>(depth * spatial * a.batch) * element);
             if (pointwise) cuda::launch_round_f32(a.x, buffer, a.batch * image_in, a.weight_dtype, s.stream);
-            else launch_im2col(s.stream, a, a.x, 0, a.batch, buffer, a.weight_dtype, out_w, 0, out_h);
+            else cuda::launch_im2col(s.stream, a, a.x, 0, a.batch, buffer, a.weight_dtype, out_w, 0, out_h);
             columns = buffer;
         }
         UNCLIP_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
@@ -207,7 +208,7 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
         for (std::int64_t b = 0; b < a.batch; ++b)
             for (std::int64_t row0 = 0; row0 < out_h; row0 += band_rows) {
                 const std::int64_t rows = std::min(band_rows, out_h - row0), band = rows * out_w;
-                launch_im2col(s.stream, a, a.x + b * image_in, b, 1, buffer, a.weight_dtype, out_w, row0, rows);
+                cuda::launch_im2col(s.stream, a, a.x + b * image_in, b, 1, buffer, a.weight_dtype, out_w, row0, rows);
                 UNCLIP_CUBLAS_CHECK(cublasGemmEx(s.blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(band),
                                                  static_cast<int>(a.out_channels), static_cast<int>(depth), &alpha, buffer,
                                                  type, static_cast<int>(band), a.weight, type, static_cast<int>(depth), &beta,

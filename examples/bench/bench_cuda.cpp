@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
     try {
         CudaBackend::Context ctx;
         std::printf("device: %s\n", cuda::device_description().c_str());
+        std::printf("convolutions: %s\n", ctx.convolution_path().c_str());
         const std::int64_t default_limit = ctx.column_limit();
         std::vector<std::int64_t> limits{default_limit};
         for (std::int64_t l : column_limits)

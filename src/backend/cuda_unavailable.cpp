@@ -13,6 +13,8 @@ namespace {
 int device_count() noexcept { return 0; }
 std::string device_description() { return "no CUDA device: unclip was built without CUDA"; }
 bool compiled_with_cuda() noexcept { return false; }
+bool cudnn_available() noexcept { return false; }
+std::string cudnn_description() { return "cuDNN not used: unclip was built without CUDA"; }
 void* allocate(std::size_t) { unavailable("cuda::allocate"); }
 void deallocate(void*) noexcept {}
 void* allocate_pinned(std::size_t) { unavailable("cuda::allocate_pinned"); }
@@ -36,6 +38,9 @@ void CudaBackend::Context::activate() const { unavailable("CudaBackend::Context:
 void CudaBackend::Context::reserve_workspace(std::size_t) const { unavailable("CudaBackend::Context::reserve_workspace"); }
 std::size_t CudaBackend::Context::workspace_bytes() const noexcept { return 0; }
 std::uint64_t CudaBackend::Context::bias_epilogue_calls() const noexcept { return 0; }
+std::uint64_t CudaBackend::Context::cudnn_convolution_calls() const noexcept { return 0; }
+std::string CudaBackend::Context::convolution_path() const { unavailable("CudaBackend::Context::convolution_path"); }
+void CudaBackend::Context::prepare_convolutions() const { unavailable("CudaBackend::Context::prepare_convolutions"); }
 void CudaBackend::Context::set_flash_tile(FlashTile) { unavailable("CudaBackend::Context::set_flash_tile"); }
 
 struct CudaBackend::Graph::State {};

@@ -70,7 +70,7 @@ std::vector<std::int64_t> GpuUNetSteps::graph_key(std::int64_t rows) const {
     const auto scratch_top = static_cast<std::int64_t>(g_.scratch.used());
     return {rows, latent_[1], latent_[2], latent_[3], tokens_, width_, address(contexts_), address(ys_), address(input_),
             address(output_), address(context_kv_), address(emb_), scratch_top, ctx.column_limit(), ctx.bias_epilogue(),
-            ctx.rounded_linear_inputs(), tile.warps, tile.warp_rows, tile.blocks_per_sm};
+            ctx.rounded_linear_inputs(), ctx.cudnn_convolutions(), tile.warps, tile.warp_rows, tile.blocks_per_sm};
 }
 
 void GpuUNetSteps::operator()(const sampling::ModelCall& call) {
@@ -178,6 +178,7 @@ std::unique_ptr<GpuModels> load_gpu_models(const Models& host, int device, bool 
     g->text_weights = nn::upload_weights(host.text_weights, bf16);
     if (host.vision) g->vision_weights = nn::upload_weights(host.vision_weights, bf16);
     g->build(host.checkpoint.config, *g);
+    g->ctx.prepare_convolutions();
     return g;
 }
 

@@ -21,6 +21,7 @@
 #              unclip_bench_cuda's components, vs diffusers)
 #   ab         unclip_bench_cuda (UNet step, VAE decode, warm end to end) with a switch off and on
 #              (UNCLIP_CHECK_AB_SWITCH, a comma list, default UNCLIP_CUDA_GRAPHS: 0, 1), twice over: bench_ab.log
+#              (switches not yet timed on a GPU: UNCLIP_CUDA_GRAPHS, UNCLIP_CUDA_DEVICE_SAMPLING, UNCLIP_CUDA_CUDNN)
 #   memcheck   compute-sanitizer --tool memcheck on unclip_tests_cuda --test-case="*end to end*"
 #              (after the bench: the slowest check, and the one a short budget can best do without)
 #   profile    ncu --metrics gpu__time_duration.sum, per-kernel summaries of unclip_bench_cuda's UNet
@@ -119,6 +120,20 @@ main() {
   echo "nvcc: $(nvcc --version 2>/dev/null | tail -1)"
   echo "cmake: $(cmake --version 2>/dev/null | head -1); ninja $(ninja --version 2>/dev/null); $(c++ --version 2>/dev/null | head -1)"
   echo "python3: $(python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1)"
+  # cuDNN (the convolutions load it at run time): PyTorch's nvidia-cudnn wheel brings one where the
+  # loader has none; its folder goes on the loader's path, for its own sub-libraries too.
+  if [ -z "${UNCLIP_CUDNN_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcudnn\.so\.9 '; then
+    local cudnn_file
+    cudnn_file="$(timeout 60 python3 -c 'import glob, os, site
+found = sorted(f for d in site.getsitepackages() for f in glob.glob(os.path.join(d, "nvidia", "**", "libcudnn.so.9"), recursive=True))
+print(found[0] if found else "")' 2>/dev/null)"
+    if [ -n "$cudnn_file" ]; then
+      export LD_LIBRARY_PATH="$(dirname "$cudnn_file")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      echo "cuDNN: $cudnn_file (PyTorch's wheel), on LD_LIBRARY_PATH"
+    else
+      echo "cuDNN: no libcudnn.so.9 found; convolutions take im2col + cuBLAS"
+    fi
+  fi
   echo "cores: $cores; budget ${budget} s; OUT=$OUT"
   rm -rf "$work"
   rm -f "$OUT"/bench.log "$OUT"/diffusers.json "$OUT"/bench_cuda.json

@@ -3,6 +3,8 @@
 // weight's type, the CPU widens the same weights to fp32), and convolutions of every geometry the
 // models use, whole and in bands of output rows.
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "cuda_test_support.hpp"
@@ -40,7 +42,7 @@ struct ConvCase {
 };
 
 template <class Args>
-Args conv_args(const ConvCase& c) {
+Args conv_args(const ConvCase& c, DType dtype) {
     Args a;
     a.batch = c.batch;
     a.in_channels = c.in_channels;
@@ -54,7 +56,7 @@ Args conv_args(const ConvCase& c) {
     a.pad_bottom = c.pad_bottom;
     a.pad_right = c.pad_right;
     a.accumulate = c.accumulate;
-    a.weight_dtype = DType::f16;
+    a.weight_dtype = dtype;
     return a;
 }
 
@@ -64,21 +66,22 @@ struct Folded {
     bool silu = false;
 };
 
-// The GPU's convolution of case c against the CPU's, the same f16 weights on both; with `folded`,
-// each backend's group_norm_affine maps the input first (and the two maps are compared too).
-// upsample 2: the input is stored at half c's height and width and read upsampled (input_upsample).
+// The GPU's convolution of case c against the CPU's, the same half-precision weights (f16 unless
+// `dtype` says bf16) on both; with `folded`, each backend's group_norm_affine maps the input first
+// (and the two maps are compared too). upsample 2: the input is stored at half c's height and
+// width and read upsampled (input_upsample).
 double conv_error(const CudaBackend::Context& gpu, const ConvCase& c, std::uint32_t seed, Folded folded = {},
-                  int upsample = 1) {
+                  int upsample = 1, DType dtype = DType::f16) {
     CpuBackend::Context cpu(2);
-    auto cpu_args = conv_args<CpuBackend::Conv2dArgs>(c);
-    auto gpu_args = conv_args<CudaBackend::Conv2dArgs>(c);
+    auto cpu_args = conv_args<CpuBackend::Conv2dArgs>(c, dtype);
+    auto gpu_args = conv_args<CudaBackend::Conv2dArgs>(c, dtype);
     cpu_args.input_upsample = gpu_args.input_upsample = upsample;
     const std::int64_t depth = c.in_channels * c.kernel * c.kernel;
     const std::int64_t out_elements = c.batch * c.out_channels * cpu_args.out_height() * cpu_args.out_width();
     const std::int64_t spatial = (c.height / upsample) * (c.width / upsample);  // as stored
     const auto x = random_floats(static_cast<std::size_t>(c.batch * c.in_channels * spatial), seed);
     const Weights w(random_floats(static_cast<std::size_t>(c.out_channels * depth), seed + 1, -0.3f, 0.3f), c.out_channels,
-                    depth, DType::f16);
+                    depth, dtype);
     const auto bias = random_floats(static_cast<std::size_t>(c.out_channels), seed + 2);
     const auto initial = random_floats(static_cast<std::size_t>(out_elements), seed + 3);
 
@@ -201,19 +204,22 @@ TEST_CASE("linear with the bias in cuBLASLt's epilogue matches the CPU, and take
     check_linear(gpu, 1);  // fused or not, as cuBLASLt's algorithms for 4-byte alignment allow
 }
 
+// The models' geometries, for both convolution paths.
+const ConvCase kGeometries[] = {
+    {1, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, false},     // UNet/VAE 3x3
+    {2, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, true},      // batch 2, residual accumulate
+    {2, 5, 9, 24, 7, 3, 1, 1, 1, 1, 1, true, true},       // width % 8 == 0: eight pixels per im2col thread
+    {2, 6, 13, 11, 4, 3, 2, 1, 1, 1, 1, true, false},     // UNet downsample
+    {2, 6, 12, 10, 6, 3, 2, 0, 0, 1, 1, true, false},     // VAE downsample: pad right and bottom only
+    {2, 9, 7, 5, 3, 1, 1, 0, 0, 0, 0, true, true},        // 1x1 skip connection
+    {1, 3, 28, 28, 8, 14, 14, 0, 0, 0, 0, false, false},  // a patch embedding
+};
+
 TEST_CASE("conv2d matches the CPU for 3x3, 1x1, stride 2 and one-sided padding, batch 1 and 2, accumulating") {
     CudaBackend::Context gpu;
-    const ConvCase cases[] = {
-        {1, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, false},   // UNet/VAE 3x3
-        {2, 5, 13, 11, 7, 3, 1, 1, 1, 1, 1, true, true},    // batch 2, residual accumulate
-        {2, 5, 9, 24, 7, 3, 1, 1, 1, 1, 1, true, true},     // width % 8 == 0: eight pixels per im2col thread
-        {2, 6, 13, 11, 4, 3, 2, 1, 1, 1, 1, true, false},   // UNet downsample
-        {2, 6, 12, 10, 6, 3, 2, 0, 0, 1, 1, true, false},   // VAE downsample: pad right and bottom only
-        {2, 9, 7, 5, 3, 1, 1, 0, 0, 0, 0, true, true},      // 1x1 skip connection
-        {1, 3, 28, 28, 8, 14, 14, 0, 0, 0, 0, false, false},  // a patch embedding
-    };
+    gpu.set_cudnn_convolutions(false);
     std::uint32_t seed = 20;
-    for (const ConvCase& c : cases) {
+    for (const ConvCase& c : kGeometries) {
         INFO("batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " " << c.height << "x" << c.width
                       << " kernel " << c.kernel << " stride " << c.stride << " accumulate " << c.accumulate);
         CHECK(conv_error(gpu, c, seed += 4) <= cuda_test::kHalfTolerance);
@@ -229,6 +235,7 @@ TEST_CASE("conv2d with a folded GroupNorm (+ SiLU) matches the CPU's, whole, in 
     };
     for (const bool silu : {false, true}) {
         CudaBackend::Context gpu;
+        gpu.set_cudnn_convolutions(false);
         std::uint32_t seed = 60;
         for (const ConvCase& c : cases) {
             INFO("batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " " << c.height << "x" << c.width
@@ -244,6 +251,7 @@ TEST_CASE("conv2d with a folded GroupNorm (+ SiLU) matches the CPU's, whole, in 
 TEST_CASE("conv2d reads an input upsampled by 2 as the CPU does, whole and in bands, mapped or not") {
     for (const bool banded : {false, true}) {
         CudaBackend::Context gpu;
+        gpu.set_cudnn_convolutions(false);
         if (banded) gpu.set_column_limit(1);
         // Eight pixels per im2col thread (width 16), one (width 14), and columns past the minimum
         // limit (16 x 9 x 40 x 40: 4 bands per image when banded).
@@ -260,6 +268,7 @@ TEST_CASE("conv2d reads an input upsampled by 2 as the CPU does, whole and in ba
 
 TEST_CASE("conv2d in bands of output rows (column limit) matches the CPU") {
     CudaBackend::Context gpu;
+    gpu.set_cudnn_convolutions(false);
     gpu.set_column_limit(1);  // clamped to the minimum, 65536 columns: 16 x 9 x 40 x 40 needs 4 bands per image
     CHECK(gpu.column_limit() == 65536);
     for (const ConvCase& c : {ConvCase{2, 16, 40, 40, 12, 3, 1, 1, 1, 1, 1, true, false},
@@ -269,6 +278,109 @@ TEST_CASE("conv2d in bands of output rows (column limit) matches the CPU") {
                       << " kernel " << c.kernel << " stride " << c.stride);
         CHECK(conv_error(gpu, c, 40) <= cuda_test::kHalfTolerance);
     }
+}
+
+// Whether cuDNN can serve this machine; prints why not once per test otherwise.
+bool cudnn_here(const CudaBackend::Context& gpu) {
+    if (cuda::cudnn_available()) return true;
+    MESSAGE("cuDNN convolutions not tested: " << gpu.convolution_path());
+    return false;
+}
+
+TEST_CASE("conv2d through cuDNN matches the CPU, f16 and bf16; one-sided padding, 1x1 and fp32 weights keep im2col") {
+    CudaBackend::Context gpu;
+    if (!cudnn_here(gpu)) return;
+    gpu.prepare_convolutions();
+    const std::string path = gpu.convolution_path();
+    INFO(path);
+    CHECK(path.rfind("cuDNN 9.", 0) == 0);  // the handle was made: cuDNN serves this context
+    std::uint32_t seed = 120;
+    for (const DType dtype : {DType::f16, DType::bf16})
+        for (const ConvCase& c : kGeometries) {
+            INFO(dtype_name(dtype) << " batch " << c.batch << " " << c.in_channels << "->" << c.out_channels << " "
+                                   << c.height << "x" << c.width << " kernel " << c.kernel << " stride " << c.stride);
+            const std::uint64_t before = gpu.cudnn_convolution_calls();
+            CHECK(conv_error(gpu, c, seed += 4, {}, 1, dtype) <= tolerance_for(dtype));
+            const std::uint64_t taken = gpu.cudnn_convolution_calls() - before;
+            if (c.kernel == 3 && c.pad_top == c.pad_bottom) CHECK(taken == 1);  // cuDNN has 3x3 algorithms
+            if (c.kernel == 1 || c.pad_top != c.pad_bottom) CHECK(taken == 0);
+        }
+    const std::uint64_t before = gpu.cudnn_convolution_calls();
+    CHECK(conv_error(gpu, kGeometries[0], 200, {}, 1, DType::f32) <= kFp32Tolerance);
+    gpu.set_cudnn_convolutions(false);
+    CHECK(conv_error(gpu, kGeometries[1], 204) <= cuda_test::kHalfTolerance);
+    CHECK(gpu.cudnn_convolution_calls() == before);
+    CHECK(gpu.convolution_path() == "im2col + cuBLAS (cuDNN switched off)");
+}
+
+TEST_CASE("conv2d through cuDNN reads a folded GroupNorm (+ SiLU) and a 2x upsampled input as the CPU does") {
+    CudaBackend::Context gpu;
+    if (!cudnn_here(gpu)) return;
+    const ConvCase cases[] = {
+        {2, 32, 12, 16, 20, 3, 1, 1, 1, 1, 1, true, false},  // ResBlock in_layers
+        {2, 32, 12, 14, 11, 3, 1, 1, 1, 1, 1, true, true},   // out_layers, accumulating into the skip path
+        {1, 16, 10, 14, 12, 3, 2, 1, 1, 1, 1, false, false}, // stride 2 (even sizes: they may be upsampled)
+    };
+    std::uint32_t seed = 220;
+    for (const ConvCase& c : cases)
+        for (const bool silu : {false, true})
+            for (const int upsample : {1, 2}) {
+                INFO(c.in_channels << "->" << c.out_channels << " " << c.height << "x" << c.width << " stride " << c.stride
+                                   << " silu " << silu << " upsample " << upsample);
+                const std::uint64_t before = gpu.cudnn_convolution_calls();
+                CHECK(conv_error(gpu, c, seed += 6, {8, silu}, upsample) <= cuda_test::kHalfTolerance);
+                CHECK(conv_error(gpu, c, seed += 6, {}, upsample) <= cuda_test::kHalfTolerance);
+                CHECK(gpu.cudnn_convolution_calls() - before == 2);
+            }
+}
+
+TEST_CASE("conv2d through cuDNN in a graph: a geometry first met while recording takes im2col, one run before takes cuDNN") {
+    CudaBackend::Context gpu;
+    if (!cudnn_here(gpu)) return;
+    const std::int64_t batch = 2, channels = 16, size = 24, out_channels = 8;
+    const auto x = random_floats(static_cast<std::size_t>(batch * channels * size * size), 300);
+    const Weights w(random_floats(static_cast<std::size_t>(out_channels * channels * 9), 301, -0.2f, 0.2f), out_channels,
+                    channels * 9, DType::f16);
+    const auto bias = random_floats(static_cast<std::size_t>(out_channels), 302);
+    const std::int64_t out_elements = batch * out_channels * size * size;
+    const DeviceFloats dx(gpu, x), dbias(gpu, bias), eager(out_elements), replayed(out_elements);
+    CudaBackend::Conv2dArgs a;
+    a.x = dx.get();
+    a.weight = w.device.raw_data();
+    a.weight_dtype = DType::f16;
+    a.bias = dbias.get();
+    a.batch = batch;
+    a.in_channels = channels;
+    a.height = a.width = size;
+    a.out_channels = out_channels;
+    a.kernel_h = a.kernel_w = 3;
+    a.pad_top = a.pad_left = a.pad_bottom = a.pad_right = 1;
+    Scratch scratch(Device::cuda, 0);
+    gpu.reserve_workspace(std::size_t{64} << 20);  // nothing grows while recording
+
+    const auto record = [&](float* y) {
+        a.y = y;
+        return CudaBackend::Graph::record(gpu, [&] { CudaBackend::conv2d(gpu, a, scratch); });
+    };
+    std::uint64_t before = gpu.cudnn_convolution_calls();
+    const CudaBackend::Graph unseen = record(replayed.get());
+    CHECK(gpu.cudnn_convolution_calls() == before);  // recorded through im2col
+    unseen.launch(gpu);
+    a.y = eager.get();
+    CudaBackend::conv2d(gpu, a, scratch);
+    CHECK(gpu.cudnn_convolution_calls() == before + 1);
+    const auto eager_values = eager.read(gpu), unseen_values = replayed.read(gpu);
+    CHECK(all_finite(eager_values));
+    CHECK(relative_l2(unseen_values, eager_values) <= cuda_test::kHalfTolerance);
+
+    before = gpu.cudnn_convolution_calls();
+    const CudaBackend::Graph seen = record(replayed.get());
+    CHECK(gpu.cudnn_convolution_calls() == before + 1);  // recorded through cuDNN
+    const std::vector<float> poison(static_cast<std::size_t>(out_elements), std::numeric_limits<float>::quiet_NaN());
+    CudaBackend::upload(gpu, poison.data(), replayed.get(), out_elements);
+    seen.launch(gpu);
+    const auto seen_values = replayed.read(gpu);
+    CHECK(relative_l2(seen_values, eager_values) <= 1e-6);  // the same algorithm on the same inputs
 }
 
 }  // TEST_SUITE

@@ -30,6 +30,12 @@ UNCLIP_CXX_API int device_count() noexcept;
 UNCLIP_CXX_API std::string device_description();
 // True when this library was compiled with the CUDA backend.
 UNCLIP_CXX_API bool compiled_with_cuda() noexcept;
+// cuDNN, which convolutions use where they can (CudaBackend::Context::set_cudnn_convolutions):
+// loaded at run time from UNCLIP_CUDNN_LIBRARY, or libcudnn.so.9 on the loader's path, on the
+// first call of either function. "cuDNN 9.19.0 (libcudnn.so.9)", or why it is not used.
+// Never throw.
+UNCLIP_CXX_API bool cudnn_available() noexcept;
+UNCLIP_CXX_API std::string cudnn_description();
 
 // Device memory; free accepts nullptr.
 UNCLIP_CXX_API void* allocate(std::size_t bytes);
@@ -121,8 +127,22 @@ struct CudaBackend {
         // environment turns it off for every new context (to compare the two).
         void set_device_sampling(bool on) noexcept { device_sampling_ = on; }
         bool device_sampling() const noexcept { return device_sampling_; }
-        // How many linear calls added their bias in the epilogue so far (tests, benchmarks).
+        // Whether convolutions with f16/bf16 weights run through cuDNN (cuda::cudnn_description)
+        // where it offers an algorithm for their geometry, instead of im2col and cuBLAS. On by
+        // default; UNCLIP_CUDA_CUDNN=0 in the environment turns it off for every new context.
+        // Without the library every convolution takes the im2col path; convolution_path() says
+        // which path this context's convolutions take, and why.
+        void set_cudnn_convolutions(bool on) noexcept { cudnn_convolutions_ = on; }
+        bool cudnn_convolutions() const noexcept { return cudnn_convolutions_; }
+        std::string convolution_path() const;
+        // Loads cuDNN and makes this context's handle now (a pipeline does so when it loads its
+        // models), so that the first convolution does not pay for it; nothing when it is switched
+        // off or cannot be loaded (convolution_path() then says why).
+        void prepare_convolutions() const;
+        // How many linear calls added their bias in the epilogue so far, and how many
+        // convolutions ran through cuDNN (tests, benchmarks).
         std::uint64_t bias_epilogue_calls() const noexcept;
+        std::uint64_t cudnn_convolution_calls() const noexcept;
         cuda::ContextState& state() const noexcept { return *state_; }
 
     private:
@@ -132,6 +152,7 @@ struct CudaBackend {
         bool rounded_linear_inputs_ = true;
         bool graphs_ = true;
         bool device_sampling_ = true;
+        bool cudnn_convolutions_ = true;
         FlashTile flash_tile_;
     };
 

@@ -1,0 +1,31 @@
+#pragma once
+// CudaBackend::conv2d through cuDNN's implicit-GEMM convolutions: no im2col columns in memory,
+// which for the VAE's 768 px layers are nine times their input, written and read again.
+#include <memory>
+
+#include "unclip/backend/cuda.hpp"
+
+namespace unclip::cuda {
+
+// A context's cuDNN handle and its convolution plans (descriptors and algorithm per geometry),
+// held by ContextState.
+struct CudnnConvolutions;
+
+// Queues the convolution through cuDNN and returns true, or returns false having queued nothing,
+// for the caller's own path: cuDNN switched off (Context::set_cudnn_convolutions) or not loaded,
+// fp32 weights, a 1x1 kernel (a plain GEMM already), one-sided padding (the VAE's downsampling),
+// a geometry cuDNN offers no algorithm for, or a stream recording a graph before this geometry
+// has run outside one (a first run may load kernels, which a recording must not).
+// cuDNN reads the input in the weights' half type, NCHW, with the map and the upsampling already
+// applied, and writes a half-precision output; a last pass adds it, the bias and (accumulating)
+// y's previous values in fp32.
+bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& args);
+
+// What the context's convolutions run on, for logs: "cuDNN 9.19.0 (libcudnn.so.9)", or
+// "im2col + cuBLAS (...why not cuDNN)".
+std::string convolution_path(const CudaBackend::Context& ctx);
+
+// Context::prepare_convolutions: the context's cuDNN handle, made now when cuDNN serves it.
+void prepare_convolutions(const CudaBackend::Context& ctx);
+
+}  // namespace unclip::cuda

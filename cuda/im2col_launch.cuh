@@ -1,0 +1,19 @@
+#pragma once
+// The convolution's im2col as a launch (gemm.cu), for the paths that need its columns or, with a
+// 1x1 kernel, its input mapped, upsampled and rounded (cudnn_conv.cu).
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "unclip/backend/cuda.hpp"
+#include "unclip/dtype.hpp"
+
+namespace unclip::cuda {
+
+// Columns [images * C_in * taps, rows * out_w] of output rows [row0, row0 + rows) of `images`
+// images from `image` on, as `dtype` (im2col.cuh's layout); first_image: the first one's index in
+// the batch (where its input_affine values start).
+void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t first_image,
+                   std::int64_t images, void* col, DType dtype, std::int64_t out_w, std::int64_t row0, std::int64_t rows);
+
+}  // namespace unclip::cuda
