@@ -98,6 +98,7 @@ CudaBackend::Context::Context(int device) : state_(std::make_unique<cuda::Contex
     graphs_ = switched_on("UNCLIP_CUDA_GRAPHS");
     device_sampling_ = switched_on("UNCLIP_CUDA_DEVICE_SAMPLING");
     cudnn_convolutions_ = switched_on("UNCLIP_CUDA_CUDNN");
+    convolution_tuning_ = switched_on("UNCLIP_CUDA_CONV_TUNING");
     if (const char* tile = std::getenv("UNCLIP_CUDA_FLASH_TILE")) {
         FlashTile t{0, 0, 1};
         const int fields = std::sscanf(tile, "%dx%dx%d", &t.warps, &t.warp_rows, &t.blocks_per_sm);
@@ -140,5 +141,9 @@ std::uint64_t CudaBackend::Context::cudnn_convolution_calls() const noexcept { r
 std::string CudaBackend::Context::convolution_path() const { return cuda::convolution_path(*this); }
 
 void CudaBackend::Context::prepare_convolutions() const { cuda::prepare_convolutions(*this); }
+
+std::vector<CudaBackend::ConvolutionTiming> CudaBackend::Context::convolution_timings() const {
+    return cuda::convolution_timings(*this);
+}
 
 }  // namespace unclip

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,10 @@ struct CudnnConvolutions {
         std::size_t workspace = 0;
         bool usable = false;  // cuDNN offered an accurate algorithm within the workspace cap
         bool ran = false;     // queued outside a graph recording at least once
+        // Context::convolution_tuning: decided (tuned), measured (timed: not when the scratch
+        // output did not fit), and the two paths' times.
+        bool tuned = false, timed = false, cudnn_faster = true;
+        double cudnn_ms = 0.0, im2col_ms = 0.0;
     };
 
     const CudnnApi& api;
@@ -219,26 +224,16 @@ CudnnConvolutions* convolutions_for(ContextState& s) {
 
 }  // namespace
 
-bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a) {
-    if (!ctx.cudnn_convolutions()) return false;
-    if (a.weight_dtype != DType::f16 && a.weight_dtype != DType::bf16) return false;
-    if (a.kernel_h * a.kernel_w == 1 || a.pad_top != a.pad_bottom || a.pad_left != a.pad_right) return false;
+namespace {
+
+// Queues cuDNN's convolution of a (the input pass, cuDNN, the output pass); false, with nothing
+// but workspace written, when cuDNN refuses to run the plan's algorithm after all.
+bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, CudnnConvolutions& convolutions,
+                 CudnnConvolutions::Plan& plan) {
+    ContextState& s = ctx.state();
     const std::int64_t out_h = a.out_height(), out_w = a.out_width();
     const std::int64_t in_elements = a.batch * a.in_channels * a.height * a.width;
     const std::int64_t out_elements = a.batch * a.out_channels * out_h * out_w;
-    constexpr std::int64_t kMaxElements = 0x7fffffff;  // cuDNN's 4-d descriptors take int sizes and strides
-    if (in_elements > kMaxElements || out_elements > kMaxElements ||
-        a.out_channels * a.in_channels * a.kernel_h * a.kernel_w > kMaxElements)
-        return false;
-    ContextState& s = ctx.state();
-    CudnnConvolutions* convolutions = convolutions_for(s);
-    if (!convolutions) return false;
-    CudnnConvolutions::Plan& plan = convolutions->plan(a);
-    if (!plan.usable) return false;
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    UNCLIP_CUDA_CHECK(cudaStreamIsCapturing(s.stream, &capture));
-    if (capture != cudaStreamCaptureStatusNone && !plan.ran) return false;
-
     const std::size_t element = dtype_size(a.weight_dtype);
     const std::size_t input_bytes = aligned_bytes(in_elements, element), output_bytes = aligned_bytes(out_elements, element);
     auto* base = static_cast<unsigned char*>(s.workspace(input_bytes + output_bytes + plan.workspace));
@@ -257,29 +252,151 @@ bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs
         launch_round_f32(a.x, input, in_elements, a.weight_dtype, s.stream);
     }
     const float one = 1.0f, zero = 0.0f;
-    const CudnnApi& api = convolutions->api;
-    const cudnnStatus_t status = api.cudnnConvolutionForward(convolutions->handle, &one, plan.x, input, plan.w, a.weight,
+    const CudnnApi& api = convolutions.api;
+    const cudnnStatus_t status = api.cudnnConvolutionForward(convolutions.handle, &one, plan.x, input, plan.w, a.weight,
                                                              plan.conv, plan.algo, workspace, plan.workspace, &zero, plan.y,
                                                              output);
     if (status == CUDNN_STATUS_NOT_SUPPORTED) {
-        // Ranked usable but refused when run: im2col from now on (the input written above is
-        // workspace that the caller's path overwrites).
-        plan.usable = false;
+        plan.usable = false;  // ranked usable, refused when run: im2col from now on
         return false;
     }
     if (status != CUDNN_STATUS_SUCCESS) throw_cudnn_error(api, "cudnnConvolutionForward", status);
     launch_add_convolution(s.stream, output, a.weight_dtype, a.y, a.bias, a.batch * a.out_channels, a.out_channels,
                            out_h * out_w, a.accumulate);
-    if (capture == cudaStreamCaptureStatusNone) plan.ran = true;
+    return true;
+}
+
+// Two events on a stream: the GPU time of what is queued between them.
+class StreamTimer {
+public:
+    explicit StreamTimer(cudaStream_t stream) : stream_(stream) {
+        UNCLIP_CUDA_CHECK(cudaEventCreate(&start_));
+        if (cudaEventCreate(&stop_) != cudaSuccess) {
+            cudaEventDestroy(start_);
+            cudaGetLastError();
+            throw Error(Status::device, "CUDA convolution tuning: cudaEventCreate failed");
+        }
+    }
+    ~StreamTimer() {
+        cudaEventDestroy(start_);
+        cudaEventDestroy(stop_);
+    }
+    StreamTimer(const StreamTimer&) = delete;
+    StreamTimer& operator=(const StreamTimer&) = delete;
+
+    // Milliseconds of the faster of two runs of `queue` (which the caller has warmed up).
+    template <class Queue>
+    double best_of_two(Queue&& queue) {
+        float best = 0.0f;
+        for (int run = 0; run < 2; ++run) {
+            UNCLIP_CUDA_CHECK(cudaEventRecord(start_, stream_));
+            queue();
+            UNCLIP_CUDA_CHECK(cudaEventRecord(stop_, stream_));
+            UNCLIP_CUDA_CHECK(cudaEventSynchronize(stop_));
+            float ms = 0.0f;
+            UNCLIP_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+            best = run == 0 ? ms : std::min(best, ms);
+        }
+        return best;
+    }
+
+private:
+    cudaStream_t stream_;
+    cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
+// Device memory freed on scope exit (after the stream: cudaFree waits for the device).
+struct ProbeOutput {
+    float* data = nullptr;
+    explicit ProbeOutput(std::int64_t elements) : data(static_cast<float*>(allocate(static_cast<std::size_t>(elements) * sizeof(float)))) {}
+    ~ProbeOutput() { deallocate(data); }
+    ProbeOutput(const ProbeOutput&) = delete;
+    ProbeOutput& operator=(const ProbeOutput&) = delete;
+};
+
+// Context::convolution_tuning for a's geometry: both paths into a scratch output, so that y (which
+// an accumulating call reads) is untouched. False when cuDNN refused to run the plan.
+bool tune(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, CudnnConvolutions& convolutions,
+          CudnnConvolutions::Plan& plan) {
+    std::unique_ptr<ProbeOutput> output;
+    try {
+        output = std::make_unique<ProbeOutput>(a.batch * a.out_channels * a.out_height() * a.out_width());
+    } catch (const Error& e) {
+        if (e.status() != Status::out_of_memory) throw;
+        plan.tuned = true;  // no room to measure: cuDNN, which needs no columns
+        plan.cudnn_faster = true;
+        return true;
+    }
+    CudaBackend::Conv2dArgs probe = a;
+    probe.y = output->data;
+    probe.accumulate = false;
+    StreamTimer timer(ctx.state().stream);
+    // The warm-ups load kernels and make cuBLAS's and cuDNN's per-shape choices.
+    if (!queue_cudnn(ctx, probe, convolutions, plan)) return false;
+    plan.cudnn_ms = timer.best_of_two([&] { queue_cudnn(ctx, probe, convolutions, plan); });
+    im2col_conv2d(ctx, probe);
+    plan.im2col_ms = timer.best_of_two([&] { im2col_conv2d(ctx, probe); });
+    plan.tuned = plan.timed = true;
+    plan.cudnn_faster = plan.cudnn_ms <= plan.im2col_ms;
+    return plan.usable;
+}
+
+}  // namespace
+
+bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a) {
+    if (!ctx.cudnn_convolutions()) return false;
+    if (a.weight_dtype != DType::f16 && a.weight_dtype != DType::bf16) return false;
+    if (a.kernel_h * a.kernel_w == 1 || a.pad_top != a.pad_bottom || a.pad_left != a.pad_right) return false;
+    const std::int64_t in_elements = a.batch * a.in_channels * a.height * a.width;
+    const std::int64_t out_elements = a.batch * a.out_channels * a.out_height() * a.out_width();
+    constexpr std::int64_t kMaxElements = 0x7fffffff;  // cuDNN's 4-d descriptors take int sizes and strides
+    if (in_elements > kMaxElements || out_elements > kMaxElements ||
+        a.out_channels * a.in_channels * a.kernel_h * a.kernel_w > kMaxElements)
+        return false;
+    ContextState& s = ctx.state();
+    CudnnConvolutions* convolutions = convolutions_for(s);
+    if (!convolutions) return false;
+    CudnnConvolutions::Plan& plan = convolutions->plan(a);
+    if (!plan.usable) return false;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    UNCLIP_CUDA_CHECK(cudaStreamIsCapturing(s.stream, &capture));
+    const bool recording = capture != cudaStreamCaptureStatusNone;
+    if (recording && !plan.ran) return false;
+    if (!recording && ctx.convolution_tuning() && !plan.tuned && !tune(ctx, a, *convolutions, plan)) return false;
+    if (ctx.convolution_tuning() && plan.tuned && !plan.cudnn_faster) return false;
+    if (!queue_cudnn(ctx, a, *convolutions, plan)) return false;
+    if (!recording) plan.ran = true;
     ++s.cudnn_convolution_calls;
     return true;
+}
+
+std::vector<CudaBackend::ConvolutionTiming> convolution_timings(const CudaBackend::Context& ctx) {
+    std::vector<CudaBackend::ConvolutionTiming> timings;
+    const ContextState& s = ctx.state();
+    if (!s.cudnn) return timings;
+    for (const CudnnConvolutions::Plan& p : s.cudnn->plans) {
+        if (!p.timed) continue;
+        const auto& k = p.key;
+        CudaBackend::ConvolutionTiming t;
+        t.geometry = std::to_string(k[0]) + "x" + std::to_string(k[1]) + "x" + std::to_string(k[2]) + "x" +
+                     std::to_string(k[3]) + " -> " + std::to_string(k[4]) + ", " + std::to_string(k[5]) + "x" +
+                     std::to_string(k[6]) + " stride " + std::to_string(k[7]) + " pad " + std::to_string(k[8]) +
+                     (k[8] == k[9] ? std::string() : "," + std::to_string(k[9])) + ", " +
+                     std::string(dtype_name(static_cast<DType>(k[10])));
+        t.cudnn_ms = p.cudnn_ms;
+        t.im2col_ms = p.im2col_ms;
+        t.cudnn = p.cudnn_faster && p.usable;
+        timings.push_back(std::move(t));
+    }
+    return timings;
 }
 
 std::string convolution_path(const CudaBackend::Context& ctx) {
     if (!ctx.cudnn_convolutions()) return "im2col + cuBLAS (cuDNN switched off)";
     ContextState& s = ctx.state();
     if (!convolutions_for(s)) return "im2col + cuBLAS (" + s.cudnn_error + ")";
-    return cudnn_description() + ", im2col + cuBLAS where it offers no algorithm";
+    return cudnn_description() + (ctx.convolution_tuning() ? ", or im2col + cuBLAS where that measures faster"
+                                                            : ", im2col + cuBLAS where it offers no algorithm");
 }
 
 void prepare_convolutions(const CudaBackend::Context& ctx) {
@@ -293,6 +410,8 @@ bool cudnn_conv2d(const CudaBackend::Context&, const CudaBackend::Conv2dArgs&) {
 std::string convolution_path(const CudaBackend::Context&) { return "im2col + cuBLAS (" + cudnn_description() + ")"; }
 
 void prepare_convolutions(const CudaBackend::Context&) {}
+
+std::vector<CudaBackend::ConvolutionTiming> convolution_timings(const CudaBackend::Context&) { return {}; }
 
 #endif
 

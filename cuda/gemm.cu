@@ -167,16 +167,21 @@ void CudaBackend::conv2d(const Context& ctx, const Conv2dArgs& a, Scratch&) {
         throw Error(Status::invalid_argument, "CUDA conv2d: invalid geometry");
     const std::int64_t out_h = a.out_height(), out_w = a.out_width(), spatial = out_h * out_w;
     if (a.batch == 0 || out_h <= 0 || out_w <= 0) return;
+    check_gemm_sizes("CUDA conv2d", spatial, a.out_channels, a.in_channels * a.kernel_h * a.kernel_w);
+    operand_type(a.weight_dtype);  // refuses other dtypes before anything is queued
+    if (a.input_affine && (!a.input_affine->scale || !a.input_affine->shift))
+        throw Error(Status::invalid_argument, "CUDA conv2d: input_affine needs scale and shift");
+    a.check_input_upsample("CUDA conv2d");
+    if (!cuda::cudnn_conv2d(ctx, a)) cuda::im2col_conv2d(ctx, a);
+}
+
+void cuda::im2col_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a) {
+    const std::int64_t out_h = a.out_height(), out_w = a.out_width(), spatial = out_h * out_w;
     const std::int64_t depth = a.in_channels * a.kernel_h * a.kernel_w;
-    check_gemm_sizes("CUDA conv2d", spatial, a.out_channels, depth);
     auto& s = ctx.state();
     const cudaDataType_t type = operand_type(a.weight_dtype);
     const std::size_t element = dtype_size(a.weight_dtype);
     const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
-    if (a.input_affine && (!a.input_affine->scale || !a.input_affine->shift))
-        throw Error(Status::invalid_argument, "CUDA conv2d: input_affine needs scale and shift");
-    a.check_input_upsample("CUDA conv2d");
-    if (cuda::cudnn_conv2d(ctx, a)) return;
     // A mapped or upsampled input always goes through im2col, which applies the map and reads
     // each stored value for its 2x2 block.
     const bool pointwise = a.kernel_h == 1 && a.kernel_w == 1 && a.stride == 1 && a.pad_top == 0 && a.pad_left == 0 &&

@@ -1,6 +1,7 @@
 #pragma once
-// The convolution's im2col as a launch (gemm.cu), for the paths that need its columns or, with a
-// 1x1 kernel, its input mapped, upsampled and rounded (cudnn_conv.cu).
+// The convolution's im2col as a launch, and the convolution through it (gemm.cu), for cuDNN's path
+// (cudnn_conv.cu): a 1x1 im2col writes its input mapped, upsampled and rounded, and the im2col
+// convolution is what it is timed against.
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -15,5 +16,9 @@ namespace unclip::cuda {
 // the batch (where its input_affine values start).
 void launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, const float* image, std::int64_t first_image,
                    std::int64_t images, void* col, DType dtype, std::int64_t out_w, std::int64_t row0, std::int64_t rows);
+
+// CudaBackend::conv2d's own path, args already checked: im2col into half-precision columns (in
+// bands of output rows above Context::column_limit), a tensor-core GEMM, then the bias.
+void im2col_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a);
 
 }  // namespace unclip::cuda

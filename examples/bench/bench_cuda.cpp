@@ -258,6 +258,10 @@ int main(int argc, char** argv) {
             }
             ctx.set_column_limit(default_limit);
         }
+        // What the components' convolutions ran on: each geometry's tuning (cuDNN against im2col).
+        for (const CudaBackend::ConvolutionTiming& t : ctx.convolution_timings())
+            std::printf("conv %-52s cuDNN %8.3f ms  im2col %8.3f ms  -> %s\n", t.geometry.c_str(), t.cudnn_ms, t.im2col_ms,
+                        t.cudnn ? "cuDNN" : "im2col");
         if (bench.wanted("e2e")) {
             PipelineOptions options;
             options.model_path = checkpoint;

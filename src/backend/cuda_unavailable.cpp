@@ -41,6 +41,7 @@ std::uint64_t CudaBackend::Context::bias_epilogue_calls() const noexcept { retur
 std::uint64_t CudaBackend::Context::cudnn_convolution_calls() const noexcept { return 0; }
 std::string CudaBackend::Context::convolution_path() const { unavailable("CudaBackend::Context::convolution_path"); }
 void CudaBackend::Context::prepare_convolutions() const { unavailable("CudaBackend::Context::prepare_convolutions"); }
+std::vector<CudaBackend::ConvolutionTiming> CudaBackend::Context::convolution_timings() const { return {}; }
 void CudaBackend::Context::set_flash_tile(FlashTile) { unavailable("CudaBackend::Context::set_flash_tile"); }
 
 struct CudaBackend::Graph::State {};

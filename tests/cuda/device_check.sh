@@ -21,7 +21,8 @@
 #              unclip_bench_cuda's components, vs diffusers)
 #   ab         unclip_bench_cuda (UNet step, VAE decode, warm end to end) with a switch off and on
 #              (UNCLIP_CHECK_AB_SWITCH, a comma list, default UNCLIP_CUDA_GRAPHS: 0, 1), twice over: bench_ab.log
-#              (switches not yet timed on a GPU: UNCLIP_CUDA_GRAPHS, UNCLIP_CUDA_DEVICE_SAMPLING, UNCLIP_CUDA_CUDNN)
+#              (switches not yet timed on a GPU: UNCLIP_CUDA_GRAPHS, UNCLIP_CUDA_DEVICE_SAMPLING, UNCLIP_CUDA_CUDNN,
+#              UNCLIP_CUDA_CONV_TUNING)
 #   memcheck   compute-sanitizer --tool memcheck on unclip_tests_cuda --test-case="*end to end*"
 #              (after the bench: the slowest check, and the one a short budget can best do without)
 #   profile    ncu --metrics gpu__time_duration.sum, per-kernel summaries of unclip_bench_cuda's UNet

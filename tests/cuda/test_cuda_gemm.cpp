@@ -290,6 +290,7 @@ bool cudnn_here(const CudaBackend::Context& gpu) {
 TEST_CASE("conv2d through cuDNN matches the CPU, f16 and bf16; one-sided padding, 1x1 and fp32 weights keep im2col") {
     CudaBackend::Context gpu;
     if (!cudnn_here(gpu)) return;
+    gpu.set_convolution_tuning(false);  // cuDNN wherever it serves
     gpu.prepare_convolutions();
     const std::string path = gpu.convolution_path();
     INFO(path);
@@ -316,6 +317,7 @@ TEST_CASE("conv2d through cuDNN matches the CPU, f16 and bf16; one-sided padding
 TEST_CASE("conv2d through cuDNN reads a folded GroupNorm (+ SiLU) and a 2x upsampled input as the CPU does") {
     CudaBackend::Context gpu;
     if (!cudnn_here(gpu)) return;
+    gpu.set_convolution_tuning(false);
     const ConvCase cases[] = {
         {2, 32, 12, 16, 20, 3, 1, 1, 1, 1, 1, true, false},  // ResBlock in_layers
         {2, 32, 12, 14, 11, 3, 1, 1, 1, 1, 1, true, true},   // out_layers, accumulating into the skip path
@@ -337,6 +339,7 @@ TEST_CASE("conv2d through cuDNN reads a folded GroupNorm (+ SiLU) and a 2x upsam
 TEST_CASE("conv2d through cuDNN in a graph: a geometry first met while recording takes im2col, one run before takes cuDNN") {
     CudaBackend::Context gpu;
     if (!cudnn_here(gpu)) return;
+    gpu.set_convolution_tuning(false);
     const std::int64_t batch = 2, channels = 16, size = 24, out_channels = 8;
     const auto x = random_floats(static_cast<std::size_t>(batch * channels * size * size), 300);
     const Weights w(random_floats(static_cast<std::size_t>(out_channels * channels * 9), 301, -0.2f, 0.2f), out_channels,
@@ -381,6 +384,35 @@ TEST_CASE("conv2d through cuDNN in a graph: a geometry first met while recording
     seen.launch(gpu);
     const auto seen_values = replayed.read(gpu);
     CHECK(relative_l2(seen_values, eager_values) <= 1e-6);  // the same algorithm on the same inputs
+}
+
+TEST_CASE("conv2d tuning times cuDNN against im2col once per geometry, keeps the faster, and leaves y to the real run") {
+    CudaBackend::Context gpu;
+    if (!cudnn_here(gpu)) return;
+    REQUIRE(gpu.convolution_tuning());  // the default
+    std::size_t eligible = 0;
+    for (const ConvCase& c : kGeometries) eligible += c.kernel > 1 && c.pad_top == c.pad_bottom;
+    for (const int round : {1, 2}) {
+        INFO("round " << round);
+        const std::uint64_t before = gpu.cudnn_convolution_calls();
+        std::uint32_t seed = 400;
+        // Accumulating cases too: the timed runs write a scratch output, never y.
+        for (const ConvCase& c : kGeometries) CHECK(conv_error(gpu, c, seed += 4) <= cuda_test::kHalfTolerance);
+        const auto timings = gpu.convolution_timings();
+        CHECK(timings.size() <= eligible);  // once per geometry; one cuDNN has no algorithm for is not timed
+        CHECK(timings.size() >= 4);         // the 3x3 ones
+        std::uint64_t kept = 0;
+        for (const CudaBackend::ConvolutionTiming& t : timings) {
+            INFO(t.geometry << ": cuDNN " << t.cudnn_ms << " ms, im2col " << t.im2col_ms << " ms");
+            CHECK(t.cudnn_ms > 0.0);
+            CHECK(t.im2col_ms > 0.0);
+            CHECK(t.cudnn == (t.cudnn_ms <= t.im2col_ms));
+            kept += t.cudnn;
+        }
+        CHECK(gpu.cudnn_convolution_calls() - before == kept);  // the timed runs are not counted
+        REQUIRE(!timings.empty());
+        CHECK(timings.front().geometry == "1x5x13x11 -> 7, 3x3 stride 1 pad 1, f16");
+    }
 }
 
 }  // TEST_SUITE

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "unclip/backend/args.hpp"
 #include "unclip/backend/image_prep.hpp"
@@ -76,6 +77,14 @@ struct CudaBackend {
         int warps = 4, warp_rows = 32, blocks_per_sm = 1;
     };
 
+    // A convolution geometry that a context timed both ways (Context::convolution_tuning).
+    struct ConvolutionTiming {
+        std::string geometry;     // "2x320x96x96 -> 320, 3x3 stride 1 pad 1, f16" (input as convolved)
+        double cudnn_ms = 0.0;    // best of two runs after a warm-up
+        double im2col_ms = 0.0;
+        bool cudnn = false;       // the path the context keeps for it
+    };
+
     // One stream, one cuBLAS handle and one growing device workspace (GEMM operands in half
     // precision, im2col columns, attention and norm partials). The workspace grows to the largest
     // request and then stays, so a repeated forward (a sampling loop) allocates nothing. A Context
@@ -135,6 +144,14 @@ struct CudaBackend {
         void set_cudnn_convolutions(bool on) noexcept { cudnn_convolutions_ = on; }
         bool cudnn_convolutions() const noexcept { return cudnn_convolutions_; }
         std::string convolution_path() const;
+        // Where cuDNN serves a convolution, the first run of its geometry outside a graph
+        // recording times cuDNN against im2col + cuBLAS (on a scratch output: a warm-up and two
+        // runs each) and keeps the faster for that geometry from then on. Off: cuDNN wherever it
+        // serves. On by default; UNCLIP_CUDA_CONV_TUNING=0 in the environment turns it off for
+        // every new context. convolution_timings() lists what was measured, in first-run order.
+        void set_convolution_tuning(bool on) noexcept { convolution_tuning_ = on; }
+        bool convolution_tuning() const noexcept { return convolution_tuning_; }
+        std::vector<ConvolutionTiming> convolution_timings() const;
         // Loads cuDNN and makes this context's handle now (a pipeline does so when it loads its
         // models), so that the first convolution does not pay for it; nothing when it is switched
         // off or cannot be loaded (convolution_path() then says why).
@@ -153,6 +170,7 @@ struct CudaBackend {
         bool graphs_ = true;
         bool device_sampling_ = true;
         bool cudnn_convolutions_ = true;
+        bool convolution_tuning_ = true;
         FlashTile flash_tile_;
     };
 
