@@ -1,6 +1,7 @@
 // GEMMs, linear layers and convolutions through cuBLAS. Activations arrive in fp32; the operand
 // that meets a half-precision weight is rounded to the weight's type (fp16 or bf16) on its way
 // into the workspace, so cuBLAS runs the tensor-core kernels with fp32 sums and fp32 output.
+// Convolutions go to cuDNN first (cudnn_conv.cu), which hands back those it does not take.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -9,9 +10,9 @@
 #include "context.cuh"
 #include "convert.cuh"
 #include "elementwise.cuh"
+#include "cudnn_conv.cuh"
 #include "im2col.cuh"
 #include "im2col_launch.cuh"
-#include "cudnn_conv.cuh"
 #include "linear_lt.cuh"
 #include "unclip/error.hpp"
 

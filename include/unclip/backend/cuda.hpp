@@ -278,10 +278,12 @@ struct CudaBackend {
     static constexpr bool kConvReadsUpsampledInput = true;
     // The convolution's columns live in the context's workspace, not in Scratch: 0.
     UNCLIP_CXX_API static std::size_t conv2d_scratch_bytes(const Conv2dArgs& args) noexcept;
+    // cuDNN's implicit GEMM where the context takes it (Context::set_cudnn_convolutions), else
     // im2col straight into half precision, then one strided-batched tensor-core GEMM over the batch.
     // With args.input_affine, im2col applies it (and SiLU) to each value it reads: no separate
     // normalising pass; with args.input_upsample 2 it reads each stored value for its 2x2 block,
-    // so the upsampled tensor is never stored.
+    // so the upsampled tensor is never stored. (cuDNN reads an input that a 1x1 im2col has mapped,
+    // upsampled and rounded.)
     UNCLIP_CXX_API static void conv2d(const Context& ctx, const Conv2dArgs& args, Scratch& scratch);
 
     UNCLIP_CXX_API static void group_norm(const Context& ctx, const float* x, const float* gamma, const float* beta,
