@@ -206,8 +206,8 @@ namespace {
 // The context's cuDNN state, made on first use; nullptr (and the reason kept) when cuDNN cannot
 // serve this context.
 CudnnConvolutions* convolutions_for(ContextState& s) {
-    if (s.cudnn) return s.cudnn.get();
     if (!s.cudnn_error.empty()) return nullptr;
+    if (s.cudnn) return s.cudnn.get();
     const CudnnApi* api = cudnn_api();
     if (!api) {
         s.cudnn_error = cudnn_description();
@@ -225,6 +225,26 @@ CudnnConvolutions* convolutions_for(ContextState& s) {
 }  // namespace
 
 namespace {
+
+// How a failed run of cuDNN's convolution is taken: as an error, as a refusal of this geometry,
+// or as a refusal of this machine (driver, runtime, architecture, a sub-library), which ends cuDNN
+// for the context.
+enum class Refusal { error, geometry, machine };
+
+Refusal refusal_of(cudnnStatus_t status) {
+    switch (status) {
+    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER:
+    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDART:
+    case CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH:
+    case CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING:
+    case CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE: return Refusal::machine;
+    default: break;
+    }
+    const int category = CUDNN_STATUS_CATEGORY(status);
+    if (category == CUDNN_STATUS_NOT_SUPPORTED) return Refusal::geometry;
+    if (category == CUDNN_STATUS_CATEGORY(CUDNN_STATUS_NOT_INITIALIZED)) return Refusal::machine;
+    return Refusal::error;
+}
 
 // Queues cuDNN's convolution of a (the input pass, cuDNN, the output pass); false, with nothing
 // but workspace written, when cuDNN refuses to run the plan's algorithm after all.
@@ -256,11 +276,15 @@ bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs&
     const cudnnStatus_t status = api.cudnnConvolutionForward(convolutions.handle, &one, plan.x, input, plan.w, a.weight,
                                                              plan.conv, plan.algo, workspace, plan.workspace, &zero, plan.y,
                                                              output);
-    if (status == CUDNN_STATUS_NOT_SUPPORTED) {
-        plan.usable = false;  // ranked usable, refused when run: im2col from now on
+    if (status != CUDNN_STATUS_SUCCESS) {
+        const Refusal refusal = refusal_of(status);
+        if (refusal == Refusal::error) throw_cudnn_error(api, "cudnnConvolutionForward", status);
+        plan.usable = false;  // ranked usable, refused when run: im2col serves the geometry
+        if (refusal == Refusal::machine)
+            s.cudnn_error = std::string("cuDNN refused to run: ") + api.cudnnGetErrorString(status) + " (" +
+                            std::to_string(static_cast<int>(status)) + ")";
         return false;
     }
-    if (status != CUDNN_STATUS_SUCCESS) throw_cudnn_error(api, "cudnnConvolutionForward", status);
     launch_add_convolution(s.stream, output, a.weight_dtype, a.y, a.bias, a.batch * a.out_channels, a.out_channels,
                            out_h * out_w, a.accumulate);
     return true;

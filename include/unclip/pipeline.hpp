@@ -136,7 +136,8 @@ public:
     Pipeline& operator=(const Pipeline&) = delete;
 
     const io::ModelConfig& model_config() const noexcept;
-    // The device the modules run on (never automatic) and, for cuda, the GPU's description.
+    // The device the modules run on (never automatic) and, for cuda, the GPU's description and
+    // what its convolutions run on (CudaBackend::Context::convolution_path).
     ComputeDevice device() const noexcept;
     std::string device_description() const;
     // Width of the image embeddings this model is conditioned on (1024 for -h, 768 for -l).

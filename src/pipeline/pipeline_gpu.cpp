@@ -172,13 +172,13 @@ backend::ClipResample stage_clip_resample(const CudaBackend::Context& ctx, Scrat
 
 std::unique_ptr<GpuModels> load_gpu_models(const Models& host, int device, bool bf16) {
     auto g = std::make_unique<GpuModels>(device);
-    g->description = cuda::device_description();
     g->unet_weights = nn::upload_weights(host.unet_weights, bf16);
     g->vae_weights = nn::upload_weights(host.vae_weights, bf16);
     g->text_weights = nn::upload_weights(host.text_weights, bf16);
     if (host.vision) g->vision_weights = nn::upload_weights(host.vision_weights, bf16);
     g->build(host.checkpoint.config, *g);
     g->ctx.prepare_convolutions();
+    g->description = cuda::device_description() + "; convolutions: " + g->ctx.convolution_path();
     return g;
 }
 

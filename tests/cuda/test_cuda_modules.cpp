@@ -2,6 +2,7 @@
 // operands: rel. L2 within 1e-2) and the whole pipeline against the CPU's pixels.
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "cuda_test_support.hpp"
 #include "fixture_configs.hpp"
@@ -59,6 +60,7 @@ std::vector<Image> generate_tiny(ComputeDevice device, int vae_tile = 0) {
     o.device = device;
     Pipeline pipeline(o);
     CHECK(pipeline.device() == (device == ComputeDevice::cpu ? ComputeDevice::cpu : ComputeDevice::cuda));
+    if (device != ComputeDevice::cpu) CHECK(pipeline.device_description().find("; convolutions: ") != std::string::npos);
     GenerateParams p;
     p.width = 64;
     p.height = 48;
