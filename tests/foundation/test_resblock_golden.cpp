@@ -65,4 +65,24 @@ TEST_CASE("ResBlock weights with a wrong shape or a missing tensor are refused b
     CHECK_THROWS_STATUS(nn::load_resblock<float>(half, "", cfg), Status::bad_model, "dtype F16, expected F32");
 }
 
+TEST_CASE("ResBlock inputs and outputs of the wrong shape are the caller's error (invalid_argument), named with both shapes") {
+    const test::Fixture fx("foundation/resblock_16_32_skip.safetensors");
+    const auto cfg = resblock_config(fx.config());
+    const nn::ResBlock<CpuBackend, float> block(cfg, nn::load_resblock<float>(fx.weights("block."), "", cfg));
+    const Tensor x = fx["x"], emb = fx["emb"];
+    CpuBackend::Context ctx(1);
+    Scratch scratch(block.scratch_bytes(x.shape()));
+    const Shape out_shape{x.dim(0), cfg.out_channels, x.dim(2), x.dim(3)};
+    Tensor y = Tensor::empty(DType::f32, out_shape);
+    const Tensor narrow_emb = Tensor::zeros(DType::f32, {x.dim(0), cfg.emb_channels - 1});
+    CHECK_THROWS_STATUS(block.forward(ctx, view_of<const float>(x), view_of<const float>(narrow_emb), view_of<float>(y), scratch),
+                        Status::invalid_argument,
+                        "ResBlock: emb has shape " + narrow_emb.shape().str() + ", expected [" + std::to_string(x.dim(0)) +
+                            ", " + std::to_string(cfg.emb_channels) + "]");
+    Tensor wide = Tensor::empty(DType::f32, {x.dim(0), cfg.out_channels + 1, x.dim(2), x.dim(3)});
+    CHECK_THROWS_STATUS(block.forward(ctx, view_of<const float>(x), view_of<const float>(emb), view_of<float>(wide), scratch),
+                        Status::invalid_argument, "ResBlock: output has shape " + wide.shape().str() + ", expected " + out_shape.str());
+    CHECK(scratch.used() == 0);
+}
+
 }  // TEST_SUITE

@@ -120,7 +120,7 @@ public:
         if (context) check_context(kv, batch);
         if (context_kv && (!context || kv_batch < batch))
             throw Error(Status::internal, "Attention: projected keys and values without a context of enough rows");
-        detail::check_shape("Attention", "output", y.shape, x.shape);
+        detail::check_argument_shape("Attention", "output", y.shape, x.shape);
         const std::int64_t kv_len = kv.shape[1];
 
         Scratch::Frame frame(scratch);

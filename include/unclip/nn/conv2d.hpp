@@ -95,7 +95,7 @@ private:
              const std::optional<backend::InputAffine>& input_affine, int upsample,
              const T* const* bias_override = nullptr) const {
         auto args = make_args(x.shape, upsample);
-        detail::check_shape("Conv2d", "output", y.shape, output_shape(x.shape, upsample));
+        detail::check_argument_shape("Conv2d", "output", y.shape, output_shape(x.shape, upsample));
         if (bias_override) args.bias = *bias_override;
         args.x = x.data;
         args.y = y.data;

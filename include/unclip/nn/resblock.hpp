@@ -110,9 +110,9 @@ public:
             throw Error(Status::invalid_argument, "ResBlock: input " + x.shape.str() + " is not [B, " +
                                                       std::to_string(cfg_.in_channels) + ", h, w]");
         const std::int64_t batch = x.shape[0], spatial = x.shape[2] * x.shape[3];
-        if (emb_proj_) detail::check_shape("ResBlock", "emb", emb.shape, {batch, cfg_.emb_channels});
+        if (emb_proj_) detail::check_argument_shape("ResBlock", "emb", emb.shape, {batch, cfg_.emb_channels});
         const Shape out_shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]};
-        detail::check_shape("ResBlock", "output", y.shape, out_shape);
+        detail::check_argument_shape("ResBlock", "output", y.shape, out_shape);
 
         Scratch::Frame frame(scratch);
         View<T> h{scratch.take<T>(static_cast<std::size_t>(out_shape.numel())), out_shape};

@@ -127,7 +127,7 @@ public:
         if (x.shape.rank() != 4 || x.shape[1] != c)
             throw Error(Status::invalid_argument, "SpatialTransformer: input " + x.shape.str() + " is not [B, " +
                                                       std::to_string(c) + ", h, w]");
-        detail::check_shape("SpatialTransformer", "output", y.shape, x.shape);
+        detail::check_argument_shape("SpatialTransformer", "output", y.shape, x.shape);
         const std::int64_t batch = x.shape[0], tokens = x.shape[2] * x.shape[3], rows = batch * tokens;
         const auto n = static_cast<std::size_t>(rows * c);
 

@@ -27,12 +27,6 @@ struct ResidualAttentionBlockWeights {
 };
 
 namespace detail {
-// A caller-provided output or input of the wrong shape is the caller's error, not the model's.
-inline void check_argument_shape(const char* module, const char* field, const Shape& actual, const Shape& expected) {
-    if (actual != expected)
-        throw Error(Status::invalid_argument, std::string(module) + ": " + field + " has shape " + actual.str() +
-                                                  ", expected " + expected.str());
-}
 inline AttentionConfig block_attention(const ResidualAttentionBlockConfig& c) {
     return {c.dim, 0, c.heads, true, c.causal};
 }

@@ -213,7 +213,7 @@ void UNet<Backend, T>::forward_embedded(const typename Backend::Context& ctx, CV
     if (emb.shape != Shape{batch, cfg_.time_embed_dim()})
         throw Error(Status::invalid_argument, "UNet: embedding " + emb.shape.str() + " is not [" + std::to_string(batch) +
                                                   ", " + std::to_string(cfg_.time_embed_dim()) + "]");
-    detail::check_shape("UNet", "output", out.shape, Shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]});
+    detail::check_argument_shape("UNet", "output", out.shape, Shape{batch, cfg_.out_channels, x.shape[2], x.shape[3]});
     if (context_kv && kv_batch < batch)
         throw Error(Status::invalid_argument, "UNet: keys and values projected for " + std::to_string(kv_batch) +
                                                   " context rows, the latent has " + std::to_string(batch));

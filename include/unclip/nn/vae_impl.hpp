@@ -190,7 +190,7 @@ void AutoencoderKL<Backend, T>::decode(const typename Backend::Context& ctx, CVi
     const std::size_t largest = decoder_walk(latent.shape, nullptr);
     const auto& d = *decoder_;
     const std::int64_t batch = latent.shape[0], f = cfg_.downscale();
-    detail::check_shape("VAE decode", "image", image.shape,
+    detail::check_argument_shape("VAE decode", "image", image.shape,
                         {batch, cfg_.image_channels, latent.shape[2] * f, latent.shape[3] * f});
     Scratch::Frame frame(scratch);
     detail::PingPong<T> buffers(scratch, largest);
@@ -277,7 +277,7 @@ void AutoencoderKL<Backend, T>::encode(const typename Backend::Context& ctx, CVi
     const std::size_t largest = encoder_walk(image.shape, nullptr);
     const auto& e = *encoder_;
     const std::int64_t batch = image.shape[0], f = cfg_.downscale();
-    detail::check_shape("VAE encode", "moments", moments.shape,
+    detail::check_argument_shape("VAE encode", "moments", moments.shape,
                         {batch, 2 * cfg_.embed_dim, image.shape[2] / f, image.shape[3] / f});
     Scratch::Frame frame(scratch);
     detail::PingPong<T> buffers(scratch, largest);
@@ -373,7 +373,7 @@ void AutoencoderKL<Backend, T>::decode_tiled(const typename Backend::Context& ct
     decoder_walk(latent.shape, nullptr);
     detail::check_tiling(tiling, 1);
     const std::int64_t f = cfg_.downscale();
-    detail::check_shape("VAE decode", "image", image.shape,
+    detail::check_argument_shape("VAE decode", "image", image.shape,
                         {latent.shape[0], cfg_.image_channels, latent.shape[2] * f, latent.shape[3] * f});
     blend_tiles(ctx, latent, image, tiling.tile, tiling.overlap, 1, f, 1, cfg_.image_channels, scratch,
                 [&](CView<T> tile, View<T> out) { decode(ctx, tile, out, scratch); });
@@ -396,7 +396,7 @@ void AutoencoderKL<Backend, T>::encode_tiled(const typename Backend::Context& ct
     encoder_walk(image.shape, nullptr);
     const std::int64_t f = cfg_.downscale();
     detail::check_tiling(tiling, f);
-    detail::check_shape("VAE encode", "moments", moments.shape,
+    detail::check_argument_shape("VAE encode", "moments", moments.shape,
                         {image.shape[0], 2 * cfg_.embed_dim, image.shape[2] / f, image.shape[3] / f});
     blend_tiles(ctx, image, moments, tiling.tile, tiling.overlap, f, 1, f, 2 * cfg_.embed_dim, scratch,
                 [&](CView<T> tile, View<T> out) { encode(ctx, tile, out, scratch); });

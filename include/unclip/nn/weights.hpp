@@ -113,11 +113,17 @@ private:
 UNCLIP_CXX_API WeightMap upload_weights(const WeightMap& host, bool bf16 = false);
 
 namespace detail {
-// Throws Error(Status::bad_model) "<module>: <field> has shape [..], expected [..]".
-inline void check_shape(const char* module, const char* field, const Shape& actual, const Shape& expected) {
+// Throws Error(status) "<module>: <field> has shape [..], expected [..]": Status::bad_model for a
+// weight (the checkpoint is wrong); check_argument_shape, Status::invalid_argument, for a tensor the
+// caller provides (an input or an output of the wrong shape is the caller's error, not the model's).
+inline void check_shape(const char* module, const char* field, const Shape& actual, const Shape& expected,
+                        Status status = Status::bad_model) {
     if (actual != expected)
-        throw Error(Status::bad_model, std::string(module) + ": " + field + " has shape " + actual.str() +
-                                           ", expected " + expected.str());
+        throw Error(status, std::string(module) + ": " + field + " has shape " + actual.str() + ", expected " +
+                                expected.str());
+}
+inline void check_argument_shape(const char* module, const char* field, const Shape& actual, const Shape& expected) {
+    check_shape(module, field, actual, expected, Status::invalid_argument);
 }
 inline void check_positive(const char* module, const char* field, std::int64_t value) {
     if (value <= 0)
