@@ -305,8 +305,10 @@ from diffusers import StableUnCLIPImg2ImgPipeline, UniPCMultistepScheduler"; the
     local sanitizer
     sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)"
     if [ -n "$sanitizer" ]; then
-      run_stage memcheck 160 45 "$OUT/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 99 \
-        "$build/tests/unclip_tests_cuda" --test-case="*end to end*"
+      # API errors are left out: libraries may probe with calls that fail (cuDNN is loaded now), and
+      # every call of ours is checked (UNCLIP_CUDA_CHECK), so a failing one fails its test anyway.
+      run_stage memcheck 160 45 "$OUT/memcheck.log" "$sanitizer" --tool memcheck --report-api-errors no \
+        --error-exitcode 99 "$build/tests/unclip_tests_cuda" --test-case="*end to end*"
       grep -E "ERROR SUMMARY|test cases:|assertions:|Device not supported|No test cases" "$OUT/memcheck.log" | tail -n 5
       if grep -qE "test cases: *0 " "$OUT/memcheck.log"; then
         echo "--- memcheck: NO test case matched '*end to end*'"
