@@ -28,7 +28,10 @@ install(FILES "${PROJECT_BINARY_DIR}/unclipConfig.cmake" "${PROJECT_BINARY_DIR}/
 
 set(UNCLIP_PC_LIBS_PRIVATE "-lpthread")
 if(TARGET unclip_cuda)
-  string(APPEND UNCLIP_PC_LIBS_PRIVATE " -lunclip_cuda -lcublas -lcudart")
+  string(APPEND UNCLIP_PC_LIBS_PRIVATE " -lunclip_cuda -lcublasLt -lcublas -lcudart")
+  foreach(_unclip_dl IN LISTS CMAKE_DL_LIBS)  # cuDNN is loaded at run time
+    string(APPEND UNCLIP_PC_LIBS_PRIVATE " -l${_unclip_dl}")
+  endforeach()
 endif()
 # The prefix is found from the .pc file's own place, so `cmake --install --prefix` elsewhere and
 # a moved install tree both work; an absolute CMAKE_INSTALL_LIBDIR pins it instead.
