@@ -137,12 +137,19 @@ struct CudnnConvolutions {
         if (p.conv) api.cudnnDestroyConvolutionDescriptor(p.conv);
     }
 
-    // The plan for a's geometry, made on first use (host work only: descriptors and heuristics).
-    // A geometry cuDNN refuses to describe or rank gets an unusable plan: im2col serves it.
-    Plan& plan(const CudaBackend::Conv2dArgs& a) {
+    // The plan for a's geometry, or nullptr before the first plan(a).
+    Plan* find(const CudaBackend::Conv2dArgs& a) {
         const PlanKey key = plan_key(a);
         for (Plan& p : plans)
-            if (p.key == key) return p;
+            if (p.key == key) return &p;
+        return nullptr;
+    }
+
+    // The plan for a's geometry, made on first use (descriptors and heuristics). A geometry cuDNN
+    // refuses to describe or rank gets an unusable plan: im2col serves it.
+    Plan& plan(const CudaBackend::Conv2dArgs& a) {
+        if (Plan* known = find(a)) return *known;
+        const PlanKey key = plan_key(a);
         Plan p;
         p.key = key;
         try {
@@ -378,18 +385,19 @@ bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs
         a.out_channels * a.in_channels * a.kernel_h * a.kernel_w > kMaxElements)
         return false;
     ContextState& s = ctx.state();
-    CudnnConvolutions* convolutions = convolutions_for(s);
-    if (!convolutions) return false;
-    CudnnConvolutions::Plan& plan = convolutions->plan(a);
-    if (!plan.usable) return false;
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     UNCLIP_CUDA_CHECK(cudaStreamIsCapturing(s.stream, &capture));
     const bool recording = capture != cudaStreamCaptureStatusNone;
-    if (recording && !plan.ran) return false;
-    if (!recording && ctx.convolution_tuning() && !plan.tuned && !tune(ctx, a, *convolutions, plan)) return false;
-    if (ctx.convolution_tuning() && plan.tuned && !plan.cudnn_faster) return false;
-    if (!queue_cudnn(ctx, a, *convolutions, plan)) return false;
-    if (!recording) plan.ran = true;
+    // While recording, only what an earlier run made: making the handle allocates device memory,
+    // which would end the recording, and a plan's first run may load kernels.
+    CudnnConvolutions* convolutions = recording ? (s.cudnn_error.empty() ? s.cudnn.get() : nullptr) : convolutions_for(s);
+    if (!convolutions) return false;
+    CudnnConvolutions::Plan* plan = recording ? convolutions->find(a) : &convolutions->plan(a);
+    if (!plan || !plan->usable || (recording && !plan->ran)) return false;
+    if (!recording && ctx.convolution_tuning() && !plan->tuned && !tune(ctx, a, *convolutions, *plan)) return false;
+    if (ctx.convolution_tuning() && plan->tuned && !plan->cudnn_faster) return false;
+    if (!queue_cudnn(ctx, a, *convolutions, *plan)) return false;
+    if (!recording) plan->ran = true;
     ++s.cudnn_convolution_calls;
     return true;
 }

@@ -18,7 +18,8 @@ struct CudnnConvolutions;
 // fp32 weights, a 1x1 kernel (a plain GEMM already), one-sided padding (the VAE's downsampling),
 // a geometry cuDNN offers no algorithm for, a geometry where im2col measured faster
 // (Context::convolution_tuning), or a stream recording a graph before this geometry has run
-// outside one (a first run may load kernels or time the two paths, which a recording must not).
+// outside one (making the handle allocates, and a first run may load kernels or time the two
+// paths, none of which a recording may contain).
 // cuDNN reads the input in the weights' half type, NCHW, with the map and the upsampling already
 // applied, and writes a half-precision output; a last pass adds it, the bias and (accumulating)
 // y's previous values in fp32.
