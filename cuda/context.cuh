@@ -56,7 +56,8 @@ struct ContextState {
     std::uint64_t bias_epilogue_calls = 0;
 
     // Made on the first convolution cuDNN may run; released before the stream. cudnn_error: why
-    // this context runs without it (cuDNN not loaded, or its handle refused).
+    // this context runs without it (cuDNN not loaded, its handle refused, or a run refused for the
+    // machine's sake).
     std::shared_ptr<CudnnConvolutions> cudnn;
     std::string cudnn_error;
     std::uint64_t cudnn_convolution_calls = 0;

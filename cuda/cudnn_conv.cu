@@ -339,7 +339,8 @@ private:
 // Device memory freed on scope exit (after the stream: cudaFree waits for the device).
 struct ProbeOutput {
     float* data = nullptr;
-    explicit ProbeOutput(std::int64_t elements) : data(static_cast<float*>(allocate(static_cast<std::size_t>(elements) * sizeof(float)))) {}
+    explicit ProbeOutput(std::int64_t elements)
+        : data(static_cast<float*>(allocate(static_cast<std::size_t>(elements) * sizeof(float)))) {}
     ~ProbeOutput() { deallocate(data); }
     ProbeOutput(const ProbeOutput&) = delete;
     ProbeOutput& operator=(const ProbeOutput&) = delete;
@@ -425,8 +426,9 @@ std::vector<CudaBackend::ConvolutionTiming> convolution_timings(const CudaBacken
 
 std::string convolution_path(const CudaBackend::Context& ctx) {
     if (!ctx.cudnn_convolutions()) return "im2col + cuBLAS (cuDNN switched off)";
-    ContextState& s = ctx.state();
-    if (!convolutions_for(s)) return "im2col + cuBLAS (" + s.cudnn_error + ")";
+    const ContextState& s = ctx.state();
+    if (!s.cudnn_error.empty()) return "im2col + cuBLAS (" + s.cudnn_error + ")";
+    if (!cudnn_api()) return "im2col + cuBLAS (" + cudnn_description() + ")";
     return cudnn_description() + (ctx.convolution_tuning() ? ", or im2col + cuBLAS where that measures faster"
                                                             : ", im2col + cuBLAS where it offers no algorithm");
 }

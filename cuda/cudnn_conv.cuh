@@ -25,8 +25,9 @@ struct CudnnConvolutions;
 // y's previous values in fp32.
 bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& args);
 
-// What the context's convolutions run on, for logs: "cuDNN 9.19.0 (libcudnn.so.9)", or
-// "im2col + cuBLAS (...why not cuDNN)".
+// What the context's convolutions run on, for logs: "cuDNN 9.19.0 (libcudnn.so.9), ...", or
+// "im2col + cuBLAS (...why not cuDNN)". Makes nothing: before the context's handle exists (its
+// first convolution, or prepare_convolutions) a refusal of the handle cannot show yet.
 std::string convolution_path(const CudaBackend::Context& ctx);
 
 // Context::prepare_convolutions: the context's cuDNN handle, made now when cuDNN serves it.

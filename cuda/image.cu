@@ -1,6 +1,7 @@
 // Image pre- and post-processing on the GPU: the VAE encoder's input, the decoded pixels' bytes and
-// the CLIP resamplings, each output value computed by the formulas the CPU uses (unclip/backend/image_prep.hpp). Compiled with
-// --fmad=false, as those formulas are written with each multiply and add rounded on its own.
+// the CLIP resamplings, each output value computed by the formulas the CPU uses
+// (unclip/backend/image_prep.hpp). Compiled with --fmad=false, as those formulas are written with
+// each multiply and add rounded on its own.
 #include "check.cuh"
 #include "context.cuh"
 #include "unclip/backend/cuda.hpp"

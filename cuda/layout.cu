@@ -212,7 +212,6 @@ void CudaBackend::extract_patches(const Context& ctx, const float* x, std::int64
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 
-
 void CudaBackend::download_bytes(const Context& ctx, const void* device, void* host, std::size_t n) {
     cuda::ContextState& state = ctx.state();
     if (n > 0) UNCLIP_CUDA_CHECK(cudaMemcpyAsync(host, device, n, cudaMemcpyDeviceToHost, state.stream));

@@ -276,15 +276,16 @@ std::vector<std::uint8_t> text_chunk(const std::string& keyword, const std::stri
 }  // namespace
 
 void check_image_pixels(const Image& image, const std::string& who) {
-    const std::string geometry = std::to_string(image.width) + "x" + std::to_string(image.height) + "x" +
-                                 std::to_string(image.channels) + " with " + std::to_string(image.pixels.size()) +
-                                 " bytes of pixels";
+    const auto geometry = [&] {
+        return std::to_string(image.width) + "x" + std::to_string(image.height) + "x" + std::to_string(image.channels) +
+               " with " + std::to_string(image.pixels.size()) + " bytes of pixels";
+    };
     if (image.width <= 0 || image.height <= 0 || image.pixels.empty())
-        throw Error(Status::invalid_argument, who + ": image is empty (" + geometry + ")");
+        throw Error(Status::invalid_argument, who + ": image is empty (" + geometry() + ")");
     if (image.channels < 1 || image.channels > 4 ||
         image.pixels.size() != static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) *
                                    static_cast<std::size_t>(image.channels))
-        throw Error(Status::invalid_argument, who + ": image " + geometry +
+        throw Error(Status::invalid_argument, who + ": image " + geometry() +
                                                   " (1-4 channels, width x height x channels bytes)");
 }
 

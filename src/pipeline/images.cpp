@@ -85,7 +85,8 @@ std::vector<Image> decode_latents(Pipeline::Impl& impl, const Tensor& latents, i
         Image image = empty_image(h * f, w * f);
         const float* src = pixels.data<const float>() + b * 3 * plane;
         for (std::int64_t p = 0; p < plane; ++p)
-            for (int c = 0; c < 3; ++c) image.pixels[static_cast<std::size_t>(p * 3 + c)] = backend::decoded_byte(src[c * plane + p]);
+            for (int c = 0; c < 3; ++c)
+                image.pixels[static_cast<std::size_t>(p * 3 + c)] = backend::decoded_byte(src[c * plane + p]);
         images.push_back(std::move(image));
     }
     return images;

@@ -11,6 +11,7 @@
 
 #include "unclip/backend/cpu.hpp"
 #include "unclip/backend/cuda.hpp"
+#include "unclip/image.hpp"
 
 namespace unclip::cuda_test {
 
@@ -81,6 +82,14 @@ public:
 private:
     const char* name_;
 };
+
+// Mean absolute difference of two images' bytes (the same size), in 1/255 steps.
+inline double mean_abs_pixel_difference(const Image& a, const Image& b) {
+    REQUIRE(a.pixels.size() == b.pixels.size());
+    double sum = 0;
+    for (std::size_t i = 0; i < a.pixels.size(); ++i) sum += std::abs(int(a.pixels[i]) - int(b.pixels[i]));
+    return sum / static_cast<double>(a.pixels.size());
+}
 
 // fp16 tensor-core results against fp32; bf16 operands get twice the room.
 inline constexpr double kHalfTolerance = 1e-2;

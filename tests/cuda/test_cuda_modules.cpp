@@ -81,13 +81,6 @@ std::vector<Image> generate_tiny(ComputeDevice device, int vae_tile = 0) {
     return pipeline.generate(p);
 }
 
-double mean_abs_pixel_difference(const Image& a, const Image& b) {
-    REQUIRE(a.pixels.size() == b.pixels.size());
-    double sum = 0;
-    for (std::size_t i = 0; i < a.pixels.size(); ++i) sum += std::abs(int(a.pixels[i]) - int(b.pixels[i]));
-    return sum / static_cast<double>(a.pixels.size());
-}
-
 }  // namespace
 
 TEST_SUITE("cuda") {
@@ -203,12 +196,12 @@ TEST_CASE("end to end: image variations on the GPU match the CPU's pixels") {
     const auto gpu = generate_tiny(ComputeDevice::cuda);
     const auto automatic = generate_tiny(ComputeDevice::automatic);
     REQUIRE(gpu.size() == cpu.size());
-    const double difference = mean_abs_pixel_difference(gpu[0], cpu[0]);
+    const double difference = cuda_test::mean_abs_pixel_difference(gpu[0], cpu[0]);
     MESSAGE("mean |GPU - CPU| pixel difference: " << difference << " / 255");
     CHECK(difference < 3.0);
     CHECK(automatic[0].pixels == gpu[0].pixels);  // auto picks the GPU here, deterministically
     // Tiled decodes differ from whole ones by design; the GPU's tiles must be the CPU's.
-    CHECK(mean_abs_pixel_difference(generate_tiny(ComputeDevice::cuda, 32)[0], generate_tiny(ComputeDevice::cpu, 32)[0]) < 3.0);
+    CHECK(cuda_test::mean_abs_pixel_difference(generate_tiny(ComputeDevice::cuda, 32)[0], generate_tiny(ComputeDevice::cpu, 32)[0]) < 3.0);
 }
 
 TEST_CASE("a GPU index that does not exist is refused by name") {

@@ -218,9 +218,7 @@ TEST_CASE("end to end on the GPU: inpainting with an ancestral sampler, with and
     const auto gpu = generate(ComputeDevice::cuda, false);
     const auto gpu_previewed = generate(ComputeDevice::cuda, true);
     REQUIRE(gpu.size() == cpu.size());
-    double sum = 0;
-    for (std::size_t i = 0; i < cpu[0].pixels.size(); ++i) sum += std::abs(int(gpu[0].pixels[i]) - int(cpu[0].pixels[i]));
-    const double difference = sum / static_cast<double>(cpu[0].pixels.size());
+    const double difference = cuda_test::mean_abs_pixel_difference(gpu[0], cpu[0]);
     MESSAGE("mean |GPU - CPU| pixel difference, inpainting: " << difference << " / 255");
     CHECK(difference < 3.0);
     CHECK(gpu_previewed[0].pixels == gpu[0].pixels);
@@ -231,10 +229,7 @@ TEST_CASE("end to end on the GPU: inpainting with an ancestral sampler, with and
         const cuda_test::ScopedEnvironment off("UNCLIP_CUDA_DEVICE_SAMPLING", "0");
         host_sampled = generate(ComputeDevice::cuda, true);
     }
-    double host_sum = 0;
-    for (std::size_t i = 0; i < gpu[0].pixels.size(); ++i)
-        host_sum += std::abs(int(gpu[0].pixels[i]) - int(host_sampled[0].pixels[i]));
-    const double host_difference = host_sum / static_cast<double>(gpu[0].pixels.size());
+    const double host_difference = cuda_test::mean_abs_pixel_difference(gpu[0], host_sampled[0]);
     MESSAGE("mean |device loop - host loop| pixel difference: " << host_difference << " / 255");
     CHECK(host_difference < 0.5);
 }

@@ -140,7 +140,8 @@ struct CudaBackend {
         // where it offers an algorithm for their geometry, instead of im2col and cuBLAS. On by
         // default; UNCLIP_CUDA_CUDNN=0 in the environment turns it off for every new context.
         // Without the library every convolution takes the im2col path; convolution_path() says
-        // which path this context's convolutions take, and why.
+        // which path this context's convolutions take, and why (a refusal of the context's cuDNN
+        // handle shows once the handle has been tried: prepare_convolutions()).
         void set_cudnn_convolutions(bool on) noexcept { cudnn_convolutions_ = on; }
         bool cudnn_convolutions() const noexcept { return cudnn_convolutions_; }
         std::string convolution_path() const;

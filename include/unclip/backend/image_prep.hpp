@@ -2,8 +2,8 @@
 // The per-pixel arithmetic of image pre- and post-processing, written once for the CPU's loops
 // (src/io/clip_preprocess.cpp, src/pipeline/images.cpp) and the CUDA kernels (cuda/image.cu): the
 // VAE encoder's input, the decoded pixels' bytes and the two CLIP resamplings of
-// unclip/clip_preprocess.hpp. Pointers are the
-// memory of whoever runs the formulas (host for the CPU, device for CUDA).
+// unclip/clip_preprocess.hpp. Pointers are the memory of whoever runs the formulas (host for the
+// CPU, device for CUDA).
 #include <cmath>
 #include <cstdint>
 
