@@ -53,9 +53,11 @@ std::vector<float> encode_image(Pipeline::Impl& impl, const Image& image, const 
         GpuModels& g = *impl.gpu;
         const backend::ClipResample& r = plan->resample;
         g.ctx.activate();
+        // One rounded size per take below: each take is aligned on its own.
         g.reserve(g.vision->scratch_bytes(1) + staged_clip_bytes(*plan) +
-                  Scratch::bytes_for<float>(static_cast<std::size_t>(3 * r.image.height * r.size + pixel_shape.numel() +
-                                                                     embedding.numel())));
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(3 * r.image.height * r.size)) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(pixel_shape.numel())) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(embedding.numel())));
         Scratch::Frame frame(g.scratch);
         const backend::ClipResample device = stage_clip_resample(g.ctx, g.scratch, *plan);
         float* rows = g.scratch.take<float>(static_cast<std::size_t>(3 * r.image.height * r.size));

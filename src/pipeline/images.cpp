@@ -111,7 +111,8 @@ Tensor encode_latent(Pipeline::Impl& impl, const Image& image) {
         GpuModels& g = *impl.gpu;
         g.ctx.activate();
         g.reserve(g.vae->encode_scratch_bytes(pixel_shape) + Scratch::bytes_for<std::uint8_t>(image.pixels.size()) +
-                  Scratch::bytes_for<float>(static_cast<std::size_t>(pixel_shape.numel() + moments.numel())));
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(pixel_shape.numel())) +
+                  Scratch::bytes_for<float>(static_cast<std::size_t>(moments.numel())));
         Scratch::Frame frame(g.scratch);
         backend::ImageBytes device_bytes = bytes;
         auto* device_pixels = g.scratch.take<std::uint8_t>(image.pixels.size());
