@@ -92,6 +92,26 @@ PlanKey plan_key(const CudaBackend::Conv2dArgs& a) {
             a.pad_left, static_cast<std::int64_t>(a.weight_dtype)};
 }
 
+// How a failed cuDNN call of a convolution's is taken: as an error, as a refusal of this geometry,
+// or as a refusal of this machine (driver, runtime, architecture, a sub-library), which ends cuDNN
+// for the context.
+enum class Refusal { error, geometry, machine };
+
+Refusal refusal_of(cudnnStatus_t status) {
+    switch (status) {
+    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER:
+    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDART:
+    case CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH:
+    case CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING:
+    case CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE: return Refusal::machine;
+    default: break;
+    }
+    const int category = CUDNN_STATUS_CATEGORY(status);
+    if (category == CUDNN_STATUS_NOT_SUPPORTED) return Refusal::geometry;
+    if (category == CUDNN_STATUS_CATEGORY(CUDNN_STATUS_NOT_INITIALIZED)) return Refusal::machine;
+    return Refusal::error;
+}
+
 }  // namespace
 
 struct CudnnConvolutions {
@@ -113,6 +133,9 @@ struct CudnnConvolutions {
     const CudnnApi& api;
     cudnnHandle_t handle = nullptr;
     std::vector<Plan> plans;
+    // Set when making a plan met a refusal of the machine (Refusal::machine): cuDNN cannot serve
+    // this context at all.
+    std::string machine_refusal;
 
     CudnnConvolutions(const CudnnApi& library, cudaStream_t stream) : api(library) {
         UNCLIP_CUDNN_CHECK(api, cudnnCreate(&handle));
@@ -155,6 +178,11 @@ struct CudnnConvolutions {
         try {
             describe(p, a);
             choose_algorithm(p);
+        } catch (const CudnnError& e) {
+            if (refusal_of(e.cudnn_status()) == Refusal::machine) machine_refusal = e.what();
+            release(p);
+            p = Plan{};
+            p.key = key;
         } catch (const Error&) {
             release(p);
             p = Plan{};
@@ -229,30 +257,6 @@ CudnnConvolutions* convolutions_for(ContextState& s) {
     return s.cudnn.get();
 }
 
-}  // namespace
-
-namespace {
-
-// How a failed run of cuDNN's convolution is taken: as an error, as a refusal of this geometry,
-// or as a refusal of this machine (driver, runtime, architecture, a sub-library), which ends cuDNN
-// for the context.
-enum class Refusal { error, geometry, machine };
-
-Refusal refusal_of(cudnnStatus_t status) {
-    switch (status) {
-    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER:
-    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDART:
-    case CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH:
-    case CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING:
-    case CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE: return Refusal::machine;
-    default: break;
-    }
-    const int category = CUDNN_STATUS_CATEGORY(status);
-    if (category == CUDNN_STATUS_NOT_SUPPORTED) return Refusal::geometry;
-    if (category == CUDNN_STATUS_CATEGORY(CUDNN_STATUS_NOT_INITIALIZED)) return Refusal::machine;
-    return Refusal::error;
-}
-
 // Queues cuDNN's convolution of a (the input pass, cuDNN, the output pass); false, with nothing
 // but workspace written, when cuDNN refuses to run the plan's algorithm after all.
 bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, CudnnConvolutions& convolutions,
@@ -263,7 +267,16 @@ bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs&
     const std::int64_t out_elements = a.batch * a.out_channels * out_h * out_w;
     const std::size_t element = dtype_size(a.weight_dtype);
     const std::size_t input_bytes = aligned_bytes(in_elements, element), output_bytes = aligned_bytes(out_elements, element);
-    auto* base = static_cast<unsigned char*>(s.workspace(input_bytes + output_bytes + plan.workspace));
+    unsigned char* base = nullptr;
+    try {
+        base = static_cast<unsigned char*>(s.workspace(input_bytes + output_bytes + plan.workspace));
+    } catch (const Error& e) {
+        // cuDNN's input and output copies and its workspace do not fit next to the models, where
+        // im2col's bands may: im2col serves the geometry from now on.
+        if (e.status() != Status::out_of_memory) throw;
+        plan.usable = false;
+        return false;
+    }
     void* input = base;
     void* output = base + input_bytes;
     void* workspace = plan.workspace > 0 ? base + input_bytes + output_bytes : nullptr;
@@ -394,6 +407,10 @@ bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs
     CudnnConvolutions* convolutions = recording ? (s.cudnn_error.empty() ? s.cudnn.get() : nullptr) : convolutions_for(s);
     if (!convolutions) return false;
     CudnnConvolutions::Plan* plan = recording ? convolutions->find(a) : &convolutions->plan(a);
+    if (!convolutions->machine_refusal.empty()) {
+        s.cudnn_error = "cuDNN refused to plan a convolution: " + convolutions->machine_refusal;
+        return false;
+    }
     if (!plan || !plan->usable || (recording && !plan->ran)) return false;
     if (!recording && ctx.convolution_tuning() && !plan->tuned && !tune(ctx, a, *convolutions, *plan)) return false;
     if (ctx.convolution_tuning() && plan->tuned && !plan->cudnn_faster) return false;
@@ -415,7 +432,7 @@ std::vector<CudaBackend::ConvolutionTiming> convolution_timings(const CudaBacken
                      std::to_string(k[3]) + " -> " + std::to_string(k[4]) + ", " + std::to_string(k[5]) + "x" +
                      std::to_string(k[6]) + " stride " + std::to_string(k[7]) + " pad " + std::to_string(k[8]) +
                      (k[8] == k[9] ? std::string() : "," + std::to_string(k[9])) + ", " +
-                     std::string(dtype_name(static_cast<DType>(k[10])));
+                     (static_cast<DType>(k[10]) == DType::bf16 ? "bf16" : "f16");
         t.cudnn_ms = p.cudnn_ms;
         t.im2col_ms = p.im2col_ms;
         t.cudnn = p.cudnn_faster && p.usable;

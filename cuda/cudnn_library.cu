@@ -82,8 +82,9 @@ const CudnnApi* cudnn_api() noexcept {
 }
 
 void throw_cudnn_error(const CudnnApi& api, const char* call, cudnnStatus_t status) {
-    throw Error(Status::device, std::string("cuDNN ") + call + ": " + api.cudnnGetErrorString(status) + " (" +
-                                    std::to_string(static_cast<int>(status)) + ")");
+    throw CudnnError(std::string("cuDNN ") + call + ": " + api.cudnnGetErrorString(status) + " (" +
+                         std::to_string(static_cast<int>(status)) + ")",
+                     status);
 }
 #endif
 

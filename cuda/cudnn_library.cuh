@@ -5,6 +5,8 @@
 // across its minor versions, which is what lets a binary built against one 9.x load another.
 #include <string>
 
+#include "unclip/error.hpp"
+
 #if UNCLIP_HAVE_CUDNN
 #include <cudnn.h>
 #endif
@@ -34,7 +36,18 @@ struct CudnnApi {
 // (cudnn_description() says why).
 const CudnnApi* cudnn_api() noexcept;
 
-// Throws Error(Status::device) naming the call and cuDNN's status.
+// A failed cuDNN call: Error(Status::device) naming the call, with cuDNN's status kept so that a
+// caller can tell a refusal of the machine from one of a geometry.
+class CudnnError : public Error {
+public:
+    CudnnError(const std::string& message, cudnnStatus_t status) : Error(Status::device, message), cudnn_status_(status) {}
+    cudnnStatus_t cudnn_status() const noexcept { return cudnn_status_; }
+
+private:
+    cudnnStatus_t cudnn_status_;
+};
+
+// Throws CudnnError naming the call and cuDNN's status.
 [[noreturn]] void throw_cudnn_error(const CudnnApi& api, const char* call, cudnnStatus_t status);
 #endif
 
