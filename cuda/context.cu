@@ -19,6 +19,7 @@ void* ContextState::workspace(std::size_t bytes) {
     if (workspace_data) UNCLIP_CUDA_CHECK(cudaFree(workspace_data));
     workspace_data = nullptr;
     workspace_capacity = 0;
+    ++workspace_generation;
     const std::size_t rounded = (bytes + 255) / 256 * 256;
     if (cudaMalloc(&workspace_data, rounded) != cudaSuccess) {
         cudaGetLastError();

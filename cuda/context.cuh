@@ -39,6 +39,9 @@ struct ContextState {
     void* workspace(std::size_t bytes);
     std::size_t workspace_capacity = 0;
     void* workspace_data = nullptr;
+    // Counts the workspace's reallocations: a new buffer may start at the old one's address, so a
+    // recorded graph checks this rather than the pointer.
+    std::uint64_t workspace_generation = 0;
 
     // A device copy of n host int32 values (gather ids), in a buffer apart from the workspace.
     const std::int32_t* upload_ids(const std::int32_t* host, std::int64_t n);

@@ -2,8 +2,12 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <cuda_bf16.h>
@@ -359,10 +363,50 @@ struct ProbeOutput {
     ProbeOutput& operator=(const ProbeOutput&) = delete;
 };
 
+// The tuning's measured choices, shared by the process's contexts: the two paths sum in different
+// orders, so two pipelines that chose differently by timing noise would make pictures a few byte
+// values apart; this way they agree (and a geometry is timed once per process).
+class TuningDecisions {
+public:
+    struct Decision {
+        bool cudnn_faster;
+        double cudnn_ms, im2col_ms;
+    };
+    // The device, im2col's column band (Context::column_limit) and the geometry.
+    using Key = std::tuple<int, std::int64_t, PlanKey>;
+
+    static TuningDecisions& process() {
+        static TuningDecisions decisions;
+        return decisions;
+    }
+    std::optional<Decision> find(const Key& key) {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = decisions_.find(key);
+        return it == decisions_.end() ? std::nullopt : std::optional<Decision>(it->second);
+    }
+    void keep(const Key& key, const Decision& decision) {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        decisions_.emplace(key, decision);  // a concurrent first measurement stays
+    }
+
+private:
+    std::mutex mutex_;
+    std::map<Key, Decision> decisions_;
+};
+
 // Context::convolution_tuning for a's geometry: both paths into a scratch output, so that y (which
-// an accumulating call reads) is untouched. False when cuDNN refused to run the plan.
+// an accumulating call reads) is untouched, or the choice another context of this process made.
+// False when cuDNN refused to run the plan.
 bool tune(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, CudnnConvolutions& convolutions,
           CudnnConvolutions::Plan& plan) {
+    const TuningDecisions::Key key{ctx.state().device, ctx.column_limit(), plan.key};
+    if (const std::optional<TuningDecisions::Decision> known = TuningDecisions::process().find(key)) {
+        plan.tuned = plan.timed = true;
+        plan.cudnn_faster = known->cudnn_faster;
+        plan.cudnn_ms = known->cudnn_ms;
+        plan.im2col_ms = known->im2col_ms;
+        return true;
+    }
     std::unique_ptr<ProbeOutput> output;
     try {
         output = std::make_unique<ProbeOutput>(a.batch * a.out_channels * a.out_height() * a.out_width());
@@ -383,6 +427,7 @@ bool tune(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, Cud
     plan.im2col_ms = timer.best_of_two([&] { im2col_conv2d(ctx, probe); });
     plan.tuned = plan.timed = true;
     plan.cudnn_faster = plan.cudnn_ms <= plan.im2col_ms;
+    if (plan.usable) TuningDecisions::process().keep(key, {plan.cudnn_faster, plan.cudnn_ms, plan.im2col_ms});
     return plan.usable;
 }
 

@@ -1,4 +1,5 @@
 // CudaBackend::Graph: stream capture of a sequence of backend calls, and its replay.
+#include <cstdint>
 #include <string>
 
 #include "check.cuh"
@@ -10,7 +11,7 @@ namespace unclip {
 struct CudaBackend::Graph::State {
     cudaGraphExec_t exec = nullptr;
     cudaStream_t stream = nullptr;      // the recording context's, checked at launch
-    const void* workspace = nullptr;    // its workspace then, which the recorded kernels use
+    std::uint64_t workspace_generation = 0;  // its workspace then, which the recorded kernels use
     std::size_t operations = 0;
     ~State() {
         if (exec) cudaGraphExecDestroy(exec);
@@ -22,6 +23,18 @@ CudaBackend::Graph::~Graph() = default;
 CudaBackend::Graph::Graph(Graph&&) noexcept = default;
 CudaBackend::Graph& CudaBackend::Graph::operator=(Graph&&) noexcept = default;
 
+namespace {
+
+// Ends a capture whatever state it is in, so that the stream takes work again.
+void end_abandoned_capture(cudaStream_t stream) noexcept {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+}
+
+}  // namespace
+
 std::size_t CudaBackend::Graph::operations() const noexcept { return state_ ? state_->operations : 0; }
 
 CudaBackend::Graph CudaBackend::Graph::record(const Context& ctx, const std::function<void()>& queue) {
@@ -32,11 +45,11 @@ CudaBackend::Graph CudaBackend::Graph::record(const Context& ctx, const std::fun
     try {
         queue();
     } catch (const std::exception& e) {
-        // End the capture whatever state it is in, so the stream takes work again.
-        cudaStreamEndCapture(stream, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        cudaGetLastError();
+        end_abandoned_capture(stream);
         throw Error(Status::device, std::string("CUDA graph: recording failed: ") + e.what());
+    } catch (...) {
+        end_abandoned_capture(stream);
+        throw;
     }
     const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
     if (ended != cudaSuccess) {
@@ -47,7 +60,7 @@ CudaBackend::Graph CudaBackend::Graph::record(const Context& ctx, const std::fun
     Graph result;
     result.state_ = std::make_unique<State>();
     result.state_->stream = stream;
-    result.state_->workspace = ctx.state().workspace_data;
+    result.state_->workspace_generation = ctx.state().workspace_generation;
     std::size_t nodes = 0;
     cudaError_t status = cudaGraphGetNodes(graph, nullptr, &nodes);
     if (status == cudaSuccess) status = cudaGraphInstantiate(&result.state_->exec, graph, 0);
@@ -58,7 +71,7 @@ CudaBackend::Graph CudaBackend::Graph::record(const Context& ctx, const std::fun
 }
 
 bool CudaBackend::Graph::current(const Context& ctx) const noexcept {
-    return state_ && ctx.state().stream == state_->stream && ctx.state().workspace_data == state_->workspace;
+    return state_ && ctx.state().stream == state_->stream && ctx.state().workspace_generation == state_->workspace_generation;
 }
 
 void CudaBackend::Graph::launch(const Context& ctx) const {

@@ -32,6 +32,9 @@ TEST_CASE("a recorded graph runs on the values its buffers hold at each launch")
     CudaBackend::Context ctx;
     const std::int64_t n = 10007;  // not a multiple of the kernels' vector width
     const DeviceFloats in(n), mid(n), out(n);
+    // Both kernels run once first, as the pipeline runs a step before recording: a driver that
+    // loads modules lazily may refuse to load one inside a recording.
+    silu_then_gelu(ctx, std::vector<float>(16, 1.0f));
     const CudaBackend::Graph graph = CudaBackend::Graph::record(ctx, [&] {
         CudaBackend::silu(ctx, in.get(), mid.get(), n);
         CudaBackend::gelu(ctx, mid.get(), out.get(), n);

@@ -147,9 +147,13 @@ struct CudaBackend {
         std::string convolution_path() const;
         // Where cuDNN serves a convolution, the first run of its geometry outside a graph
         // recording times cuDNN against im2col + cuBLAS (on a scratch output: a warm-up and two
-        // runs each) and keeps the faster for that geometry from then on. Off: cuDNN wherever it
-        // serves. On by default; UNCLIP_CUDA_CONV_TUNING=0 in the environment turns it off for
-        // every new context. convolution_timings() lists what was measured, in first-run order.
+        // runs each) and keeps the faster for that geometry from then on. The choice is shared by
+        // the process's contexts on that device (timed once; two pipelines agree to the byte), but
+        // another process may choose otherwise where the two paths time alike, and the paths sum
+        // in different orders: pictures a few byte values apart. Off: cuDNN wherever it serves,
+        // the same choice in every process. On by default; UNCLIP_CUDA_CONV_TUNING=0 in the
+        // environment turns it off for every new context. convolution_timings() lists the
+        // measurements this context used, in first-run order.
         void set_convolution_tuning(bool on) noexcept { convolution_tuning_ = on; }
         bool convolution_tuning() const noexcept { return convolution_tuning_; }
         std::vector<ConvolutionTiming> convolution_timings() const;
