@@ -149,7 +149,7 @@ TEST_CASE("the device field defaults to the CPU, an unknown device is refused an
     }
 }
 
-TEST_CASE("low_memory and bf16_gemm open a working pipeline; low_memory keeps the pixels") {
+TEST_CASE("low_memory and bf16_gemm open a working pipeline, and low_memory keeps the pixels") {
     const auto picture = pixels(24, 20, 3);
     auto generate = [&](bool low_memory, bool bf16) {
         unclip_open_params open;
@@ -183,7 +183,7 @@ TEST_CASE("low_memory and bf16_gemm open a working pipeline; low_memory keeps th
     CHECK(generate(false, true).size() == plain.size());
 }
 
-TEST_CASE("params from an older caller (smaller struct_size) get defaults; unknown non-zero tails are refused") {
+TEST_CASE("params from an older caller (smaller struct_size) get defaults, and unknown non-zero tails are refused") {
     unclip_generate_params p = small_params();
     unclip_images* out = nullptr;
     // An old caller whose struct ended before `mask`: the rest is defaulted.

@@ -189,7 +189,7 @@ TEST_CASE("Weighted prompt chunks are encoded as ComfyUI does: empty + (z - empt
     CHECK_THROWS_STATUS(encode(Tensor::empty(DType::f32, {1, 77, cfg.width})), Status::invalid_argument, "cond");
 }
 
-TEST_CASE("Bundled-tokenizer prompt chunks run end to end; weights change only the weighted tokens") {
+TEST_CASE("Bundled-tokenizer prompt chunks run end to end, and weights change only the weighted tokens") {
     // A full-vocabulary embedding would make the fixture large; the ids of a real two-chunk prompt
     // are folded into the tiny vocabulary instead, which runs the same path with the same shapes.
     const test::Fixture fx("clip/prompt_weighting.safetensors");

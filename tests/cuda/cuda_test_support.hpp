@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -74,13 +76,20 @@ inline bool all_finite(const std::vector<float>& v) {
 // Sets an environment variable for one scope (a context's switches read theirs when created).
 class ScopedEnvironment {
 public:
-    ScopedEnvironment(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-    ~ScopedEnvironment() { unsetenv(name_); }
+    ScopedEnvironment(const char* name, const char* value) : name_(name) {
+        if (const char* old = std::getenv(name)) old_ = old;
+        setenv(name, value, 1);
+    }
+    ~ScopedEnvironment() {
+        if (old_) setenv(name_, old_->c_str(), 1);
+        else unsetenv(name_);
+    }
     ScopedEnvironment(const ScopedEnvironment&) = delete;
     ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
 
 private:
     const char* name_;
+    std::optional<std::string> old_;  // the value it replaced, restored after
 };
 
 // Mean absolute difference of two images' bytes (the same size), in 1/255 steps.

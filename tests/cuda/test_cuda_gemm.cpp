@@ -280,21 +280,30 @@ TEST_CASE("conv2d in bands of output rows (column limit) matches the CPU") {
     }
 }
 
-// Whether cuDNN can serve this machine; prints why not once per test otherwise.
+// Whether cuDNN serves this machine: it loads, and a context of its own runs an f16 3x3
+// convolution through it (a refusal of the machine shows only when a plan is made). Prints why
+// not otherwise, once per test. The probe's context keeps the tested one's counts and timings clean.
 bool cudnn_here(const CudaBackend::Context& gpu) {
-    if (cuda::cudnn_available()) return true;
-    MESSAGE("cuDNN convolutions not tested: " << gpu.convolution_path());
+    if (!cuda::cudnn_available()) {
+        MESSAGE("cuDNN convolutions not tested: " << gpu.convolution_path());
+        return false;
+    }
+    CudaBackend::Context probe;
+    probe.set_convolution_tuning(false);
+    probe.set_cudnn_convolutions(true);
+    const double error = conv_error(probe, kGeometries[0], 1);
+    if (probe.cudnn_convolution_calls() == 1) return true;
+    MESSAGE("cuDNN convolutions not tested: the probe took im2col (error " << error << "): " << probe.convolution_path());
     return false;
 }
 
-TEST_CASE("conv2d through cuDNN matches the CPU, f16 and bf16; one-sided padding, 1x1 and fp32 weights keep im2col") {
+TEST_CASE("conv2d through cuDNN matches the CPU, f16 and bf16, while one-sided padding, 1x1 and fp32 weights keep im2col") {
     CudaBackend::Context gpu;
     if (!cudnn_here(gpu)) return;
     gpu.set_convolution_tuning(false);  // cuDNN wherever it serves
     gpu.prepare_convolutions();
-    const std::string path = gpu.convolution_path();
-    INFO(path);
-    CHECK(path.rfind("cuDNN 9.", 0) == 0);  // the handle was made: cuDNN serves this context
+    INFO("convolution path: " << gpu.convolution_path());  // as it is when a check fails
+    CHECK(gpu.convolution_path().rfind("cuDNN 9.", 0) == 0);  // the handle was made: cuDNN serves this context
     std::uint32_t seed = 120;
     for (const DType dtype : {DType::f16, DType::bf16})
         for (const ConvCase& c : kGeometries) {
@@ -318,6 +327,7 @@ TEST_CASE("conv2d through cuDNN matches the CPU, f16 and bf16; one-sided padding
 TEST_CASE("conv2d through cuDNN reads a folded GroupNorm (+ SiLU) and a 2x upsampled input as the CPU does") {
     CudaBackend::Context gpu;
     if (!cudnn_here(gpu)) return;
+    INFO("convolution path: " << gpu.convolution_path());
     gpu.set_convolution_tuning(false);
     const ConvCase cases[] = {
         {2, 32, 12, 16, 20, 3, 1, 1, 1, 1, 1, true, false},  // ResBlock in_layers
@@ -340,6 +350,7 @@ TEST_CASE("conv2d through cuDNN reads a folded GroupNorm (+ SiLU) and a 2x upsam
 TEST_CASE("conv2d through cuDNN in a graph: a geometry first met while recording takes im2col, one run before takes cuDNN") {
     CudaBackend::Context gpu;
     if (!cudnn_here(gpu)) return;
+    INFO("convolution path: " << gpu.convolution_path());
     gpu.set_convolution_tuning(false);
     const std::int64_t batch = 2, channels = 16, size = 24, out_channels = 8;
     const auto x = random_floats(static_cast<std::size_t>(batch * channels * size * size), 300);
@@ -361,6 +372,12 @@ TEST_CASE("conv2d through cuDNN in a graph: a geometry first met while recording
     a.pad_top = a.pad_left = a.pad_bottom = a.pad_right = 1;
     Scratch scratch(Device::cuda, 0);
     gpu.reserve_workspace(std::size_t{64} << 20);  // nothing grows while recording
+    // im2col's and cuBLAS's kernels load before any recording (a driver may refuse to load one
+    // inside it); with cuDNN off the geometry stays unseen by cuDNN.
+    gpu.set_cudnn_convolutions(false);
+    a.y = eager.get();
+    CudaBackend::conv2d(gpu, a, scratch);
+    gpu.set_cudnn_convolutions(true);
 
     const auto record = [&](float* y) {
         a.y = y;
@@ -390,7 +407,8 @@ TEST_CASE("conv2d through cuDNN in a graph: a geometry first met while recording
 TEST_CASE("conv2d tuning times cuDNN against im2col once per geometry, keeps the faster, and leaves y to the real run") {
     CudaBackend::Context gpu;
     if (!cudnn_here(gpu)) return;
-    REQUIRE(gpu.convolution_tuning());  // the default
+    INFO("convolution path: " << gpu.convolution_path());
+    gpu.set_convolution_tuning(true);  // the default, unless UNCLIP_CUDA_CONV_TUNING=0 is in the environment
     std::size_t eligible = 0;
     for (const ConvCase& c : kGeometries) eligible += c.kernel > 1 && c.pad_top == c.pad_bottom;
     for (const int round : {1, 2}) {

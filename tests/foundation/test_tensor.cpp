@@ -44,7 +44,7 @@ TEST_CASE("typed access checks the dtype") {
     CHECK_THROWS_STATUS(t.data<float>(), Status::invalid_argument, "holds F16");
 }
 
-TEST_CASE("slices and reshapes share storage; clone makes strided data contiguous") {
+TEST_CASE("slices and reshapes share storage, and clone makes strided data contiguous") {
     Tensor t = Tensor::empty(DType::f32, {2, 3, 4});
     float* p = t.data<float>();
     for (int i = 0; i < 24; ++i) p[i] = static_cast<float>(i);
