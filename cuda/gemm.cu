@@ -19,23 +19,28 @@
 namespace unclip {
 namespace {
 
-// Thread (x, y) of block (bx, by, bz) takes output pixel (or, in the octet kernel, eight-pixel
-// group) x of band row y for planes bz, bz + gridDim.z, ...: neighbouring threads read neighbouring
-// pixels, so each input pixel comes from memory about once, and no index needs a division.
-constexpr int kIm2colX = 32, kIm2colY = 8;
+// Thread i of block (bx, 0, bz) takes output pixel (in the octet kernel, eight-pixel group)
+// bx * kIm2colThreads + i of the band, counted row by row, for planes bz, bz + gridDim.z, ...: a
+// warp's stores are neighbouring columns, across row ends too, so a narrow image (the UNet's 96,
+// 48 and 24 px latents: 12, 6 and 3 groups per row) leaves no thread idle; neighbouring threads
+// read neighbouring pixels, so each input pixel comes from memory about once. One 32-bit division
+// per thread, none per element.
+constexpr int kIm2colThreads = 256;
 template <class To>
 __global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g,
                               const cuda::PlaneAffine f) {
-    const int ox = blockIdx.x * kIm2colX + threadIdx.x, r = blockIdx.y * kIm2colY + threadIdx.y;
-    if (ox >= g.out_w || r >= g.rows) return;
+    const int i = blockIdx.x * kIm2colThreads + threadIdx.x;
+    if (i >= g.out_w * g.rows) return;
+    const int r = i / g.out_w, ox = i - r * g.out_w;
     for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z) cuda::im2col_pixel(x, col, g, f, ox, r, plane);
 }
 
 template <class To>
 __global__ void im2col_octet_kernel(const float* __restrict__ x, To* __restrict__ col, const cuda::Im2colGeometry g,
                                     const cuda::PlaneAffine f) {
-    const int group = blockIdx.x * kIm2colX + threadIdx.x, r = blockIdx.y * kIm2colY + threadIdx.y;
-    if (group >= g.out_w / 8 || r >= g.rows) return;
+    const int groups = g.out_w / 8, i = blockIdx.x * kIm2colThreads + threadIdx.x;
+    if (i >= groups * g.rows) return;
+    const int r = i / groups, group = i - r * groups;
     for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z)
         cuda::im2col_octet_3wide(x, col, g, f, group, r, plane);
 }
@@ -82,9 +87,12 @@ void cuda::launch_im2col(cudaStream_t stream, const CudaBackend::Conv2dArgs& a, 
     g.rows = static_cast<int>(rows);
     g.upsample_shift = a.input_upsample == 2 ? 1 : 0;
     const bool octets = cuda::octet_im2col_fits(g) && cuda::aligned_to(col, 8 * dtype_size(dtype));
-    const std::int64_t threads_x = octets ? out_w / 8 : out_w;
-    const dim3 block(kIm2colX, kIm2colY);
-    const dim3 grid(static_cast<unsigned>((threads_x + kIm2colX - 1) / kIm2colX), static_cast<unsigned>((rows + kIm2colY - 1) / kIm2colY),
+    const std::int64_t threads_per_plane = (octets ? out_w / 8 : out_w) * rows;
+    if (threads_per_plane > 0x7fffffff)
+        throw Error(Status::invalid_argument, "CUDA conv2d: a band of " + std::to_string(rows) + " rows of " +
+                                                  std::to_string(out_w) + " pixels is beyond the im2col kernel's int range");
+    const dim3 block(kIm2colThreads);
+    const dim3 grid(static_cast<unsigned>((threads_per_plane + kIm2colThreads - 1) / kIm2colThreads), 1,
                     static_cast<unsigned>(std::min<std::int64_t>(g.planes, 65535)));
 #define UNCLIP_IM2COL(T)                                                                        \
     do {                                                                                        \
