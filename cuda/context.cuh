@@ -80,4 +80,25 @@ inline unsigned blocks_for(std::int64_t n, int threads, unsigned cap = 65535u * 
     return static_cast<unsigned>(b < 1 ? 1 : (b > static_cast<std::int64_t>(cap) ? cap : b));
 }
 
+// The launch of a kernel that gives each of `planes` planes of `per_plane` work items to one row of
+// a block's threads (threadIdx.y picks the plane, grid-stride loops in x and y): rows as wide as a
+// plane needs, from a warp up to `threads`, so that small planes (the UNet's 12 and 24 px levels)
+// share a block instead of leaving most of one idle.
+struct PlaneLaunch {
+    dim3 grid, block;
+};
+inline PlaneLaunch plane_launch(std::int64_t planes, std::int64_t per_plane, int threads, unsigned max_blocks_x = 1024u) {
+    int width = 32;
+    while (width < threads && width < per_plane) width *= 2;
+    const int rows = threads / width;
+    const std::int64_t row_blocks = (planes + rows - 1) / rows;
+    return {dim3(blocks_for(per_plane, width, max_blocks_x),
+                 static_cast<unsigned>(row_blocks < 1 ? 1 : (row_blocks > 65535 ? 65535 : row_blocks))),
+            dim3(static_cast<unsigned>(width), static_cast<unsigned>(rows))};
+}
+
+// A PlaneLaunch kernel's first plane and plane step.
+__device__ inline std::int64_t first_plane() { return std::int64_t{blockIdx.y} * blockDim.y + threadIdx.y; }
+__device__ inline std::int64_t plane_stride() { return std::int64_t{gridDim.y} * blockDim.y; }
+
 }  // namespace unclip::cuda

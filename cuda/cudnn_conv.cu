@@ -51,7 +51,7 @@ __global__ void add_convolution_kernel(const Half* __restrict__ conv, float* y, 
     struct alignas(4 * sizeof(Half)) Four {
         Half v[4];
     };
-    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+    for (std::int64_t plane = first_plane(); plane < planes; plane += plane_stride()) {
         const float b = bias ? bias[plane % channels] : 0.0f;
         const Half* in = conv + plane * spatial;
         float* out = y + plane * spatial;
@@ -76,12 +76,11 @@ void launch_add_convolution(cudaStream_t stream, const void* conv, DType dtype, 
                             std::int64_t planes, std::int64_t channels, std::int64_t spatial, bool accumulate) {
     constexpr int kThreads = 256;
     const bool vectorized = spatial % 4 == 0 && aligned16(y) && aligned_to(conv, 8);
-    const dim3 grid(std::min(blocks_for(vectorized ? spatial / 4 : spatial, kThreads), 1024u),
-                    static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
+    const PlaneLaunch launch = plane_launch(planes, vectorized ? spatial / 4 : spatial, kThreads);
     with_half_type(dtype, "cuDNN convolution", [&](auto half) {
         using Half = decltype(half);
-        add_convolution_kernel<Half><<<grid, kThreads, 0, stream>>>(static_cast<const Half*>(conv), y, bias, planes,
-                                                                    channels, spatial, accumulate, vectorized);
+        add_convolution_kernel<Half><<<launch.grid, launch.block, 0, stream>>>(
+            static_cast<const Half*>(conv), y, bias, planes, channels, spatial, accumulate, vectorized);
     });
     UNCLIP_CUDA_CHECK_LAUNCH();
 }

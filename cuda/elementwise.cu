@@ -87,12 +87,12 @@ __global__ void geglu_kernel(const float* x, To* y, std::int64_t rows, std::int6
     }
 }
 
-// y [plane][s] = x [plane][s] + values[plane % period]. Block row by takes planes by, by + gridDim.y,
-// ..., so no index needs a division; with `vectorized` (spatial % 4 == 0, x and y aligned) four
-// values per thread. x may be y.
+// y [plane][s] = x [plane][s] + values[plane % period]. Each row of threads takes its planes
+// (cuda::plane_launch), so no index needs a division; with `vectorized` (spatial % 4 == 0, x and y
+// aligned) four values per thread. x may be y.
 __global__ void add_plane_bias_kernel(const float* x, float* y, const float* __restrict__ values, std::int64_t planes,
                                       std::int64_t period, std::int64_t spatial, bool vectorized) {
-    for (std::int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+    for (std::int64_t plane = cuda::first_plane(); plane < planes; plane += cuda::plane_stride()) {
         const float value = values[plane % period];
         const float* in = x + plane * spatial;
         float* out = y + plane * spatial;
@@ -199,9 +199,8 @@ void cuda::launch_add_plane_bias(cudaStream_t stream, const float* x, float* y, 
                                  std::int64_t period, std::int64_t spatial) {
     if (planes <= 0 || period <= 0 || spatial <= 0) return;
     const bool vectorized = spatial % 4 == 0 && aligned16(x) && aligned16(y);
-    const dim3 grid(std::min(cuda::blocks_for(vectorized ? spatial / 4 : spatial, kThreads), 1024u),
-                    static_cast<unsigned>(std::min<std::int64_t>(planes, 65535)));
-    add_plane_bias_kernel<<<grid, kThreads, 0, stream>>>(x, y, values, planes, period, spatial, vectorized);
+    const cuda::PlaneLaunch launch = cuda::plane_launch(planes, vectorized ? spatial / 4 : spatial, kThreads);
+    add_plane_bias_kernel<<<launch.grid, launch.block, 0, stream>>>(x, y, values, planes, period, spatial, vectorized);
     UNCLIP_CUDA_CHECK_LAUNCH();
 }
 

@@ -2,6 +2,7 @@
 // 8-wide stride-1 layout (one 16-byte store per tap row) must write exactly the columns of the
 // one-pixel-per-thread layout, and that layout the columns of the definition, with and without a
 // folded GroupNorm (+ SiLU) applied to what they read, and from an input upsampled on the fly.
+// Also the other launches' index arithmetic: GroupNorm's pieces and the per-plane kernels' rows.
 // Runs without a GPU.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include <doctest/doctest.h>
 
+#include "context.cuh"
 #include "group_split.cuh"
 #include "im2col.cuh"
 
@@ -262,4 +264,30 @@ TEST_CASE("GroupNorm statistics: the pieces of a group cover each element once, 
             CHECK(split.splits <= 65535);  // the launch's gridDim.y
             CHECK(std::all_of(covered.begin(), covered.end(), [](int n) { return n == 1; }));
         }
+}
+
+TEST_CASE("plane launches: the rows of threads visit every item of every plane once, small planes sharing a block") {
+    struct Shape {
+        std::int64_t planes, per_plane;
+    };
+    // The UNet's 12 px level (36 float4 per plane), a 96 px plane, planes beyond the grid's 65535
+    // rows of blocks, items beyond 1024 blocks of 256.
+    for (const Shape s : {Shape{2560, 36}, Shape{640, 2304}, Shape{3, 1}, Shape{7, 100}, Shape{600000, 3}, Shape{2, 300000}}) {
+        INFO("planes " << s.planes << " per plane " << s.per_plane);
+        const unclip::cuda::PlaneLaunch launch = unclip::cuda::plane_launch(s.planes, s.per_plane, 256);
+        CHECK(launch.block.x * launch.block.y == 256);
+        CHECK(launch.block.x >= 32);
+        CHECK(launch.grid.y <= 65535);
+        if (s.per_plane <= 32) CHECK(launch.block.y == 8);  // eight small planes per block
+        std::vector<std::uint8_t> visits(static_cast<std::size_t>(s.planes * s.per_plane), 0);
+        // The kernels' loops (first_plane / plane_stride, first_index / grid_stride), thread by thread.
+        const std::int64_t plane_step = std::int64_t{launch.grid.y} * launch.block.y;
+        const std::int64_t item_step = std::int64_t{launch.grid.x} * launch.block.x;
+        for (std::int64_t first_plane = 0; first_plane < plane_step; ++first_plane)
+            for (std::int64_t plane = first_plane; plane < s.planes; plane += plane_step)
+                for (std::int64_t first_item = 0; first_item < item_step; ++first_item)
+                    for (std::int64_t i = first_item; i < s.per_plane; i += item_step)
+                        ++visits[static_cast<std::size_t>(plane * s.per_plane + i)];
+        CHECK(std::all_of(visits.begin(), visits.end(), [](std::uint8_t n) { return n == 1; }));
+    }
 }
