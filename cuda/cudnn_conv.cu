@@ -87,12 +87,15 @@ void launch_add_convolution(cudaStream_t stream, const void* conv, DType dtype, 
 
 cudnnDataType_t cudnn_type(DType dtype) { return dtype == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF; }
 
-// batch, C_in, height, width (as convolved), C_out, kernel h and w, stride, padding h and w, dtype
-using PlanKey = std::array<std::int64_t, 11>;
+// batch, C_in, height, width (as convolved), C_out, kernel h and w, stride, padding h and w, dtype,
+// and how the input is read (upsampled by 2, mapped by a folded GroupNorm): cuDNN's plan does not
+// depend on those, but which path is faster may (cuDNN then needs an input pass, im2col does not).
+using PlanKey = std::array<std::int64_t, 13>;
 
 PlanKey plan_key(const CudaBackend::Conv2dArgs& a) {
-    return {a.batch, a.in_channels, a.height, a.width, a.out_channels, a.kernel_h, a.kernel_w, a.stride, a.pad_top,
-            a.pad_left, static_cast<std::int64_t>(a.weight_dtype)};
+    return {a.batch,    a.in_channels, a.height,  a.width,   a.out_channels,
+            a.kernel_h, a.kernel_w,    a.stride,  a.pad_top, a.pad_left,
+            static_cast<std::int64_t>(a.weight_dtype), a.input_upsample, a.input_affine ? 1 : 0};
 }
 
 // How a failed cuDNN call of a convolution's is taken: as an error, as a refusal of this geometry,
@@ -127,9 +130,11 @@ struct CudnnConvolutions {
         std::size_t workspace = 0;
         bool usable = false;  // cuDNN offered an accurate algorithm within the workspace cap
         bool ran = false;     // queued outside a graph recording at least once
-        // Context::convolution_tuning: decided (tuned), measured (timed: not when the scratch
-        // output did not fit), and the two paths' times.
+        bool out_of_memory = false;  // the last queue_cudnn found no room for cuDNN's copies
+        // Context::convolution_tuning: decided (tuned, under column band tuned_column_limit),
+        // measured (timed: not when the scratch output did not fit), and the two paths' times.
         bool tuned = false, timed = false, cudnn_faster = true;
+        std::int64_t tuned_column_limit = 0;
         double cudnn_ms = 0.0, im2col_ms = 0.0;
     };
 
@@ -278,6 +283,7 @@ bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs&
         // im2col's bands may: im2col serves the geometry from now on.
         if (e.status() != Status::out_of_memory) throw;
         plan.usable = false;
+        plan.out_of_memory = true;
         return false;
     }
     void* input = base;
@@ -383,9 +389,11 @@ public:
         const auto it = decisions_.find(key);
         return it == decisions_.end() ? std::nullopt : std::optional<Decision>(it->second);
     }
-    void keep(const Key& key, const Decision& decision) {
+    // The decision kept for key: `decision`, or one another context measured meanwhile, which
+    // stays (so that both contexts follow it).
+    Decision keep(const Key& key, const Decision& decision) {
         const std::lock_guard<std::mutex> lock(mutex_);
-        decisions_.emplace(key, decision);  // a concurrent first measurement stays
+        return decisions_.emplace(key, decision).first->second;
     }
 
 private:
@@ -399,11 +407,15 @@ private:
 bool tune(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, CudnnConvolutions& convolutions,
           CudnnConvolutions::Plan& plan) {
     const TuningDecisions::Key key{ctx.state().device, ctx.column_limit(), plan.key};
-    if (const std::optional<TuningDecisions::Decision> known = TuningDecisions::process().find(key)) {
+    plan.tuned_column_limit = ctx.column_limit();
+    const auto adopt = [&plan](const TuningDecisions::Decision& decision) {
         plan.tuned = plan.timed = true;
-        plan.cudnn_faster = known->cudnn_faster;
-        plan.cudnn_ms = known->cudnn_ms;
-        plan.im2col_ms = known->im2col_ms;
+        plan.cudnn_faster = decision.cudnn_faster;
+        plan.cudnn_ms = decision.cudnn_ms;
+        plan.im2col_ms = decision.im2col_ms;
+    };
+    if (const std::optional<TuningDecisions::Decision> known = TuningDecisions::process().find(key)) {
+        adopt(*known);
         return true;
     }
     std::unique_ptr<ProbeOutput> output;
@@ -420,13 +432,22 @@ bool tune(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, Cud
     probe.accumulate = false;
     StreamTimer timer(ctx.state().stream);
     // The warm-ups load kernels and make cuBLAS's and cuDNN's per-shape choices.
-    if (!queue_cudnn(ctx, probe, convolutions, plan)) return false;
+    if (!queue_cudnn(ctx, probe, convolutions, plan)) {
+        if (!plan.out_of_memory) return false;
+        // No room for cuDNN's copies next to the scratch output: im2col, whose bands need less,
+        // untimed (and not shared: another context may have the room).
+        plan.usable = true;
+        plan.out_of_memory = false;
+        plan.tuned = true;
+        plan.cudnn_faster = false;
+        return true;
+    }
     plan.cudnn_ms = timer.best_of_two([&] { queue_cudnn(ctx, probe, convolutions, plan); });
     im2col_conv2d(ctx, probe);
     plan.im2col_ms = timer.best_of_two([&] { im2col_conv2d(ctx, probe); });
     plan.tuned = plan.timed = true;
     plan.cudnn_faster = plan.cudnn_ms <= plan.im2col_ms;
-    if (plan.usable) TuningDecisions::process().keep(key, {plan.cudnn_faster, plan.cudnn_ms, plan.im2col_ms});
+    if (plan.usable) adopt(TuningDecisions::process().keep(key, {plan.cudnn_faster, plan.cudnn_ms, plan.im2col_ms}));
     return plan.usable;
 }
 
@@ -456,7 +477,9 @@ bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs
         return false;
     }
     if (!plan || !plan->usable || (recording && !plan->ran)) return false;
-    if (!recording && ctx.convolution_tuning() && !plan->tuned && !tune(ctx, a, *convolutions, *plan)) return false;
+    // Tuned again after Context::set_column_limit: im2col's time depends on its bands.
+    const bool tuned = plan->tuned && plan->tuned_column_limit == ctx.column_limit();
+    if (!recording && ctx.convolution_tuning() && !tuned && !tune(ctx, a, *convolutions, *plan)) return false;
     if (ctx.convolution_tuning() && plan->tuned && !plan->cudnn_faster) return false;
     if (!queue_cudnn(ctx, a, *convolutions, *plan)) return false;
     if (!recording) plan->ran = true;
@@ -476,7 +499,8 @@ std::vector<CudaBackend::ConvolutionTiming> convolution_timings(const CudaBacken
                      std::to_string(k[3]) + " -> " + std::to_string(k[4]) + ", " + std::to_string(k[5]) + "x" +
                      std::to_string(k[6]) + " stride " + std::to_string(k[7]) + " pad " + std::to_string(k[8]) +
                      (k[8] == k[9] ? std::string() : "," + std::to_string(k[9])) + ", " +
-                     (static_cast<DType>(k[10]) == DType::bf16 ? "bf16" : "f16");
+                     (static_cast<DType>(k[10]) == DType::bf16 ? "bf16" : "f16") +
+                     (k[11] == 2 ? ", input upsampled by 2" : "") + (k[12] ? ", input mapped" : "");
         t.cudnn_ms = p.cudnn_ms;
         t.im2col_ms = p.im2col_ms;
         t.cudnn = p.cudnn_faster && p.usable;

@@ -281,9 +281,11 @@ TEST_CASE("conv2d in bands of output rows (column limit) matches the CPU") {
 }
 
 // Whether cuDNN serves this machine: it loads, and a context of its own runs an f16 3x3
-// convolution through it (a refusal of the machine shows only when a plan is made). Prints why
-// not otherwise, once per test. The probe's context keeps the tested one's counts and timings clean.
-bool cudnn_here(const CudaBackend::Context& gpu) {
+// convolution through it (a refusal of the machine shows only when a plan is made). A machine
+// cuDNN refuses is skipped with the reason; a probe that took im2col for any other reason fails.
+// The probe's context keeps the tested one's counts and timings clean. Switches cuDNN on in `gpu`
+// (whatever UNCLIP_CUDA_CUDNN says).
+bool cudnn_here(CudaBackend::Context& gpu) {
     if (!cuda::cudnn_available()) {
         MESSAGE("cuDNN convolutions not tested: " << gpu.convolution_path());
         return false;
@@ -292,8 +294,16 @@ bool cudnn_here(const CudaBackend::Context& gpu) {
     probe.set_convolution_tuning(false);
     probe.set_cudnn_convolutions(true);
     const double error = conv_error(probe, kGeometries[0], 1);
-    if (probe.cudnn_convolution_calls() == 1) return true;
-    MESSAGE("cuDNN convolutions not tested: the probe took im2col (error " << error << "): " << probe.convolution_path());
+    if (probe.cudnn_convolution_calls() == 1) {
+        gpu.set_cudnn_convolutions(true);
+        return true;
+    }
+    const std::string path = probe.convolution_path();
+    if (path.rfind("im2col + cuBLAS (", 0) == 0) {  // the machine refused, with the reason
+        MESSAGE("cuDNN convolutions not tested: " << path);
+        return false;
+    }
+    FAIL_CHECK("cuDNN serves this machine, yet an f16 3x3 convolution took im2col (error " << error << "): " << path);
     return false;
 }
 
@@ -432,6 +442,37 @@ TEST_CASE("conv2d tuning times cuDNN against im2col once per geometry, keeps the
         REQUIRE(!timings.empty());
         CHECK(timings.front().geometry == "1x5x13x11 -> 7, 3x3 stride 1 pad 1, f16");
     }
+    // A second context of the process follows the first one's choices (measured once), so the
+    // two compute the same bytes.
+    CudaBackend::Context other;
+    other.set_cudnn_convolutions(true);
+    other.set_convolution_tuning(true);
+    std::uint32_t seed = 500;
+    for (const ConvCase& c : kGeometries) CHECK(conv_error(other, c, seed += 4) <= cuda_test::kHalfTolerance);
+    const auto mine = gpu.convolution_timings(), theirs = other.convolution_timings();
+    REQUIRE(theirs.size() == mine.size());
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+        INFO(mine[i].geometry);
+        CHECK(theirs[i].geometry == mine[i].geometry);
+        CHECK(theirs[i].cudnn == mine[i].cudnn);
+        CHECK(theirs[i].cudnn_ms == mine[i].cudnn_ms);  // adopted, not measured again
+        CHECK(theirs[i].im2col_ms == mine[i].im2col_ms);
+    }
+}
+
+TEST_CASE("conv2d tuning labels an upsampled or mapped input's geometry apart from the plain one") {
+    CudaBackend::Context gpu;
+    if (!cudnn_here(gpu)) return;
+    gpu.set_convolution_tuning(true);
+    const ConvCase c{1, 8, 12, 16, 8, 3, 1, 1, 1, 1, 1, true, false};
+    CHECK(conv_error(gpu, c, 600) <= cuda_test::kHalfTolerance);
+    CHECK(conv_error(gpu, c, 604, {4, true}) <= cuda_test::kHalfTolerance);
+    CHECK(conv_error(gpu, c, 608, {}, 2) <= cuda_test::kHalfTolerance);
+    std::vector<std::string> labels;
+    for (const CudaBackend::ConvolutionTiming& t : gpu.convolution_timings()) labels.push_back(t.geometry);
+    CHECK(labels == std::vector<std::string>{"1x8x12x16 -> 8, 3x3 stride 1 pad 1, f16",
+                                             "1x8x12x16 -> 8, 3x3 stride 1 pad 1, f16, input mapped",
+                                             "1x8x12x16 -> 8, 3x3 stride 1 pad 1, f16, input upsampled by 2"});
 }
 
 }  // TEST_SUITE

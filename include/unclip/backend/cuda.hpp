@@ -79,7 +79,9 @@ struct CudaBackend {
 
     // A convolution geometry that a context timed both ways (Context::convolution_tuning).
     struct ConvolutionTiming {
-        std::string geometry;     // "2x320x96x96 -> 320, 3x3 stride 1 pad 1, f16" (input as convolved)
+        // "2x320x96x96 -> 320, 3x3 stride 1 pad 1, f16" (input as convolved), then ", input
+        // upsampled by 2" and ", input mapped" (a folded GroupNorm) where they apply.
+        std::string geometry;
         double cudnn_ms = 0.0;    // best of two runs after a warm-up
         double im2col_ms = 0.0;
         bool cudnn = false;       // the path the context keeps for it
