@@ -1,5 +1,6 @@
 // CudaBackend::Context: the stream, the cuBLAS handle and the growing workspace.
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,11 @@
 
 namespace unclip::cuda {
 
+std::uint64_t new_workspace_generation() noexcept {
+    static std::atomic<std::uint64_t> last{0};
+    return ++last;
+}
+
 void* ContextState::workspace(std::size_t bytes) {
     if (bytes <= workspace_capacity) return workspace_data;
     // Queued kernels may still read the old buffer; cudaFree alone does not promise to wait.
@@ -19,7 +25,7 @@ void* ContextState::workspace(std::size_t bytes) {
     if (workspace_data) UNCLIP_CUDA_CHECK(cudaFree(workspace_data));
     workspace_data = nullptr;
     workspace_capacity = 0;
-    ++workspace_generation;
+    workspace_generation = new_workspace_generation();
     const std::size_t rounded = (bytes + 255) / 256 * 256;
     if (cudaMalloc(&workspace_data, rounded) != cudaSuccess) {
         cudaGetLastError();

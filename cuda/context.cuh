@@ -12,11 +12,15 @@
 #include <cuda_runtime.h>
 
 #include "unclip/backend/cuda.hpp"
+#include "unclip/error.hpp"
 
 namespace unclip::cuda {
 
 struct LtPlans;  // cuBLASLt handle, workspace and GEMM plans (linear_lt.cu)
 struct CudnnConvolutions;  // cuDNN handle and convolution plans (cudnn_conv.cu)
+
+// A number no earlier call in the process returned (thread-safe).
+std::uint64_t new_workspace_generation() noexcept;
 
 struct ContextState {
     int device = 0;
@@ -39,9 +43,10 @@ struct ContextState {
     void* workspace(std::size_t bytes);
     std::size_t workspace_capacity = 0;
     void* workspace_data = nullptr;
-    // Counts the workspace's reallocations: a new buffer may start at the old one's address, so a
-    // recorded graph checks this rather than the pointer.
-    std::uint64_t workspace_generation = 0;
+    // Which workspace buffer this is, unique in the process (new_workspace_generation): a new
+    // buffer may start at the old one's address, and a new context may reuse an old one's stream
+    // handle, so a recorded graph checks this rather than the pointer.
+    std::uint64_t workspace_generation = new_workspace_generation();
 
     // A device copy of n host int32 values (gather ids), in a buffer apart from the workspace.
     const std::int32_t* upload_ids(const std::int32_t* host, std::int64_t n);
@@ -87,7 +92,10 @@ inline unsigned blocks_for(std::int64_t n, int threads, unsigned cap = 65535u * 
 struct PlaneLaunch {
     dim3 grid, block;
 };
+// `threads`: a power of two, at least 32.
 inline PlaneLaunch plane_launch(std::int64_t planes, std::int64_t per_plane, int threads, unsigned max_blocks_x = 1024u) {
+    if (threads < 32 || (threads & (threads - 1)) != 0)
+        throw Error(Status::internal, "CUDA plane launch: " + std::to_string(threads) + " threads per block (a power of two, >= 32)");
     int width = 32;
     while (width < threads && width < per_plane) width *= 2;
     const int rows = threads / width;

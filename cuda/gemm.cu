@@ -31,8 +31,9 @@ __global__ void im2col_kernel(const float* __restrict__ x, To* __restrict__ col,
                               const cuda::PlaneAffine f) {
     const int i = blockIdx.x * kIm2colThreads + threadIdx.x;
     if (i >= g.out_w * g.rows) return;
-    const int r = i / g.out_w, ox = i - r * g.out_w;
-    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z) cuda::im2col_pixel(x, col, g, f, ox, r, plane);
+    const cuda::BandPosition at = cuda::band_position(i, g.out_w);
+    for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z)
+        cuda::im2col_pixel(x, col, g, f, at.column, at.row, plane);
 }
 
 template <class To>
@@ -40,9 +41,9 @@ __global__ void im2col_octet_kernel(const float* __restrict__ x, To* __restrict_
                                     const cuda::PlaneAffine f) {
     const int groups = g.out_w / 8, i = blockIdx.x * kIm2colThreads + threadIdx.x;
     if (i >= groups * g.rows) return;
-    const int r = i / groups, group = i - r * groups;
+    const cuda::BandPosition at = cuda::band_position(i, groups);
     for (std::int64_t plane = blockIdx.z; plane < g.planes; plane += gridDim.z)
-        cuda::im2col_octet_3wide(x, col, g, f, group, r, plane);
+        cuda::im2col_octet_3wide(x, col, g, f, at.column, at.row, plane);
 }
 
 cudaDataType_t operand_type(DType dtype) {

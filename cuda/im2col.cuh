@@ -131,6 +131,16 @@ UNCLIP_UNROLL
     }
 }
 
+// Where thread i of an im2col launch works: row `row` of the band, column `column` (a pixel, or an
+// eight-pixel group) of `per_row`; a launch runs per_row * rows threads per plane, row by row.
+struct BandPosition {
+    int row, column;
+};
+__host__ __device__ __forceinline__ BandPosition band_position(int i, int per_row) {
+    const int row = i / per_row;
+    return {row, i - row * per_row};
+}
+
 // Whether im2col_octet_3wide serves geometry g (col must also be 8 * sizeof(To) aligned).
 inline bool octet_im2col_fits(const Im2colGeometry& g) { return g.stride == 1 && g.kernel_w == 3 && g.out_w % 8 == 0; }
 

@@ -60,7 +60,9 @@ struct Bench {
     bool wanted(const std::string& name) const { return only.empty() || ("," + only + ",").find("," + name + ",") != std::string::npos; }
     // The warm-up run is timed too (first_s): a component's first run in the process pays for
     // what is made once (cuBLAS's and cuDNN's per-shape choices, the convolution tuning, kernels
-    // loaded, the workspace grown), which a fresh CLI process pays in its first step.
+    // loaded, the workspace grown), which a fresh CLI process pays in its first step. The tuning's
+    // choices are the process's: a component whose geometries an earlier one tuned (e2e after
+    // unet768 and vae, a second column limit's run) adopts them, so its first run has no tuning.
     void report(const std::string& name, double flops, const std::function<void()>& fn) const {
         const auto run = [&] {
             fn();

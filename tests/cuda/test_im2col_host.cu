@@ -226,6 +226,23 @@ TEST_CASE("im2col: a 1x1 pass writes the mapped, upsampled input itself (cuDNN's
     }
 }
 
+TEST_CASE("im2col: the launch's threads take each column of each band row once, row after row") {
+    for (const int per_row : {1, 3, 12, 96})
+        for (const int rows : {1, 7, 96}) {
+            INFO(per_row << " columns, " << rows << " rows");
+            std::vector<int> seen(static_cast<std::size_t>(per_row * rows), 0);
+            bool in_order = true;
+            for (int i = 0; i < per_row * rows; ++i) {
+                const unclip::cuda::BandPosition at = unclip::cuda::band_position(i, per_row);
+                REQUIRE((at.row >= 0 && at.row < rows && at.column >= 0 && at.column < per_row));
+                ++seen[static_cast<std::size_t>(at.row * per_row + at.column)];
+                in_order = in_order && at.row * per_row + at.column == i;  // neighbouring threads, neighbouring columns
+            }
+            CHECK(in_order);
+            CHECK(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }));
+        }
+}
+
 TEST_CASE("im2col: the 8-wide layout is only chosen where it applies") {
     Im2colGeometry g = geometry(kCases[0], 1);
     CHECK(unclip::cuda::octet_im2col_fits(g));
