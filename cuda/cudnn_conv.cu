@@ -98,26 +98,6 @@ PlanKey plan_key(const CudaBackend::Conv2dArgs& a) {
             static_cast<std::int64_t>(a.weight_dtype), a.input_upsample, a.input_affine ? 1 : 0};
 }
 
-// How a failed cuDNN call of a convolution's is taken: as an error, as a refusal of this geometry,
-// or as a refusal of this machine (driver, runtime, architecture, a sub-library), which ends cuDNN
-// for the context.
-enum class Refusal { error, geometry, machine };
-
-Refusal refusal_of(cudnnStatus_t status) {
-    switch (status) {
-    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER:
-    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDART:
-    case CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH:
-    case CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING:
-    case CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE: return Refusal::machine;
-    default: break;
-    }
-    const int category = CUDNN_STATUS_CATEGORY(status);
-    if (category == CUDNN_STATUS_NOT_SUPPORTED) return Refusal::geometry;
-    if (category == CUDNN_STATUS_CATEGORY(CUDNN_STATUS_NOT_INITIALIZED)) return Refusal::machine;
-    return Refusal::error;
-}
-
 }  // namespace
 
 struct CudnnConvolutions {
@@ -141,7 +121,7 @@ struct CudnnConvolutions {
     const CudnnApi& api;
     cudnnHandle_t handle = nullptr;
     std::vector<Plan> plans;
-    // Set when making a plan met a refusal of the machine (Refusal::machine): cuDNN cannot serve
+    // Set when making a plan met a refusal of the machine (CudnnRefusal::machine): cuDNN cannot serve
     // this context at all.
     std::string machine_refusal;
 
@@ -187,7 +167,7 @@ struct CudnnConvolutions {
             describe(p, a);
             choose_algorithm(p);
         } catch (const CudnnError& e) {
-            if (refusal_of(e.cudnn_status()) == Refusal::machine) machine_refusal = e.what();
+            if (cudnn_refusal_of(e.cudnn_status()) == CudnnRefusal::machine) machine_refusal = e.what();
             release(p);
             p = Plan{};
             p.key = key;
@@ -306,10 +286,10 @@ bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs&
                                                              plan.conv, plan.algo, workspace, plan.workspace, &zero, plan.y,
                                                              output);
     if (status != CUDNN_STATUS_SUCCESS) {
-        const Refusal refusal = refusal_of(status);
-        if (refusal == Refusal::error) throw_cudnn_error(api, "cudnnConvolutionForward", status);
+        const CudnnRefusal refusal = cudnn_refusal_of(status);
+        if (refusal == CudnnRefusal::error) throw_cudnn_error(api, "cudnnConvolutionForward", status);
         plan.usable = false;  // ranked usable, refused when run: im2col serves the geometry
-        if (refusal == Refusal::machine)
+        if (refusal == CudnnRefusal::machine)
             s.cudnn_error = std::string("cuDNN refused to run: ") + api.cudnnGetErrorString(status) + " (" +
                             std::to_string(static_cast<int>(status)) + ")";
         return false;

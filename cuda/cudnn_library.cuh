@@ -47,6 +47,34 @@ private:
     cudnnStatus_t cudnn_status_;
 };
 
+// How a failed cuDNN call of a convolution's is taken:
+//   machine   cuDNN cannot serve this machine (driver, runtime, architecture, a sub-library, not
+//             initialised, licence, the legacy calls withdrawn): it ends cuDNN for the context;
+//   geometry  not this convolution (not supported, a kernel that failed to compile, no memory for
+//             cuDNN's own buffers): im2col serves the geometry;
+//   error     anything else, an error of the call.
+enum class CudnnRefusal { error, geometry, machine };
+
+inline CudnnRefusal cudnn_refusal_of(cudnnStatus_t status) noexcept {
+    switch (status) {
+    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER:
+    case CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDART:
+    case CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH:
+    case CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING:
+    case CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE:
+    case CUDNN_STATUS_NOT_INITIALIZED:
+    case CUDNN_STATUS_SUBLIBRARY_VERSION_MISMATCH:
+    case CUDNN_STATUS_LICENSE_ERROR:
+    case CUDNN_STATUS_DEPRECATED:
+    case CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED: return CudnnRefusal::machine;
+    case CUDNN_STATUS_INTERNAL_ERROR_COMPILATION_FAILED:
+    case CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED:
+    case CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED: return CudnnRefusal::geometry;
+    default: break;
+    }
+    return CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED ? CudnnRefusal::geometry : CudnnRefusal::error;
+}
+
 // Throws CudnnError naming the call and cuDNN's status.
 [[noreturn]] void throw_cudnn_error(const CudnnApi& api, const char* call, cudnnStatus_t status);
 #endif

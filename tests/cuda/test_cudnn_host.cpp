@@ -50,3 +50,24 @@ TEST_CASE("cuDNN: the process's choice agrees with its description, and a 9.x li
     CHECK(system.find("(libcudnn.so.9)") != std::string::npos);
 #endif
 }
+
+#if UNCLIP_HAVE_CUDNN
+TEST_CASE("cuDNN: a failed call's status is taken as a refusal of the machine, of the geometry, or as an error") {
+    using unclip::cuda::CudnnRefusal;
+    using unclip::cuda::cudnn_refusal_of;
+    for (const cudnnStatus_t status :
+         {CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER, CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH,
+          CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE, CUDNN_STATUS_NOT_INITIALIZED,
+          CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED, CUDNN_STATUS_LICENSE_ERROR, CUDNN_STATUS_DEPRECATED})
+        CHECK(cudnn_refusal_of(status) == CudnnRefusal::machine);
+    for (const cudnnStatus_t status :
+         {CUDNN_STATUS_NOT_SUPPORTED, CUDNN_STATUS_NOT_SUPPORTED_SHAPE, CUDNN_STATUS_NOT_SUPPORTED_LAYOUT,
+          CUDNN_STATUS_NOT_SUPPORTED_SHARED_MEMORY_INSUFFICIENT, CUDNN_STATUS_INTERNAL_ERROR_COMPILATION_FAILED,
+          CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED})
+        CHECK(cudnn_refusal_of(status) == CudnnRefusal::geometry);
+    // A wrong argument, an internal error, a failed launch: the call's own failure.
+    for (const cudnnStatus_t status : {CUDNN_STATUS_BAD_PARAM, CUDNN_STATUS_BAD_PARAM_NULL_POINTER, CUDNN_STATUS_INTERNAL_ERROR,
+                                       CUDNN_STATUS_EXECUTION_FAILED})
+        CHECK(cudnn_refusal_of(status) == CudnnRefusal::error);
+}
+#endif
