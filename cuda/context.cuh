@@ -87,8 +87,8 @@ inline unsigned blocks_for(std::int64_t n, int threads, unsigned cap = 65535u * 
 
 // The launch of a kernel that gives each of `planes` planes of `per_plane` work items to one row of
 // a block's threads (threadIdx.y picks the plane, grid-stride loops in x and y): rows as wide as a
-// plane needs, from a warp up to `threads`, so that small planes (the UNet's 12 and 24 px levels)
-// share a block instead of leaving most of one idle.
+// plane needs, from a warp up to `threads`, so that planes of up to threads / 2 items (the UNet's
+// 12 px level: 36 float4) share a block instead of leaving most of one idle.
 struct PlaneLaunch {
     dim3 grid, block;
 };

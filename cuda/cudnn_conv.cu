@@ -110,7 +110,6 @@ struct CudnnConvolutions {
         std::size_t workspace = 0;
         bool usable = false;  // cuDNN offered an accurate algorithm within the workspace cap
         bool ran = false;     // queued outside a graph recording at least once
-        bool out_of_memory = false;  // the last queue_cudnn found no room for cuDNN's copies
         // Context::convolution_tuning: decided (tuned, under column band tuned_column_limit),
         // measured (timed: not when the scratch output did not fit), and the two paths' times.
         bool tuned = false, timed = false, cudnn_faster = true;
@@ -121,9 +120,6 @@ struct CudnnConvolutions {
     const CudnnApi& api;
     cudnnHandle_t handle = nullptr;
     std::vector<Plan> plans;
-    // Set when making a plan met a refusal of the machine (CudnnRefusal::machine): cuDNN cannot serve
-    // this context at all.
-    std::string machine_refusal;
 
     CudnnConvolutions(const CudnnApi& library, cudaStream_t stream) : api(library) {
         UNCLIP_CUDNN_CHECK(api, cudnnCreate(&handle));
@@ -157,7 +153,8 @@ struct CudnnConvolutions {
     }
 
     // The plan for a's geometry, made on first use (descriptors and heuristics). A geometry cuDNN
-    // refuses to describe or rank gets an unusable plan: im2col serves it.
+    // refuses to describe or rank gets an unusable plan: im2col serves it. A refusal of the machine
+    // (CudnnRefusal::machine) is rethrown as the CudnnError it is, with no plan kept.
     Plan& plan(const CudaBackend::Conv2dArgs& a) {
         if (Plan* known = find(a)) return *known;
         const PlanKey key = plan_key(a);
@@ -166,13 +163,10 @@ struct CudnnConvolutions {
         try {
             describe(p, a);
             choose_algorithm(p);
-        } catch (const CudnnError& e) {
-            if (cudnn_refusal_of(e.cudnn_status()) == CudnnRefusal::machine) machine_refusal = e.what();
+        } catch (const Error& e) {
             release(p);
-            p = Plan{};
-            p.key = key;
-        } catch (const Error&) {
-            release(p);
+            const auto* refused = dynamic_cast<const CudnnError*>(&e);
+            if (refused && cudnn_refusal_of(refused->cudnn_status()) == CudnnRefusal::machine) throw;
             p = Plan{};
             p.key = key;
         }
@@ -245,9 +239,13 @@ CudnnConvolutions* convolutions_for(ContextState& s) {
     return s.cudnn.get();
 }
 
-// Queues cuDNN's convolution of a (the input pass, cuDNN, the output pass); false, with nothing
-// but workspace written, when cuDNN refuses to run the plan's algorithm after all.
-bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, CudnnConvolutions& convolutions,
+// What queue_cudnn did: queued the convolution; found cuDNN refusing the plan's algorithm after
+// all (the plan is then unusable, and on a refusal of the machine the context's cuDNN is off); or
+// found no room for cuDNN's input and output copies and its workspace. Only workspace is written
+// unless `ran`.
+enum class Queued { ran, refused, no_room };
+
+Queued queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, CudnnConvolutions& convolutions,
                  CudnnConvolutions::Plan& plan) {
     ContextState& s = ctx.state();
     const std::int64_t out_h = a.out_height(), out_w = a.out_width();
@@ -259,12 +257,8 @@ bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs&
     try {
         base = static_cast<unsigned char*>(s.workspace(input_bytes + output_bytes + plan.workspace));
     } catch (const Error& e) {
-        // cuDNN's input and output copies and its workspace do not fit next to the models, where
-        // im2col's bands may: im2col serves the geometry from now on.
         if (e.status() != Status::out_of_memory) throw;
-        plan.usable = false;
-        plan.out_of_memory = true;
-        return false;
+        return Queued::no_room;
     }
     void* input = base;
     void* output = base + input_bytes;
@@ -292,11 +286,11 @@ bool queue_cudnn(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs&
         if (refusal == CudnnRefusal::machine)
             s.cudnn_error = std::string("cuDNN refused to run: ") + api.cudnnGetErrorString(status) + " (" +
                             std::to_string(static_cast<int>(status)) + ")";
-        return false;
+        return Queued::refused;
     }
     launch_add_convolution(s.stream, output, a.weight_dtype, a.y, a.bias, a.batch * a.out_channels, a.out_channels,
                            out_h * out_w, a.accumulate);
-    return true;
+    return Queued::ran;
 }
 
 // Two events on a stream: the GPU time of what is queued between them.
@@ -398,29 +392,29 @@ bool tune(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs& a, Cud
         adopt(*known);
         return true;
     }
+    // No room to measure (the scratch output, or cuDNN's copies beside it): cuDNN, untimed and not
+    // shared; a real run that finds no room for cuDNN either hands the geometry to im2col.
+    const auto untimed = [&plan] {
+        plan.tuned = true;
+        plan.cudnn_faster = true;
+        return true;
+    };
     std::unique_ptr<ProbeOutput> output;
     try {
         output = std::make_unique<ProbeOutput>(a.batch * a.out_channels * a.out_height() * a.out_width());
     } catch (const Error& e) {
         if (e.status() != Status::out_of_memory) throw;
-        plan.tuned = true;  // no room to measure: cuDNN, which needs no columns
-        plan.cudnn_faster = true;
-        return true;
+        return untimed();
     }
     CudaBackend::Conv2dArgs probe = a;
     probe.y = output->data;
     probe.accumulate = false;
     StreamTimer timer(ctx.state().stream);
     // The warm-ups load kernels and make cuBLAS's and cuDNN's per-shape choices.
-    if (!queue_cudnn(ctx, probe, convolutions, plan)) {
-        if (!plan.out_of_memory) return false;
-        // No room for cuDNN's copies next to the scratch output: im2col, whose bands need less,
-        // untimed (and not shared: another context may have the room).
-        plan.usable = true;
-        plan.out_of_memory = false;
-        plan.tuned = true;
-        plan.cudnn_faster = false;
-        return true;
+    switch (queue_cudnn(ctx, probe, convolutions, plan)) {
+    case Queued::refused: return false;
+    case Queued::no_room: return untimed();
+    case Queued::ran: break;
     }
     plan.cudnn_ms = timer.best_of_two([&] { queue_cudnn(ctx, probe, convolutions, plan); });
     im2col_conv2d(ctx, probe);
@@ -451,9 +445,11 @@ bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs
     // which would end the recording, and a plan's first run may load kernels.
     CudnnConvolutions* convolutions = recording ? (s.cudnn_error.empty() ? s.cudnn.get() : nullptr) : convolutions_for(s);
     if (!convolutions) return false;
-    CudnnConvolutions::Plan* plan = recording ? convolutions->find(a) : &convolutions->plan(a);
-    if (!convolutions->machine_refusal.empty()) {
-        s.cudnn_error = "cuDNN refused to plan a convolution: " + convolutions->machine_refusal;
+    CudnnConvolutions::Plan* plan = nullptr;
+    try {
+        plan = recording ? convolutions->find(a) : &convolutions->plan(a);
+    } catch (const CudnnError& e) {  // a refusal of the machine: cuDNN is off for the context
+        s.cudnn_error = std::string("cuDNN refused to plan a convolution: ") + e.what();
         return false;
     }
     if (!plan || !plan->usable || (recording && !plan->ran)) return false;
@@ -461,7 +457,11 @@ bool cudnn_conv2d(const CudaBackend::Context& ctx, const CudaBackend::Conv2dArgs
     const bool tuned = plan->tuned && plan->tuned_column_limit == ctx.column_limit();
     if (!recording && ctx.convolution_tuning() && !tuned && !tune(ctx, a, *convolutions, *plan)) return false;
     if (ctx.convolution_tuning() && plan->tuned && !plan->cudnn_faster) return false;
-    if (!queue_cudnn(ctx, a, *convolutions, *plan)) return false;
+    const Queued queued = queue_cudnn(ctx, a, *convolutions, *plan);
+    // No room for cuDNN's copies beside the models, where im2col's bands may fit: im2col serves the
+    // geometry from now on (trying again would free and regrow the workspace at every call).
+    if (queued == Queued::no_room) plan->usable = false;
+    if (queued != Queued::ran) return false;
     if (!recording) plan->ran = true;
     ++s.cudnn_convolution_calls;
     return true;
